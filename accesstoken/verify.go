@@ -1,0 +1,172 @@
+package accesstoken
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
+)
+
+// Errors returned by Verify. They are wrapped with detail; match them with
+// errors.Is. An expired token is reported as *ExpiredError.
+var (
+	ErrMalformed        = errors.New("accesstoken: malformed token")
+	ErrSignature        = errors.New("accesstoken: signature does not verify")
+	ErrType             = errors.New(`accesstoken: typ header is not "at+jwt"`)
+	ErrIssuer           = errors.New("accesstoken: wrong issuer")
+	ErrAudience         = errors.New("accesstoken: audience not accepted")
+	ErrNotYetValid      = errors.New("accesstoken: token not yet valid")
+	ErrNoCertificate    = errors.New("accesstoken: no peer certificate to check the binding against")
+	ErrNotBound         = errors.New("accesstoken: token is not bound to the peer certificate")
+	ErrNoAudienceConfig = errors.New("accesstoken: verifier has no audiences configured")
+)
+
+// ExpiredError reports a token whose "exp" has passed.
+type ExpiredError struct {
+	Expiry time.Time
+}
+
+func (e *ExpiredError) Error() string {
+	return "accesstoken: token expired at " + e.Expiry.UTC().Format(time.RFC3339)
+}
+
+// DefaultAlgorithms are the signature algorithms accepted when
+// Config.Algorithms is empty.
+var DefaultAlgorithms = []jwa.SignatureAlgorithm{jwa.ES256, jwa.EdDSA, jwa.RS256}
+
+// Config tunes a Verifier. The zero value is not useful: set Audiences.
+type Config struct {
+	// Audiences are the identifiers of this resource server; a token must
+	// name at least one in "aud" (RFC 9068 §4).
+	Audiences []string
+	// InsecureSkipAudienceCheck accepts tokens for any audience.
+	InsecureSkipAudienceCheck bool
+	// Algorithms accepted; DefaultAlgorithms when empty.
+	Algorithms []jwa.SignatureAlgorithm
+	// Leeway tolerates this much clock skew on "exp" and "nbf".
+	Leeway time.Duration
+	// Now returns the current time; time.Now when nil.
+	Now func() time.Time
+}
+
+// Verifier checks access tokens issued by one issuer.
+type Verifier struct {
+	issuer   string
+	keys     KeySet
+	cfg      Config
+	provider jws.KeyProvider
+}
+
+// NewVerifier returns a Verifier for tokens from issuerURL signed by keys.
+// cfg may be nil only with Verify callers that expect ErrNoAudienceConfig.
+func NewVerifier(issuerURL string, keys KeySet, cfg *Config) *Verifier {
+	v := &Verifier{issuer: issuerURL, keys: keys}
+	if cfg != nil {
+		v.cfg = *cfg
+	}
+	if len(v.cfg.Algorithms) == 0 {
+		v.cfg.Algorithms = DefaultAlgorithms
+	}
+	if v.cfg.Now == nil {
+		v.cfg.Now = time.Now
+	}
+	v.provider = jws.KeyProviderFunc(v.provideKey)
+	return v
+}
+
+// Verify checks raw's signature, "typ", "iss", "aud", "exp" and "nbf", and
+// that its RFC 8705 "cnf" thumbprint equals that of peerLeaf, the leaf
+// certificate of the connection the token arrived on.
+func (v *Verifier) Verify(ctx context.Context, raw string, peerLeaf *x509.Certificate) (*Claims, error) {
+	if peerLeaf == nil {
+		return nil, ErrNoCertificate
+	}
+	claims, err := v.verify(ctx, raw, true)
+	if err != nil {
+		return nil, err
+	}
+	if !BoundTo(claims, peerLeaf) {
+		return nil, ErrNotBound
+	}
+	return claims, nil
+}
+
+// InsecureVerifyWithoutBinding checks everything Verify checks except the
+// certificate binding and the audience. Only the issuer itself uses it, to
+// read its own tokens presented for exchange, and then applies its own
+// binding rules.
+func (v *Verifier) InsecureVerifyWithoutBinding(ctx context.Context, raw string) (*Claims, error) {
+	return v.verify(ctx, raw, false)
+}
+
+// BoundTo reports, in constant time, whether claims are bound to cert
+// (RFC 8705 §3.1).
+func BoundTo(claims *Claims, cert *x509.Certificate) bool {
+	want := Thumbprint(cert)
+	return subtle.ConstantTimeCompare([]byte(claims.Confirmation.X5TS256), []byte(want)) == 1
+}
+
+func (v *Verifier) verify(ctx context.Context, raw string, checkAudience bool) (*Claims, error) {
+	if checkAudience && len(v.cfg.Audiences) == 0 && !v.cfg.InsecureSkipAudienceCheck {
+		return nil, ErrNoAudienceConfig
+	}
+	if strings.Count(raw, ".") != 2 {
+		return nil, fmt.Errorf("%w: not a JWS compact serialization", ErrMalformed)
+	}
+	var msg jws.Message
+	payload, err := jws.Verify([]byte(raw), jws.WithKeyProvider(v.provider), jws.WithContext(ctx), jws.WithMessage(&msg))
+	if err != nil {
+		if errors.Is(err, ErrUnknownKey) {
+			return nil, fmt.Errorf("%w: %w", ErrSignature, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrSignature, err)
+	}
+	if typ := msg.Signatures()[0].ProtectedHeaders().Type(); typ != Type && typ != "application/"+Type {
+		return nil, fmt.Errorf("%w: got %q", ErrType, typ)
+	}
+	claims := new(Claims)
+	if err := json.Unmarshal(payload, claims); err != nil {
+		return nil, fmt.Errorf("%w: claims: %w", ErrMalformed, err)
+	}
+	if claims.Issuer != v.issuer {
+		return nil, fmt.Errorf("%w: %q", ErrIssuer, claims.Issuer)
+	}
+	now := v.cfg.Now()
+	if claims.Expiry == 0 || !now.Before(time.Unix(claims.Expiry, 0).Add(v.cfg.Leeway)) {
+		return nil, &ExpiredError{Expiry: time.Unix(claims.Expiry, 0)}
+	}
+	if claims.NotBefore != 0 && now.Add(v.cfg.Leeway).Before(time.Unix(claims.NotBefore, 0)) {
+		return nil, ErrNotYetValid
+	}
+	if checkAudience && !v.cfg.InsecureSkipAudienceCheck && !slices.ContainsFunc(v.cfg.Audiences, claims.Audience.Contains) {
+		return nil, fmt.Errorf("%w: token is for %q", ErrAudience, []string(claims.Audience))
+	}
+	if claims.Subject == "" || claims.Confirmation.X5TS256 == "" {
+		return nil, fmt.Errorf("%w: missing sub or cnf", ErrMalformed)
+	}
+	return claims, nil
+}
+
+// provideKey resolves the header's "kid" through the key set and insists
+// that the header's "alg" is the key's own and an accepted one.
+func (v *Verifier) provideKey(ctx context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
+	hdr := sig.ProtectedHeaders()
+	key, err := v.keys.LookupKey(ctx, hdr.KeyID())
+	if err != nil {
+		return err
+	}
+	alg := hdr.Algorithm()
+	if key.Algorithm().String() != alg.String() || !slices.Contains(v.cfg.Algorithms, alg) {
+		return fmt.Errorf("accesstoken: algorithm %q not accepted for key %q", alg, hdr.KeyID())
+	}
+	sink.Key(alg, key)
+	return nil
+}

@@ -1,0 +1,740 @@
+package exchange_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/internal/testca"
+	"github.com/spiffe-sts/spiffe-sts/issuer"
+	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+)
+
+const (
+	workloadID = "spiffe://example.org/ns/prod/sa/web"
+	otherID    = "spiffe://example.org/ns/prod/sa/db"
+	deniedID   = "spiffe://example.org/ns/dev/sa/web"
+	stsID      = "spiffe://example.org/sts"
+	apiAud     = "spiffe://example.org/api"
+)
+
+// fixture is a running exchange.Server on a loopback TLS listener.
+type fixture struct {
+	ca, evil  *testca.CA
+	stsSVID   *x509svid.SVID
+	issuerURL string
+	iss       *issuer.Issuer
+	server    *exchange.Server
+	svids     map[string]*x509svid.SVID
+}
+
+func newFixture(t testing.TB, overrideConfig func(*exchange.Config)) *fixture {
+	t.Helper()
+	f := &fixture{ca: testca.New(t, "example.org"), evil: testca.New(t, "evil.example"), svids: map[string]*x509svid.SVID{}}
+	f.stsSVID = f.ca.SVID(t, stsID, time.Hour)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.issuerURL = "https://" + ln.Addr().String()
+	signer, err := issuer.GenerateSigner(jwa.ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.iss, err = issuer.New(issuer.Config{IssuerURL: f.issuerURL, Signer: signer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := stsid.NewPolicy([]stsid.Rule{{
+		Pattern:       stsid.RequirePattern("spiffe://example.org/ns/prod/sa/*"),
+		Audiences:     []string{apiAud, "https://api.example.org/orders"},
+		Scopes:        []string{"read", "write", "admin"},
+		DefaultScopes: []string{"read"},
+		MaxTTL:        5 * time.Minute,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := exchange.Config{
+		IssuerURL:   f.issuerURL,
+		TrustDomain: f.ca.TrustDomain,
+		SVIDs:       f.stsSVID,
+		X509Bundles: f.ca.Bundle(),
+		JWTBundles:  f.ca.Bundle(),
+		Policy:      policy,
+		Minter:      f.iss,
+		Keys:        f.iss.KeySet(),
+	}
+	if overrideConfig != nil {
+		overrideConfig(&cfg)
+	}
+	f.server, err = exchange.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := f.server.HTTPServer(f.stsSVID)
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return f
+}
+
+// svid returns a cached X509-SVID for id from the example.org CA.
+func (f *fixture) svid(t testing.TB, id string) *x509svid.SVID {
+	if s, ok := f.svids[id]; ok {
+		return s
+	}
+	s := f.ca.SVID(t, id, time.Hour)
+	f.svids[id] = s
+	return s
+}
+
+// client returns an HTTP client that presents svid (none when nil) and
+// authorizes the server's SPIFFE ID.
+func (f *fixture) client(svid *x509svid.SVID) *http.Client {
+	var cfg *tls.Config
+	if svid != nil {
+		cfg = tlsconfig.MTLSClientConfig(svid, f.ca.Bundle(), tlsconfig.AuthorizeID(f.stsSVID.ID))
+	} else {
+		cfg = tlsconfig.TLSClientConfig(f.ca.Bundle(), tlsconfig.AuthorizeID(f.stsSVID.ID))
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+}
+
+func (f *fixture) post(t testing.TB, c *http.Client, contentType, body string) response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, f.issuerURL+exchange.PathToken, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := response{status: resp.StatusCode, header: resp.Header}
+	if err := json.Unmarshal(raw, &out.body); err != nil {
+		t.Fatalf("response is not JSON: %q", raw)
+	}
+	return out
+}
+
+func (f *fixture) jwtSVID(t testing.TB, sub string) string {
+	return f.ca.JWTSVID(t, sub, []string{f.issuerURL}, time.Now().Add(time.Minute))
+}
+
+func (f *fixture) verifier(aud string) *accesstoken.Verifier {
+	return accesstoken.NewVerifier(f.issuerURL, f.iss.KeySet(), &accesstoken.Config{Audiences: []string{aud}})
+}
+
+const formType = "application/x-www-form-urlencoded"
+
+func TestTokenEndpoint(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	// A token issued to the workload, for the access_token cases.
+	issued := func(t *testing.T, id, scope string, ttl time.Duration) string {
+		claims := accesstoken.Claims{Subject: id, ClientID: id, Audience: accesstoken.Audience{apiAud}, Scope: scope}
+		raw, err := f.iss.Mint(ctx, &claims, f.svid(t, id).Certificates[0], ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+
+	type expected struct {
+		status   int
+		code     string
+		desc     string
+		audience []string
+		scope    any // nil: absent from the response
+	}
+	tests := []struct {
+		name             string
+		caller           string // SPIFFE ID of the client certificate; "-" for none
+		overrideParams   func(t *testing.T, p url.Values)
+		contentType      string
+		overrideBody     func(string) string
+		overrideExpected func(*expected)
+	}{
+		{name: "baseline: JWT-SVID exchange"},
+		{name: "client_id equal to the SPIFFE ID", overrideParams: func(_ *testing.T, p url.Values) { p.Set("client_id", workloadID) }},
+		{
+			name: "client_credentials",
+			overrideParams: func(_ *testing.T, p url.Values) {
+				p.Set("grant_type", "client_credentials")
+				p.Del("subject_token")
+				p.Del("subject_token_type")
+			},
+		},
+		{
+			name: "client_credentials with a subject_token",
+			overrideParams: func(_ *testing.T, p url.Values) {
+				p.Set("grant_type", "client_credentials")
+			},
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "client_credentials takes no subject_token or actor_token"
+			},
+		},
+		{
+			name: "scope narrowed to what policy allows",
+			overrideParams: func(_ *testing.T, p url.Values) {
+				p.Set("scope", "read delete")
+			},
+			overrideExpected: func(e *expected) { e.scope = "read" },
+		},
+		{
+			name: "scope requested and fully allowed is not echoed",
+			overrideParams: func(_ *testing.T, p url.Values) {
+				p.Set("scope", "write read")
+			},
+			overrideExpected: func(e *expected) { e.scope = nil },
+		},
+		{
+			name:           "no scope allowed",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("scope", "delete") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_scope", "none of the requested scopes is allowed for this client"
+			},
+		},
+		{
+			name:           "malformed scope",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("scope", `read "x"`) },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_scope", "scope must be space-separated scope tokens (RFC 6749 §3.3)"
+			},
+		},
+		{
+			name: "resource and audience both become aud",
+			overrideParams: func(_ *testing.T, p url.Values) {
+				p.Add("resource", "https://api.example.org/orders")
+			},
+			overrideExpected: func(e *expected) { e.audience = []string{apiAud, "https://api.example.org/orders"} },
+		},
+		{
+			name:           "audience not allowed",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("audience", "spiffe://example.org/other") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_target", `audience "spiffe://example.org/other" is not allowed for this client`
+			},
+		},
+		{
+			name:           "resource with a fragment",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("resource", "https://api.example.org/orders#x") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_target", "resource must be an absolute URI without a fragment"
+			},
+		},
+		{
+			name:           "no audience",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Del("audience") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "audience or resource is required"
+			},
+		},
+		{
+			name:           "missing grant_type",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Del("grant_type") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "grant_type is required"
+			},
+		},
+		{
+			name:           "unsupported grant_type",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("grant_type", "password") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code = 400, "unsupported_grant_type"
+				e.desc = "supported grant types are urn:ietf:params:oauth:grant-type:token-exchange and client_credentials"
+			},
+		},
+		{
+			name:           "repeated parameter",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Add("scope", "read"); p.Add("scope", "write") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "parameter scope is repeated"
+			},
+		},
+		{
+			name:           "empty parameter",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("scope", "") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "parameter scope is empty"
+			},
+		},
+		{
+			name:         "malformed encoding",
+			overrideBody: func(b string) string { return b + "&scope=%zz" },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", `malformed form encoding of "scope"`
+			},
+		},
+		{
+			name:        "wrong content type",
+			contentType: "application/json",
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "content type must be application/x-www-form-urlencoded"
+			},
+		},
+		{
+			name:         "body over the limit",
+			overrideBody: func(b string) string { return b + "&pad=" + strings.Repeat("a", 70<<10) },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "request body exceeds 65536 bytes"
+			},
+		},
+		{
+			name:           "client secret alongside mTLS",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("client_secret", "s3cret") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "authenticate with the X509-SVID (tls_client_auth) only"
+			},
+		},
+		{
+			name:   "no client certificate",
+			caller: "-",
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 401, "invalid_client", "a client certificate (X509-SVID) is required"
+			},
+		},
+		{
+			name:   "client from an untrusted trust domain",
+			caller: "spiffe://evil.example/ns/prod/sa/web",
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 401, "invalid_client", "the client certificate is not a valid X509-SVID of a trusted trust domain"
+			},
+		},
+		{
+			name:           "client_id of someone else",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("client_id", otherID) },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 401, "invalid_client", "client_id does not match the client certificate's SPIFFE ID"
+			},
+		},
+		{
+			name:   "caller denied by policy",
+			caller: deniedID,
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", f.jwtSVID(t, deniedID))
+			},
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "unauthorized_client", "no policy rule allows "+deniedID
+			},
+		},
+		{
+			name: "JWT-SVID for another workload",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", f.jwtSVID(t, otherID))
+			},
+			overrideExpected: func(e *expected) {
+				e.status, e.code = 400, "invalid_grant"
+				e.desc = "the subject token names " + otherID + ", not the caller; delegation is not supported"
+			},
+		},
+		{
+			name: "forged JWT-SVID",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", testca.SignJWT(t, testca.NewKey(t), "jwt-example.org", map[string]any{
+					"sub": workloadID, "aud": []string{f.issuerURL}, "exp": time.Now().Add(time.Minute).Unix(),
+				}))
+			},
+			overrideExpected: func(e *expected) { e.status, e.code, e.desc = 400, "invalid_grant", "*" },
+		},
+		{
+			name: "expired JWT-SVID",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", f.ca.JWTSVID(t, workloadID, []string{f.issuerURL}, time.Now().Add(-2*time.Second)))
+			},
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_grant", "the subject token has expired"
+			},
+		},
+		{
+			name: "not yet valid JWT-SVID",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", testca.SignJWT(t, f.ca.JWTKey(), f.ca.JWTKeyID(), map[string]any{
+					"sub": workloadID, "aud": []string{f.issuerURL}, "exp": time.Now().Add(time.Hour).Unix(),
+					"nbf": time.Now().Add(30 * time.Second).Unix(),
+				}))
+			},
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_grant", "the subject token is not yet valid"
+			},
+		},
+		{
+			name: "JWT-SVID for another audience",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", f.ca.JWTSVID(t, workloadID, []string{"spiffe://example.org/someone-else"}, time.Now().Add(time.Minute)))
+			},
+			overrideExpected: func(e *expected) { e.status, e.code, e.desc = 400, "invalid_grant", "*" },
+		},
+		{
+			name: "JWT-SVID audience naming the server's SPIFFE ID",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", f.ca.JWTSVID(t, workloadID, []string{stsID}, time.Now().Add(time.Minute)))
+			},
+		},
+		{
+			name: "JWT-SVID from an untrusted trust domain",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", f.evil.JWTSVID(t, "spiffe://evil.example/ns/prod/sa/web", []string{f.issuerURL}, time.Now().Add(time.Minute)))
+			},
+			overrideExpected: func(e *expected) { e.status, e.code, e.desc = 400, "invalid_grant", "*" },
+		},
+		{
+			name:           "missing subject_token",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Del("subject_token") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "subject_token is required"
+			},
+		},
+		{
+			name:           "unsupported subject_token_type",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("subject_token_type", "urn:ietf:params:oauth:token-type:saml2") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code = 400, "invalid_request"
+				e.desc = "subject_token_type must be urn:ietf:params:oauth:token-type:jwt or urn:ietf:params:oauth:token-type:access_token"
+			},
+		},
+		{
+			name: "actor_token",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("actor_token", f.jwtSVID(t, workloadID))
+				p.Set("actor_token_type", string(exchange.TokenTypeJWT))
+			},
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "actor_token is not supported: the caller is the actor"
+			},
+		},
+		{
+			name:           "requested_token_type jwt",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("requested_token_type", string(exchange.TokenTypeJWT)) },
+		},
+		{
+			name:           "unsupported requested_token_type",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("requested_token_type", "urn:ietf:params:oauth:token-type:id_token") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code = 400, "invalid_request"
+				e.desc = "requested_token_type must be urn:ietf:params:oauth:token-type:access_token or urn:ietf:params:oauth:token-type:jwt"
+			},
+		},
+		{
+			name: "own access token keeps its audience and scope",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", issued(t, workloadID, "read write", time.Minute))
+				p.Set("subject_token_type", string(exchange.TokenTypeAccessToken))
+				p.Del("audience")
+			},
+			overrideExpected: func(e *expected) { e.scope = "read write" },
+		},
+		{
+			name: "own access token never widens its scope",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", issued(t, workloadID, "read", time.Minute))
+				p.Set("subject_token_type", string(exchange.TokenTypeAccessToken))
+				p.Set("scope", "read admin")
+			},
+			overrideExpected: func(e *expected) { e.scope = "read" },
+		},
+		{
+			name: "access token issued to another client",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", issued(t, otherID, "read", time.Minute))
+				p.Set("subject_token_type", string(exchange.TokenTypeAccessToken))
+			},
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_grant", "the subject token was not issued to this client"
+			},
+		},
+		{
+			name: "JWT-SVID presented as an access token",
+			overrideParams: func(_ *testing.T, p url.Values) {
+				p.Set("subject_token_type", string(exchange.TokenTypeAccessToken))
+			},
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_grant", "the subject token is not an access token issued by this server"
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			params := url.Values{
+				"grant_type":         {string(exchange.GrantTypeTokenExchange)},
+				"subject_token":      {f.jwtSVID(t, workloadID)},
+				"subject_token_type": {string(exchange.TokenTypeJWT)},
+				"audience":           {apiAud},
+			}
+			if tt.overrideParams != nil {
+				tt.overrideParams(t, params)
+			}
+			want := expected{status: 200, audience: []string{apiAud}, scope: "read"}
+			if params.Get("scope") != "" {
+				want.scope = nil
+			}
+			if tt.overrideExpected != nil {
+				tt.overrideExpected(&want)
+			}
+			caller := workloadID
+			if tt.caller != "" {
+				caller = tt.caller
+			}
+			var client *http.Client
+			switch {
+			case caller == "-":
+				client = f.client(nil)
+			case strings.HasPrefix(caller, "spiffe://evil.example/"):
+				client = f.client(f.evil.SVID(t, caller, time.Hour))
+			default:
+				client = f.client(f.svid(t, caller))
+			}
+			contentType := formType
+			if tt.contentType != "" {
+				contentType = tt.contentType
+			}
+			body := params.Encode()
+			if tt.overrideBody != nil {
+				body = tt.overrideBody(body)
+			}
+
+			resp := f.post(t, client, contentType, body)
+			if resp.status != want.status {
+				t.Fatalf("status = %d, want %d; body %v", resp.status, want.status, resp.body)
+			}
+			if got := resp.header.Get("Cache-Control"); got != "no-store" {
+				t.Errorf("Cache-Control = %q, want no-store", got)
+			}
+			if want.code != "" {
+				if resp.body["error"] != want.code {
+					t.Errorf("error = %v, want %s", resp.body["error"], want.code)
+				}
+				if want.desc != "*" && resp.body["error_description"] != want.desc {
+					t.Errorf("error_description = %q, want %q", resp.body["error_description"], want.desc)
+				}
+				if _, ok := resp.body["access_token"]; ok {
+					t.Error("an error response carries an access token")
+				}
+				return
+			}
+			if got := resp.body["scope"]; got != want.scope {
+				t.Errorf("scope = %v, want %v", got, want.scope)
+			}
+			if resp.body["token_type"] != "Bearer" {
+				t.Errorf("token_type = %v", resp.body["token_type"])
+			}
+			if exp, _ := resp.body["expires_in"].(float64); exp <= 0 || exp > 300 {
+				t.Errorf("expires_in = %v, want in (0, 300]", resp.body["expires_in"])
+			}
+			raw, _ := resp.body["access_token"].(string)
+			claims, err := f.verifier(want.audience[0]).Verify(ctx, raw, f.svid(t, caller).Certificates[0])
+			if err != nil {
+				t.Fatalf("issued token does not verify for the caller's certificate: %v", err)
+			}
+			if claims.Subject != caller || claims.ClientID != caller {
+				t.Errorf("sub, client_id = %q, %q; want %q", claims.Subject, claims.ClientID, caller)
+			}
+			if strings.Join(claims.Audience, " ") != strings.Join(want.audience, " ") {
+				t.Errorf("aud = %q, want %q", claims.Audience, want.audience)
+			}
+			if _, err := f.verifier(want.audience[0]).Verify(ctx, raw, f.svid(t, otherID).Certificates[0]); err == nil {
+				t.Error("the token verifies with another workload's certificate")
+			}
+		})
+	}
+}
+
+func TestTokenLifetimeCappedAtSVIDExpiry(t *testing.T) {
+	f := newFixture(t, nil)
+	svid := f.ca.SVID(t, workloadID, 40*time.Second)
+	resp := f.post(t, f.client(svid), formType, url.Values{
+		"grant_type": {"client_credentials"}, "audience": {apiAud},
+	}.Encode())
+	if resp.status != 200 {
+		t.Fatalf("status %d: %v", resp.status, resp.body)
+	}
+	exp, _ := resp.body["expires_in"].(float64)
+	if exp <= 0 || exp > 40 {
+		t.Fatalf("expires_in = %v, want at most the SVID's remaining 40s", exp)
+	}
+}
+
+func TestExpiredClientCertificate(t *testing.T) {
+	now := time.Now()
+	f := newFixture(t, func(c *exchange.Config) { c.Clock = func() time.Time { return now.Add(2 * time.Hour) } })
+	resp := f.post(t, f.client(f.svid(t, workloadID)), formType, url.Values{
+		"grant_type": {"client_credentials"}, "audience": {apiAud},
+	}.Encode())
+	if resp.status != 401 || resp.body["error"] != "invalid_client" {
+		t.Fatalf("got %d %v, want 401 invalid_client", resp.status, resp.body)
+	}
+}
+
+func TestTokenEndpointRejectsGet(t *testing.T) {
+	f := newFixture(t, nil)
+	resp, err := f.client(f.svid(t, workloadID)).Get(f.issuerURL + exchange.PathToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" || body["error"] != "invalid_request" {
+		t.Fatalf("got %d Allow=%q %v", resp.StatusCode, resp.Header.Get("Allow"), body)
+	}
+}
+
+func TestMetadataAndJWKSWithoutClientCertificate(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.client(nil)
+	for _, path := range []string{exchange.PathOAuthMetadata, exchange.PathOpenIDMetadata} {
+		resp, err := c.Get(f.issuerURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var md map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&md); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := map[string]any{
+			"issuer":         f.issuerURL,
+			"token_endpoint": f.issuerURL + "/token",
+			"jwks_uri":       f.issuerURL + "/jwks",
+			"tls_client_certificate_bound_access_tokens": true,
+		}
+		for k, v := range want {
+			if md[k] != v {
+				t.Errorf("%s: %s = %v, want %v", path, k, md[k], v)
+			}
+		}
+		aliases, _ := md["mtls_endpoint_aliases"].(map[string]any)
+		if aliases["token_endpoint"] != f.issuerURL+"/token" {
+			t.Errorf("%s: mtls_endpoint_aliases = %v", path, md["mtls_endpoint_aliases"])
+		}
+		if !strings.Contains(toJSON(md["grant_types_supported"]), "token-exchange") || toJSON(md["token_endpoint_auth_methods_supported"]) != `["tls_client_auth"]` {
+			t.Errorf("%s: grant types %v, auth methods %v", path, md["grant_types_supported"], md["token_endpoint_auth_methods_supported"])
+		}
+	}
+	resp, err := c.Get(f.issuerURL + exchange.PathJWKS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	keys, err := accesstoken.ParseStaticKeySet(raw)
+	if err != nil || keys.Len() != 1 {
+		t.Fatalf("JWKS %s: %v", raw, err)
+	}
+	if strings.Contains(string(raw), `"d"`) {
+		t.Fatal("JWKS publishes private key material")
+	}
+}
+
+func TestReadiness(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.client(nil)
+	for _, path := range []string{exchange.PathHealthz, exchange.PathReadyz} {
+		resp, err := c.Get(f.issuerURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s = %d", path, resp.StatusCode)
+		}
+	}
+	if err := f.server.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	// A server whose JWT bundle lacks its own trust domain is not ready.
+	g := newFixture(t, func(c *exchange.Config) { c.JWTBundles = testca.New(t, "elsewhere.example").Bundle() })
+	if err := g.server.Ready(); err == nil {
+		t.Fatal("ready without the trust domain's JWT bundle")
+	}
+}
+
+func TestPolicyReload(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.client(f.svid(t, workloadID))
+	form := url.Values{"grant_type": {"client_credentials"}, "audience": {apiAud}}.Encode()
+	if resp := f.post(t, c, formType, form); resp.status != 200 {
+		t.Fatalf("before reload: %d %v", resp.status, resp.body)
+	}
+	denyAll, err := stsid.NewPolicy(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.server.SetPolicy(denyAll)
+	if resp := f.post(t, c, formType, form); resp.body["error"] != "unauthorized_client" {
+		t.Fatalf("after reload: %d %v", resp.status, resp.body)
+	}
+}
+
+func TestNewValidation(t *testing.T) {
+	f := newFixture(t, nil)
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	base := func() exchange.Config {
+		p, _ := stsid.NewPolicy(nil)
+		return exchange.Config{IssuerURL: "https://sts.example.org", TrustDomain: td, SVIDs: f.stsSVID,
+			X509Bundles: f.ca.Bundle(), JWTBundles: f.ca.Bundle(), Policy: p, Minter: f.iss, Keys: f.iss.KeySet()}
+	}
+	tests := []struct {
+		name           string
+		overrideConfig func(*exchange.Config)
+		expectErr      string
+	}{
+		{name: "baseline"},
+		{name: "no issuer", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "" }, expectErr: "exchange: IssuerURL is required"},
+		{name: "http issuer", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "http://sts" }, expectErr: `exchange: IssuerURL "http://sts" must be an https URL with a host`},
+		{name: "issuer with path", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "https://sts/x" }, expectErr: `exchange: IssuerURL "https://sts/x" must not have a path`},
+		{name: "issuer with slash", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "https://sts/" }, expectErr: `exchange: IssuerURL "https://sts/" must not end in a slash`},
+		{name: "issuer with query", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "https://sts?a=b" }, expectErr: `exchange: IssuerURL "https://sts?a=b" must not have user info, a query or a fragment`},
+		{name: "no trust domain", overrideConfig: func(c *exchange.Config) { c.TrustDomain = spiffeid.TrustDomain{} }, expectErr: "exchange: TrustDomain is required"},
+		{name: "no policy", overrideConfig: func(c *exchange.Config) { c.Policy = nil }, expectErr: "exchange: Policy is required"},
+		{name: "no minter", overrideConfig: func(c *exchange.Config) { c.Minter = nil }, expectErr: "exchange: Minter and Keys are required"},
+		{name: "no sources", overrideConfig: func(c *exchange.Config) { c.JWTBundles = nil }, expectErr: "exchange: SVIDs, X509Bundles and JWTBundles are required"},
+		{name: "negative body limit", overrideConfig: func(c *exchange.Config) { c.MaxBodyBytes = -1 }, expectErr: "exchange: MaxBodyBytes must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base()
+			if tt.overrideConfig != nil {
+				tt.overrideConfig(&cfg)
+			}
+			_, err := exchange.New(cfg)
+			if tt.expectErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tt.expectErr {
+				t.Fatalf("err = %v, want %s", err, tt.expectErr)
+			}
+		})
+	}
+}
+
+func toJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

@@ -1,0 +1,17 @@
+package exchange
+
+// Log keys. Every structured log line of this package uses these; a raw
+// token or key is never logged.
+const (
+	logKeySPIFFEID  = "spiffe_id"
+	logKeySubject   = "subject"
+	logKeyJTI       = "jti"
+	logKeyX5TS256   = "x5t_s256"
+	logKeyGrantType = "grant_type"
+	logKeyAudience  = "audience"
+	logKeyScope     = "scope"
+	logKeyError     = "error"
+	logKeyReason    = "reason"
+	logKeyRemote    = "remote_addr"
+	logKeyExpiresIn = "expires_in"
+)

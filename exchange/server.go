@@ -1,0 +1,327 @@
+package exchange
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+)
+
+// Endpoint paths.
+const (
+	PathToken            = "/token"
+	PathJWKS             = "/jwks"
+	PathOAuthMetadata    = "/.well-known/oauth-authorization-server"
+	PathOpenIDMetadata   = "/.well-known/openid-configuration"
+	PathHealthz          = "/healthz"
+	PathReadyz           = "/readyz"
+	defaultMaxBodyBytes  = 64 << 10
+	defaultTokenLifetime = 5 * time.Minute
+)
+
+// Minter signs access tokens. *issuer.Issuer implements it.
+type Minter interface {
+	// Mint completes claims (iss, iat, nbf, exp, jti, cnf) and signs them.
+	// exp is the earliest of now+ttl, claims.Expiry when set, and
+	// leaf.NotAfter; claims hold the final values on return.
+	Mint(ctx context.Context, claims *accesstoken.Claims, leaf *x509.Certificate, ttl time.Duration) (string, error)
+}
+
+// PublicKeys are the issuer's verification keys: they verify access tokens
+// presented as subject tokens and are published as the JWKS.
+type PublicKeys interface {
+	accesstoken.KeySet
+	json.Marshaler
+}
+
+// Config configures a Server. Sources are go-spiffe's, normally from the
+// Workload API (workloadapi.X509Source, workloadapi.BundleSource).
+type Config struct {
+	// IssuerURL is the issuer identifier exactly as clients reach it
+	// (RFC 8414 §2): an https URL without query or fragment.
+	IssuerURL string
+	// TrustDomain is this server's own trust domain.
+	TrustDomain spiffeid.TrustDomain
+	// FederatedTrustDomains may also call the server and present
+	// JWT-SVIDs; their bundles must come through the bundle sources.
+	FederatedTrustDomains []spiffeid.TrustDomain
+	// SVIDs is this server's own X509-SVID.
+	SVIDs x509svid.Source
+	// X509Bundles verify client certificates.
+	X509Bundles x509bundle.Source
+	// JWTBundles verify JWT-SVID subject tokens.
+	JWTBundles jwtbundle.Source
+	// Policy decides what each caller may obtain.
+	Policy *stsid.Policy
+	// Minter signs the issued tokens.
+	Minter Minter
+	// Keys are the issuer's public keys.
+	Keys PublicKeys
+	// MaxBodyBytes caps a token request body; 64 KiB when zero.
+	MaxBodyBytes int64
+	// Clock returns the current time; time.Now when nil.
+	Clock func() time.Time
+	// Logger receives security events and issued-token records; nothing
+	// is logged when nil.
+	Logger hclog.Logger
+}
+
+// Server is the token endpoint and its metadata, JWKS and health
+// endpoints, as one http.Handler.
+type Server struct {
+	cfg        Config
+	log        hclog.Logger
+	policy     atomic.Pointer[stsid.Policy]
+	trusted    []spiffeid.TrustDomain
+	tokenURL   string
+	accessTV   *accesstoken.Verifier
+	subjects   map[TokenType]subjectVerifier
+	metadata   []byte
+	jwks       []byte
+	mux        *http.ServeMux
+	bufferPool sync.Pool
+}
+
+// New validates cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if err := validateIssuerURL(cfg.IssuerURL); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.TrustDomain.IsZero():
+		return nil, errors.New("exchange: TrustDomain is required")
+	case cfg.SVIDs == nil || cfg.X509Bundles == nil || cfg.JWTBundles == nil:
+		return nil, errors.New("exchange: SVIDs, X509Bundles and JWTBundles are required")
+	case cfg.Policy == nil:
+		return nil, errors.New("exchange: Policy is required")
+	case cfg.Minter == nil || cfg.Keys == nil:
+		return nil, errors.New("exchange: Minter and Keys are required")
+	case cfg.MaxBodyBytes < 0:
+		return nil, errors.New("exchange: MaxBodyBytes must not be negative")
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = defaultMaxBodyBytes
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger.Named("exchange"),
+		trusted:  append([]spiffeid.TrustDomain{cfg.TrustDomain}, cfg.FederatedTrustDomains...),
+		tokenURL: cfg.IssuerURL + PathToken,
+		accessTV: accesstoken.NewVerifier(cfg.IssuerURL, cfg.Keys, &accesstoken.Config{Now: cfg.Clock}),
+	}
+	s.policy.Store(cfg.Policy)
+	s.bufferPool.New = func() any { return new(bytes.Buffer) }
+	s.subjects = map[TokenType]subjectVerifier{
+		TokenTypeJWT:         jwtSVIDVerifier{s},
+		TokenTypeAccessToken: accessTokenVerifier{s},
+	}
+	var err error
+	if s.metadata, err = json.Marshal(s.metadataDocument()); err != nil {
+		return nil, fmt.Errorf("exchange: metadata: %w", err)
+	}
+	if s.jwks, err = cfg.Keys.MarshalJSON(); err != nil {
+		return nil, fmt.Errorf("exchange: JWKS: %w", err)
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("POST "+PathToken, s.serveToken)
+	s.mux.HandleFunc(PathToken, serveMethodNotAllowed)
+	s.mux.HandleFunc("GET "+PathJWKS, s.serveJWKS)
+	s.mux.HandleFunc("GET "+PathOAuthMetadata, s.serveMetadata)
+	s.mux.HandleFunc("GET "+PathOpenIDMetadata, s.serveMetadata)
+	s.mux.HandleFunc("GET "+PathHealthz, serveHealthz)
+	s.mux.HandleFunc("GET "+PathReadyz, s.serveReadyz)
+	return s, nil
+}
+
+// SetPolicy replaces the policy; requests already past the policy check
+// finish under the old one.
+func (s *Server) SetPolicy(p *stsid.Policy) { s.policy.Store(p) }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// TLSConfig returns the server side TLS configuration: the certificate is
+// this server's current X509-SVID (so rotation needs no restart), and a
+// client certificate is requested but verified by the Server, per
+// connection, so that a missing or untrusted certificate gets an
+// invalid_client response on /token rather than a failed handshake, and
+// metadata and JWKS stay reachable without one.
+func TLSConfig(svids x509svid.Source) *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: tlsconfig.GetCertificate(svids),
+		ClientAuth:     tls.RequestClientCert,
+	}
+}
+
+// HTTPServer returns an http.Server that serves s over TLS with this
+// server's rotating X509-SVID (see TLSConfig) and bounded timeouts. Serve it
+// with ServeTLS(listener, "", "").
+func (s *Server) HTTPServer(svids x509svid.Source) *http.Server {
+	return &http.Server{
+		Handler:           s,
+		TLSConfig:         TLSConfig(svids),
+		ConnContext:       s.ConnContext,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+}
+
+// ConnContext is the http.Server hook that lets the Server authenticate a
+// client certificate once per connection instead of once per request.
+func (s *Server) ConnContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connAuthKey{}, new(connAuth))
+}
+
+type connAuthKey struct{}
+
+// connAuth caches the outcome of verifying a connection's client chain.
+type connAuth struct {
+	once sync.Once
+	peer stsid.Peer
+	err  error
+}
+
+// Ready reports whether the server can issue tokens: it has its SVID, the
+// X.509 and JWT bundles of its trust domain, and signing keys.
+func (s *Server) Ready() error {
+	if _, err := s.cfg.SVIDs.GetX509SVID(); err != nil {
+		return fmt.Errorf("exchange: no X509-SVID: %w", err)
+	}
+	if _, err := s.cfg.X509Bundles.GetX509BundleForTrustDomain(s.cfg.TrustDomain); err != nil {
+		return fmt.Errorf("exchange: no X.509 bundle: %w", err)
+	}
+	if _, err := s.cfg.JWTBundles.GetJWTBundleForTrustDomain(s.cfg.TrustDomain); err != nil {
+		return fmt.Errorf("exchange: no JWT bundle: %w", err)
+	}
+	return nil
+}
+
+// authenticateClient returns the caller authenticated by its X509-SVID
+// (RFC 8705 §2.1 tls_client_auth, with the SPIFFE ID in the SAN URI as the
+// client identifier).
+func (s *Server) authenticateClient(r *http.Request) (stsid.Peer, error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return stsid.Peer{}, ErrInvalidClient.WithDescription("a client certificate (X509-SVID) is required")
+	}
+	auth, ok := r.Context().Value(connAuthKey{}).(*connAuth)
+	if !ok {
+		auth = new(connAuth)
+	}
+	auth.once.Do(func() { auth.peer, auth.err = s.verifyClientChain(r.TLS.PeerCertificates) })
+	if auth.err != nil {
+		return stsid.Peer{}, auth.err
+	}
+	if !s.cfg.Clock().Before(auth.peer.Leaf.NotAfter) {
+		return stsid.Peer{}, ErrInvalidClient.WithDescription("the client certificate has expired")
+	}
+	return auth.peer, nil
+}
+
+func (s *Server) verifyClientChain(certs []*x509.Certificate) (stsid.Peer, error) {
+	peer, err := stsid.VerifyPeer(certs, s.cfg.X509Bundles)
+	if err != nil {
+		s.log.Warn("client authentication failed", logKeyReason, err.Error())
+		return stsid.Peer{}, ErrInvalidClient.WithDescription("the client certificate is not a valid X509-SVID of a trusted trust domain")
+	}
+	if !slices.Contains(s.trusted, peer.ID.TrustDomain()) {
+		s.log.Warn("client from untrusted trust domain", logKeySPIFFEID, peer.ID.String())
+		return stsid.Peer{}, ErrInvalidClient.WithDescription("trust domain %q is not trusted by this server", peer.ID.TrustDomain().Name())
+	}
+	return peer, nil
+}
+
+// metadataDocument is the RFC 8414 §2 authorization server metadata.
+func (s *Server) metadataDocument() map[string]any {
+	return map[string]any{
+		"issuer":                                s.cfg.IssuerURL,
+		"token_endpoint":                        s.tokenURL,
+		"jwks_uri":                              s.cfg.IssuerURL + PathJWKS,
+		"grant_types_supported":                 []GrantType{GrantTypeTokenExchange, GrantTypeClientCredentials},
+		"response_types_supported":              []string{},
+		"token_endpoint_auth_methods_supported": []string{"tls_client_auth"},
+		// RFC 8705 §3.3 and §5.
+		"tls_client_certificate_bound_access_tokens": true,
+		"mtls_endpoint_aliases":                      map[string]string{"token_endpoint": s.tokenURL},
+	}
+}
+
+func validateIssuerURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case raw == "":
+		return errors.New("exchange: IssuerURL is required")
+	case err != nil:
+		return fmt.Errorf("exchange: IssuerURL: %w", err)
+	case u.Scheme != "https" || u.Host == "":
+		return fmt.Errorf("exchange: IssuerURL %q must be an https URL with a host", raw)
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return fmt.Errorf("exchange: IssuerURL %q must not have user info, a query or a fragment", raw)
+	case u.Path != "" && u.Path != "/":
+		return fmt.Errorf("exchange: IssuerURL %q must not have a path", raw)
+	case u.Path == "/":
+		return fmt.Errorf("exchange: IssuerURL %q must not end in a slash", raw)
+	}
+	return nil
+}
+
+func (s *Server) serveMetadata(w http.ResponseWriter, _ *http.Request) {
+	writeRaw(w, s.metadata, "public, max-age=300")
+}
+
+func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
+	writeRaw(w, s.jwks, "public, max-age=300")
+}
+
+func writeRaw(w http.ResponseWriter, body []byte, cacheControl string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", cacheControl)
+	_, _ = w.Write(body)
+}
+
+func serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
+	if err := s.Ready(); err != nil {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+func serveMethodNotAllowed(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	writeJSON(w, http.StatusMethodNotAllowed, ErrInvalidRequest.WithDescription("the token endpoint accepts POST only"))
+}
