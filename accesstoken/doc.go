@@ -10,7 +10,7 @@
 // A resource server verifies a token against the issuer's keys and the leaf
 // certificate of the mTLS connection the token arrived on:
 //
-//	keys, _ := accesstoken.NewStaticKeySet(jwksJSON)
+//	keys, _ := accesstoken.ParseStaticKeySet(jwksJSON)
 //	v := accesstoken.NewVerifier("https://sts.example.org", keys, &accesstoken.Config{
 //		Audiences: []string{"spiffe://example.org/api"},
 //	})

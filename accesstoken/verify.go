@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
@@ -118,15 +117,12 @@ func (v *Verifier) verify(ctx context.Context, raw string, checkAudience bool) (
 	if checkAudience && len(v.cfg.Audiences) == 0 && !v.cfg.InsecureSkipAudienceCheck {
 		return nil, ErrNoAudienceConfig
 	}
-	if strings.Count(raw, ".") != 2 {
+	if !isCompactJWS(raw) {
 		return nil, fmt.Errorf("%w: not a JWS compact serialization", ErrMalformed)
 	}
 	var msg jws.Message
 	payload, err := jws.Verify([]byte(raw), jws.WithKeyProvider(v.provider), jws.WithContext(ctx), jws.WithMessage(&msg))
 	if err != nil {
-		if errors.Is(err, ErrUnknownKey) {
-			return nil, fmt.Errorf("%w: %w", ErrSignature, err)
-		}
 		return nil, fmt.Errorf("%w: %w", ErrSignature, err)
 	}
 	if typ := msg.Signatures()[0].ProtectedHeaders().Type(); typ != Type && typ != "application/"+Type {
@@ -153,6 +149,24 @@ func (v *Verifier) verify(ctx context.Context, raw string, checkAudience bool) (
 		return nil, fmt.Errorf("%w: missing sub or cnf", ErrMalformed)
 	}
 	return claims, nil
+}
+
+// isCompactJWS reports whether raw has the shape of a JWS compact
+// serialization (RFC 7515 §7.1): three base64url parts separated by dots.
+// The JSON serialization, which could carry several signatures, is refused
+// before any parsing.
+func isCompactJWS(raw string) bool {
+	dots := 0
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c == '.':
+			dots++
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return dots == 2
 }
 
 // provideKey resolves the header's "kid" through the key set and insists

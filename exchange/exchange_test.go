@@ -2,117 +2,52 @@ package exchange_test
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
 const (
-	workloadID = "spiffe://example.org/ns/prod/sa/web"
-	otherID    = "spiffe://example.org/ns/prod/sa/db"
-	deniedID   = "spiffe://example.org/ns/dev/sa/web"
-	stsID      = "spiffe://example.org/sts"
-	apiAud     = "spiffe://example.org/api"
+	workloadID = ststest.WorkloadID
+	otherID    = ststest.OtherID
+	deniedID   = ststest.DeniedID
+	stsID      = ststest.ServerID
+	apiAud     = ststest.APIAudience
 )
 
-// fixture is a running exchange.Server on a loopback TLS listener.
+// fixture adapts ststest.STS to the short helpers these tests use.
 type fixture struct {
+	*ststest.STS
 	ca, evil  *testca.CA
 	stsSVID   *x509svid.SVID
 	issuerURL string
 	iss       *issuer.Issuer
 	server    *exchange.Server
-	svids     map[string]*x509svid.SVID
 }
 
 func newFixture(t testing.TB, overrideConfig func(*exchange.Config)) *fixture {
 	t.Helper()
-	f := &fixture{ca: testca.New(t, "example.org"), evil: testca.New(t, "evil.example"), svids: map[string]*x509svid.SVID{}}
-	f.stsSVID = f.ca.SVID(t, stsID, time.Hour)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.issuerURL = "https://" + ln.Addr().String()
-	signer, err := issuer.GenerateSigner(jwa.ES256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.iss, err = issuer.New(issuer.Config{IssuerURL: f.issuerURL, Signer: signer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy, err := stsid.NewPolicy([]stsid.Rule{{
-		Pattern:       stsid.RequirePattern("spiffe://example.org/ns/prod/sa/*"),
-		Audiences:     []string{apiAud, "https://api.example.org/orders"},
-		Scopes:        []string{"read", "write", "admin"},
-		DefaultScopes: []string{"read"},
-		MaxTTL:        5 * time.Minute,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := exchange.Config{
-		IssuerURL:   f.issuerURL,
-		TrustDomain: f.ca.TrustDomain,
-		SVIDs:       f.stsSVID,
-		X509Bundles: f.ca.Bundle(),
-		JWTBundles:  f.ca.Bundle(),
-		Policy:      policy,
-		Minter:      f.iss,
-		Keys:        f.iss.KeySet(),
-	}
-	if overrideConfig != nil {
-		overrideConfig(&cfg)
-	}
-	f.server, err = exchange.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := f.server.HTTPServer(f.stsSVID)
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return f
+	s := ststest.Start(t, overrideConfig)
+	return &fixture{STS: s, ca: s.CA, evil: s.Evil, stsSVID: s.SVID, issuerURL: s.URL, iss: s.Issuer, server: s.Server}
 }
 
-// svid returns a cached X509-SVID for id from the example.org CA.
-func (f *fixture) svid(t testing.TB, id string) *x509svid.SVID {
-	if s, ok := f.svids[id]; ok {
-		return s
-	}
-	s := f.ca.SVID(t, id, time.Hour)
-	f.svids[id] = s
-	return s
-}
+func (f *fixture) svid(t testing.TB, id string) *x509svid.SVID { return f.WorkloadSVID(t, id) }
 
-// client returns an HTTP client that presents svid (none when nil) and
-// authorizes the server's SPIFFE ID.
-func (f *fixture) client(svid *x509svid.SVID) *http.Client {
-	var cfg *tls.Config
-	if svid != nil {
-		cfg = tlsconfig.MTLSClientConfig(svid, f.ca.Bundle(), tlsconfig.AuthorizeID(f.stsSVID.ID))
-	} else {
-		cfg = tlsconfig.TLSClientConfig(f.ca.Bundle(), tlsconfig.AuthorizeID(f.stsSVID.ID))
-	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
-}
+func (f *fixture) client(svid *x509svid.SVID) *http.Client { return f.Client(svid) }
 
 type response struct {
 	status int
@@ -122,17 +57,7 @@ type response struct {
 
 func (f *fixture) post(t testing.TB, c *http.Client, contentType, body string) response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, f.issuerURL+exchange.PathToken, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", contentType)
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	resp, raw := f.Post(t, c, contentType, body)
 	out := response{status: resp.StatusCode, header: resp.Header}
 	if err := json.Unmarshal(raw, &out.body); err != nil {
 		t.Fatalf("response is not JSON: %q", raw)
@@ -140,13 +65,9 @@ func (f *fixture) post(t testing.TB, c *http.Client, contentType, body string) r
 	return out
 }
 
-func (f *fixture) jwtSVID(t testing.TB, sub string) string {
-	return f.ca.JWTSVID(t, sub, []string{f.issuerURL}, time.Now().Add(time.Minute))
-}
+func (f *fixture) jwtSVID(t testing.TB, sub string) string { return f.JWTSVID(t, sub) }
 
-func (f *fixture) verifier(aud string) *accesstoken.Verifier {
-	return accesstoken.NewVerifier(f.issuerURL, f.iss.KeySet(), &accesstoken.Config{Audiences: []string{aud}})
-}
+func (f *fixture) verifier(aud string) *accesstoken.Verifier { return f.Verifier(aud) }
 
 const formType = "application/x-www-form-urlencoded"
 

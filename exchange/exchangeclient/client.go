@@ -1,0 +1,329 @@
+package exchangeclient
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/spiffe-sts/spiffe-sts/exchange"
+)
+
+// X509Source is what the client needs of a go-spiffe source: the X509-SVID
+// it authenticates with and the bundles that verify the server.
+// *workloadapi.X509Source satisfies it.
+type X509Source interface {
+	x509svid.Source
+	x509bundle.Source
+}
+
+const (
+	defaultTimeout = 10 * time.Second
+	// maxResponseBytes bounds the token endpoint response read into memory.
+	maxResponseBytes = 1 << 20
+)
+
+// errClosed is returned by Exchange after Close.
+var errClosed = errors.New("exchangeclient: client is closed")
+
+// Client requests access tokens from a spiffe-sts token endpoint over mTLS.
+// It is safe for concurrent use.
+type Client struct {
+	tokenURL  string
+	source    X509Source
+	ownSource io.Closer // the source New created, nil when the caller gave one
+	transport *http.Transport
+	http      *http.Client
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New returns a Client for the STS at the WithIssuerURL URL.
+//
+// Without WithX509Source, New creates a workloadapi.X509Source (see
+// WithWorkloadAPIAddr) and blocks until it has received the first
+// X509-SVID or ctx is done. ctx is used only for that wait.
+func New(ctx context.Context, opts ...Option) (*Client, error) {
+	cfg := clientConfig{timeout: defaultTimeout}
+	for _, opt := range opts {
+		opt.configureClient(&cfg)
+	}
+	tokenURL, err := tokenEndpoint(cfg.issuerURL)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.timeout <= 0:
+		return nil, fmt.Errorf("exchangeclient: timeout must be positive, got %v", cfg.timeout)
+	case cfg.sourceSet && cfg.source == nil:
+		return nil, errors.New("exchangeclient: WithX509Source was given a nil source")
+	}
+
+	c := &Client{tokenURL: tokenURL, source: cfg.source}
+	if !cfg.sourceSet {
+		var srcOpts []workloadapi.X509SourceOption
+		if cfg.workloadAddr != "" {
+			srcOpts = append(srcOpts, workloadapi.WithClientOptions(workloadapi.WithAddr(cfg.workloadAddr)))
+		}
+		src, err := workloadapi.NewX509Source(ctx, srcOpts...)
+		if err != nil {
+			return nil, fmt.Errorf("exchangeclient: X509-SVID from the Workload API: %w", err)
+		}
+		c.source, c.ownSource = src, src
+	} else if _, err := c.source.GetX509SVID(); err != nil {
+		return nil, fmt.Errorf("exchangeclient: the source has no X509-SVID: %w", err)
+	}
+
+	// The TLS configuration asks the source for the SVID and bundles on
+	// every handshake, so new connections pick up rotated SVIDs.
+	tlsConf := tlsconfig.MTLSClientConfig(c.source, c.source, serverAuthorizer(c.source, cfg.serverID))
+	dialer := &net.Dialer{Timeout: cfg.timeout, KeepAlive: 30 * time.Second}
+	c.transport = &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         dialer.DialContext,
+		TLSClientConfig:     tlsConf,
+		ForceAttemptHTTP2:   true,
+		TLSHandshakeTimeout: cfg.timeout,
+		IdleConnTimeout:     90 * time.Second,
+		MaxIdleConnsPerHost: 4,
+	}
+	c.http = &http.Client{
+		Transport: c.transport,
+		Timeout:   cfg.timeout,
+		// A token request is never redirected: following one could send
+		// the subject token somewhere else.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return c, nil
+}
+
+// serverAuthorizer authorizes exactly id, or else any member of the trust
+// domain of the client's current X509-SVID.
+func serverAuthorizer(src x509svid.Source, id spiffeid.ID) tlsconfig.Authorizer {
+	if !id.IsZero() {
+		return tlsconfig.AuthorizeID(id)
+	}
+	return func(actual spiffeid.ID, chains [][]*x509.Certificate) error {
+		svid, err := src.GetX509SVID()
+		if err != nil {
+			return fmt.Errorf("exchangeclient: no X509-SVID to take the trust domain from: %w", err)
+		}
+		return tlsconfig.AuthorizeMemberOf(svid.ID.TrustDomain())(actual, chains)
+	}
+}
+
+// tokenEndpoint validates the issuer URL and returns the token endpoint.
+func tokenEndpoint(issuer string) (string, error) {
+	if issuer == "" {
+		return "", errors.New("exchangeclient: the issuer URL is required (WithIssuerURL)")
+	}
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return "", fmt.Errorf("exchangeclient: issuer URL: %w", err)
+	}
+	if u.Scheme != "https" || u.Host == "" || u.User != nil || strings.ContainsAny(issuer, "?#") {
+		return "", fmt.Errorf("exchangeclient: issuer URL %q must be an https URL without user info, query or fragment", issuer)
+	}
+	return strings.TrimSuffix(issuer, "/") + exchange.PathToken, nil
+}
+
+// Request is a token request. With a SubjectToken it is an RFC 8693 §2.1
+// token exchange; without one it is an RFC 6749 §4.4 client_credentials
+// grant for the client's own SPIFFE ID.
+type Request struct {
+	// SubjectToken is the token to exchange, normally a JWT-SVID whose
+	// audience is the issuer URL. Empty means client_credentials.
+	SubjectToken string
+	// SubjectTokenType is the type of SubjectToken; exchange.TokenTypeJWT
+	// when zero and SubjectToken is set. It must be zero otherwise.
+	SubjectTokenType exchange.TokenType
+	// Audience and Resource name where the token will be used (RFC 8693
+	// §2.1, RFC 8707); the token's "aud" holds them all.
+	Audience, Resource []string
+	// Scope is the requested scope; values are space-joined.
+	Scope []string
+	// RequestedTokenType is the type of token wanted; the server's default
+	// (exchange.TokenTypeAccessToken) when zero.
+	RequestedTokenType exchange.TokenType
+}
+
+// Token is an issued access token.
+type Token struct {
+	// AccessToken is the RFC 9068 JWT, bound to the client's X509-SVID
+	// (RFC 8705 §3.1). It is a secret: never log it.
+	AccessToken string
+	// IssuedTokenType is the RFC 8693 §2.2.1 issued_token_type; zero for
+	// client_credentials.
+	IssuedTokenType exchange.TokenType
+	// TokenType is the token_type, "Bearer".
+	TokenType string
+	// Expiry is when the token expires: the time the request was sent plus
+	// expires_in, so it errs early.
+	Expiry time.Time
+	// Scope is the granted scope; the requested scope when the server
+	// omitted it, which means it granted the request (RFC 6749 §5.1).
+	Scope []string
+}
+
+// form encodes req as RFC 8693 §2.1 parameters. clientID is sent as RFC
+// 8705 §2 requires for tls_client_auth.
+func (req *Request) form(clientID spiffeid.ID) (url.Values, error) {
+	form := url.Values{}
+	form.Set("client_id", clientID.String())
+	if req.SubjectToken == "" {
+		if !req.SubjectTokenType.IsZero() {
+			return nil, errors.New("exchangeclient: SubjectTokenType is set without a SubjectToken")
+		}
+		form.Set("grant_type", exchange.GrantTypeClientCredentials.String())
+	} else {
+		typ := req.SubjectTokenType
+		if typ.IsZero() {
+			typ = exchange.TokenTypeJWT
+		}
+		form.Set("grant_type", exchange.GrantTypeTokenExchange.String())
+		form.Set("subject_token", req.SubjectToken)
+		form.Set("subject_token_type", typ.String())
+	}
+	form["audience"] = req.Audience
+	form["resource"] = req.Resource
+	if scope := joinScope(req.Scope); scope != "" {
+		form.Set("scope", scope)
+	}
+	if !req.RequestedTokenType.IsZero() {
+		form.Set("requested_token_type", req.RequestedTokenType.String())
+	}
+	return form, nil
+}
+
+// joinScope space-joins scope values (RFC 6749 §3.3), dropping empty ones.
+func joinScope(scope []string) string {
+	return strings.Join(strings.Fields(strings.Join(scope, " ")), " ")
+}
+
+// Exchange sends one token request over mTLS, authenticated with the
+// source's current X509-SVID.
+//
+// A refusal by the server is returned as an exchange.Error, so
+// errors.Is(err, exchange.ErrInvalidGrant) and errors.As work; any other
+// failure (no SVID, network, TLS, a malformed response) is a wrapped error.
+func (c *Client) Exchange(ctx context.Context, req Request) (*Token, error) {
+	if c.closed.Load() {
+		return nil, errClosed
+	}
+	svid, err := c.source.GetX509SVID()
+	if err != nil {
+		return nil, fmt.Errorf("exchangeclient: no X509-SVID: %w", err)
+	}
+	form, err := req.form(svid.ID)
+	if err != nil {
+		return nil, err
+	}
+	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, fmt.Errorf("exchangeclient: token request: %w", err)
+	}
+	httpReq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	httpReq.Header.Set("Accept", "application/json")
+
+	sent := time.Now()
+	resp, err := c.http.Do(httpReq)
+	if err != nil {
+		return nil, fmt.Errorf("exchangeclient: token request: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("exchangeclient: reading the token response: %w", err)
+	}
+	if len(body) > maxResponseBytes {
+		return nil, fmt.Errorf("exchangeclient: the token response exceeds %d bytes", maxResponseBytes)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, errorResponse(resp, body)
+	}
+	return parseTokenResponse(body, sent, req.Scope)
+}
+
+// errorResponse returns the RFC 6749 §5.2 error in body as an
+// exchange.Error, or an error describing an unexpected response.
+func errorResponse(resp *http.Response, body []byte) error {
+	var oauthErr exchange.Error
+	if json.Unmarshal(body, &oauthErr) == nil && oauthErr.Code != "" {
+		return oauthErr
+	}
+	return fmt.Errorf("exchangeclient: token endpoint answered %s without an OAuth error", resp.Status)
+}
+
+// tokenResponse is the RFC 8693 §2.2.1 success response.
+type tokenResponse struct {
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type"`
+	TokenType       string `json:"token_type"`
+	ExpiresIn       int64  `json:"expires_in"`
+	Scope           string `json:"scope"`
+}
+
+// maxExpiresIn keeps now + expires_in within time.Duration.
+const maxExpiresIn = math.MaxInt64 / int64(time.Second)
+
+// parseTokenResponse validates a success response.
+func parseTokenResponse(body []byte, sent time.Time, requestedScope []string) (*Token, error) {
+	var r tokenResponse
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("exchangeclient: malformed token response: %w", err)
+	}
+	switch {
+	case r.AccessToken == "":
+		return nil, errors.New("exchangeclient: the token response has no access_token")
+	case r.ExpiresIn <= 0 || r.ExpiresIn > maxExpiresIn:
+		return nil, fmt.Errorf("exchangeclient: the token response has expires_in %d, want a positive number of seconds", r.ExpiresIn)
+	case !strings.EqualFold(r.TokenType, "bearer"):
+		// RFC 6749 §7.1: the type is case-insensitive.
+		return nil, fmt.Errorf("exchangeclient: the token response has token_type %q, want Bearer", r.TokenType)
+	}
+	tok := &Token{
+		AccessToken:     r.AccessToken,
+		IssuedTokenType: exchange.TokenType(r.IssuedTokenType),
+		TokenType:       r.TokenType,
+		Expiry:          sent.Add(time.Duration(r.ExpiresIn) * time.Second),
+		Scope:           strings.Fields(r.Scope),
+	}
+	if r.Scope == "" {
+		// RFC 6749 §5.1: scope is omitted when it equals the request.
+		tok.Scope = strings.Fields(joinScope(requestedScope))
+	}
+	return tok, nil
+}
+
+// Close releases idle connections and closes the source New created; a
+// source given with WithX509Source stays open. Exchange fails after Close.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.transport.CloseIdleConnections()
+		if c.ownSource != nil {
+			if err := c.ownSource.Close(); err != nil {
+				c.closeErr = fmt.Errorf("exchangeclient: closing the X509 source: %w", err)
+			}
+		}
+	})
+	return c.closeErr
+}

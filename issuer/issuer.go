@@ -1,0 +1,272 @@
+package issuer
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+)
+
+// DefaultTTL is the token lifetime used when Config.DefaultTTL is zero.
+const DefaultTTL = 5 * time.Minute
+
+// ErrLifetime is returned by Mint, wrapped with detail, when the token would
+// live for less than one second, for example because the bound certificate
+// is about to expire.
+var ErrLifetime = errors.New("issuer: token lifetime would be under one second")
+
+// Config configures an Issuer. New fills in zero fields and validates it.
+type Config struct {
+	// IssuerURL identifies the issuer; it is the "iss" claim of every token
+	// (RFC 9068 §2.2). Required; an https URL without query or fragment.
+	IssuerURL string
+	// Signer signs tokens. Required. Its public key is always in KeySet.
+	Signer Signer
+	// VerificationKeys are extra public keys published in the key set, for
+	// example keys of other algorithms kept on disk, so tokens they signed
+	// still verify. Each needs "kid" and "alg".
+	VerificationKeys []jwk.Key
+	// DefaultTTL is the lifetime of a token when Mint is given none;
+	// DefaultTTL (5m) when zero. Negative values are rejected.
+	DefaultTTL time.Duration
+	// Clock returns the current time; time.Now when nil.
+	Clock func() time.Time
+	// Logger receives debug logs, named "issuer"; nothing is logged when nil.
+	Logger hclog.Logger
+}
+
+// Issuer mints RFC 9068 JWT access tokens bound to X.509 certificates
+// (RFC 8705 §3.1). It is safe for concurrent use.
+type Issuer struct {
+	issuerURL string
+	signer    Signer
+	keys      *accesstoken.StaticKeySet
+	ttl       time.Duration
+	clock     func() time.Time
+	log       hclog.Logger
+	alg       jwa.SignatureAlgorithm
+	kid       string
+}
+
+// New fills in Config defaults, validates it and builds the public key set.
+func New(cfg Config) (*Issuer, error) {
+	if cfg.DefaultTTL == 0 {
+		cfg.DefaultTTL = DefaultTTL
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if err := validateIssuerURL(cfg.IssuerURL); err != nil {
+		return nil, err
+	}
+	if cfg.Signer == nil {
+		return nil, errors.New("issuer: Signer is required")
+	}
+	alg := cfg.Signer.Algorithm()
+	if _, err := ParseAlgorithm(alg.String()); err != nil {
+		return nil, fmt.Errorf("issuer: Signer algorithm %q is not supported", alg)
+	}
+	kid := cfg.Signer.KeyID()
+	if kid == "" {
+		return nil, errors.New("issuer: Signer has no key ID")
+	}
+	if cfg.DefaultTTL < 0 {
+		return nil, fmt.Errorf("issuer: DefaultTTL must be positive, got %s", cfg.DefaultTTL)
+	}
+	keys, err := buildKeySet(cfg.Signer, cfg.VerificationKeys)
+	if err != nil {
+		return nil, err
+	}
+
+	log := cfg.Logger.Named("issuer")
+	log.Debug("issuer ready", logKeyKID, kid)
+	return &Issuer{
+		issuerURL: cfg.IssuerURL,
+		signer:    cfg.Signer,
+		keys:      keys,
+		ttl:       cfg.DefaultTTL,
+		clock:     cfg.Clock,
+		log:       log,
+		alg:       alg,
+		kid:       kid,
+	}, nil
+}
+
+// validateIssuerURL checks the issuer identifier: an https URL with a host
+// and without query or fragment (RFC 8414 §2, which RFC 9068 §2.2 refers to).
+func validateIssuerURL(s string) error {
+	if s == "" {
+		return errors.New("issuer: IssuerURL is required")
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return fmt.Errorf("issuer: IssuerURL %q is not an https URL", s)
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.RawFragment != "" {
+		return fmt.Errorf("issuer: IssuerURL %q must not have a query or fragment", s)
+	}
+	return nil
+}
+
+// buildKeySet returns the public keys of signer and extra.
+func buildKeySet(signer Signer, extra []jwk.Key) (*accesstoken.StaticKeySet, error) {
+	own, err := PublicJWK(signer)
+	if err != nil {
+		return nil, err
+	}
+	set := jwk.NewSet()
+	if err := set.AddKey(own); err != nil {
+		return nil, fmt.Errorf("issuer: key set: %w", err)
+	}
+	for i, key := range extra {
+		if key == nil {
+			return nil, fmt.Errorf("issuer: VerificationKeys[%d] is nil", i)
+		}
+		if key.KeyID() == signer.KeyID() {
+			// The signer's own key listed again is harmless; another key
+			// under its kid is not.
+			if !jwk.Equal(own, key) {
+				return nil, fmt.Errorf("issuer: VerificationKeys[%d] has the Signer's kid %q but is a different key", i, key.KeyID())
+			}
+			continue
+		}
+		if err := set.AddKey(key); err != nil {
+			return nil, fmt.Errorf("issuer: VerificationKeys[%d]: %w", i, err)
+		}
+	}
+	keys, err := accesstoken.NewStaticKeySet(set)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: key set: %w", err)
+	}
+	return keys, nil
+}
+
+// KeySet returns the public keys of the issuer: the Signer's and the
+// VerificationKeys. Serve it as the JWKS document, and use it to verify
+// tokens this issuer minted.
+func (i *Issuer) KeySet() *accesstoken.StaticKeySet { return i.keys }
+
+// IssuerURL returns the "iss" value of minted tokens.
+func (i *Issuer) IssuerURL() string { return i.issuerURL }
+
+// Mint completes claims and signs them as an RFC 9068 JWT access token.
+//
+// It sets "iss", "iat", "nbf" (equal to "iat"), a unique "jti" (128 random
+// bits, base64url) and the RFC 8705 §3.1 confirmation "cnf": {"x5t#S256"}
+// computed from leaf, the certificate the token is bound to. "exp" is the
+// earliest of now+ttl (Config.DefaultTTL when ttl <= 0), claims.Expiry when
+// it is non-zero (an upper bound set by the caller) and leaf.NotAfter, so a
+// token never outlives its certificate. Times are whole seconds.
+//
+// Mint returns an error when leaf is nil, when claims.Subject,
+// claims.ClientID or claims.Audience is empty, and, wrapping ErrLifetime,
+// when the token would live less than one second. On success claims holds
+// the final values; read claims.Expiry for the "expires_in" of the response.
+// On error claims is unchanged.
+func (i *Issuer) Mint(ctx context.Context, claims *accesstoken.Claims, leaf *x509.Certificate, ttl time.Duration) (string, error) {
+	switch {
+	case claims == nil:
+		return "", errors.New("issuer: claims are nil")
+	case leaf == nil:
+		return "", errors.New("issuer: no certificate to bind the token to")
+	case claims.Subject == "":
+		return "", errors.New("issuer: claims have no subject")
+	case claims.ClientID == "":
+		return "", errors.New("issuer: claims have no client_id")
+	case len(claims.Audience) == 0:
+		return "", errors.New("issuer: claims have no audience")
+	}
+	for _, aud := range claims.Audience {
+		if aud == "" {
+			return "", errors.New("issuer: claims have an empty audience value")
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("issuer: %w", err)
+	}
+
+	iat := i.clock().Unix()
+	if ttl <= 0 {
+		ttl = i.ttl
+	}
+	exp := iat + int64(ttl/time.Second)
+	if claims.Expiry != 0 && claims.Expiry < exp {
+		exp = claims.Expiry
+	}
+	// RFC 8705 §3: a bound token is useless once its certificate expires.
+	if notAfter := leaf.NotAfter.Unix(); notAfter < exp {
+		exp = notAfter
+	}
+	if exp <= iat {
+		return "", fmt.Errorf("%w: exp %d is not after iat %d", ErrLifetime, exp, iat)
+	}
+
+	c := *claims
+	c.Issuer = i.issuerURL
+	c.IssuedAt = iat
+	c.NotBefore = iat
+	c.Expiry = exp
+	c.JWTID = newJTI()
+	c.Confirmation = accesstoken.Confirmation{X5TS256: accesstoken.Thumbprint(leaf)}
+
+	payload, err := json.Marshal(&c)
+	if err != nil {
+		return "", fmt.Errorf("issuer: encode claims: %w", err)
+	}
+	// jws.Sign writes to the protected header and reads it without its
+	// lock, so a header cannot be shared between concurrent Mints; it is
+	// built per token.
+	hdr, err := i.header()
+	if err != nil {
+		return "", err
+	}
+	token, err := jws.Sign(payload, jws.WithKey(i.alg, i.signer, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		return "", fmt.Errorf("issuer: sign token: %w", err)
+	}
+	*claims = c
+	if i.log.IsDebug() {
+		i.log.Debug("minted access token",
+			logKeyJTI, c.JWTID,
+			logKeySPIFFEID, c.Subject,
+			logKeyX5TS256, c.Confirmation.X5TS256,
+			logKeyKID, i.kid,
+		)
+	}
+	return string(token), nil
+}
+
+// header returns the JWS protected header of a token: "typ" is "at+jwt"
+// (RFC 9068 §2.1) and "kid" names the key in the JWKS. jws.Sign adds "alg".
+func (i *Issuer) header() (jws.Headers, error) {
+	hdr := jws.NewHeaders()
+	if err := hdr.Set(jws.TypeKey, accesstoken.Type); err != nil {
+		return nil, fmt.Errorf("issuer: set JWS header %q: %w", jws.TypeKey, err)
+	}
+	if err := hdr.Set(jws.KeyIDKey, i.kid); err != nil {
+		return nil, fmt.Errorf("issuer: set JWS header %q: %w", jws.KeyIDKey, err)
+	}
+	return hdr, nil
+}
+
+// newJTI returns 128 random bits, unpadded base64url encoded.
+func newJTI() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never returns an error; crashes the program instead
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

@@ -1,0 +1,186 @@
+package spiffeid
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Rule is what callers whose SPIFFE ID matches Pattern may obtain.
+//
+// A rule with no Audiences grants nothing; placed before a broader rule it
+// acts as an explicit deny for the IDs it matches.
+type Rule struct {
+	// Pattern selects the callers the rule applies to. Required.
+	Pattern Pattern
+	// Audiences are the audiences or resources (RFC 8693 §2.1) the caller
+	// may request, compared as exact strings.
+	Audiences []string
+	// Scopes is the scope ceiling: the granted scope is the requested scope
+	// intersected with Scopes. Each entry is an RFC 6749 §3.3 scope-token.
+	Scopes []string
+	// DefaultScopes are granted when the request names no scope (RFC 6749
+	// §3.3 lets the server apply a default). Must be a subset of Scopes.
+	DefaultScopes []string
+	// MaxTTL caps the lifetime of issued tokens. Must be positive.
+	MaxTTL time.Duration
+}
+
+// Policy maps caller SPIFFE IDs to rules. It is immutable after [NewPolicy]
+// and safe for concurrent use.
+type Policy struct {
+	rules []Rule
+}
+
+// RuleError reports an invalid field of the rule at Index (0-based) in the
+// slice given to [NewPolicy].
+type RuleError struct {
+	// Index is the position of the rule in the slice given to NewPolicy.
+	Index int
+	// Field is "pattern", "audiences", "scopes", "default_scopes" or
+	// "max_ttl".
+	Field string
+	// Err describes the problem.
+	Err error
+}
+
+// Error implements error.
+func (e *RuleError) Error() string {
+	return fmt.Sprintf("spiffeid: rule %d: %s: %v", e.Index, e.Field, e.Err)
+}
+
+// Unwrap returns e.Err.
+func (e *RuleError) Unwrap() error {
+	return e.Err
+}
+
+// ShadowedRuleError reports that the rule at Index can never apply because
+// the earlier rule at By matches every ID it matches (see [Pattern.Covers]).
+type ShadowedRuleError struct {
+	// Index is the position of the unreachable rule.
+	Index int
+	// By is the position of the earlier rule that shadows it.
+	By int
+}
+
+// Error implements error.
+func (e *ShadowedRuleError) Error() string {
+	return fmt.Sprintf("spiffeid: rule %d is unreachable: rule %d matches every ID it matches", e.Index, e.By)
+}
+
+// NewPolicy validates rules and returns a Policy that evaluates them in
+// order: the first rule whose Pattern matches the caller applies, like
+// firewall rules, and a caller no rule matches is denied. NewPolicy copies
+// rules. It returns a [*RuleError] for an invalid rule and a
+// [*ShadowedRuleError] for a rule that an earlier rule makes unreachable.
+func NewPolicy(rules []Rule) (*Policy, error) {
+	p := &Policy{rules: make([]Rule, len(rules))}
+	for i, r := range rules {
+		if err := validateRule(i, &r); err != nil {
+			return nil, err
+		}
+		for j := range i {
+			if rules[j].Pattern.Covers(r.Pattern) {
+				return nil, &ShadowedRuleError{Index: i, By: j}
+			}
+		}
+		p.rules[i] = Rule{
+			Pattern:       r.Pattern,
+			Audiences:     slices.Clone(r.Audiences),
+			Scopes:        slices.Clone(r.Scopes),
+			DefaultScopes: slices.Clone(r.DefaultScopes),
+			MaxTTL:        r.MaxTTL,
+		}
+	}
+	return p, nil
+}
+
+func validateRule(i int, r *Rule) error {
+	fail := func(field string, err error) error {
+		return &RuleError{Index: i, Field: field, Err: err}
+	}
+	if r.Pattern.IsZero() {
+		return fail("pattern", errors.New("pattern is required"))
+	}
+	for k, aud := range r.Audiences {
+		switch {
+		case aud == "":
+			return fail("audiences", errors.New("empty audience"))
+		case slices.Contains(r.Audiences[:k], aud):
+			return fail("audiences", fmt.Errorf("duplicate audience %q", aud))
+		}
+	}
+	for k, scope := range r.Scopes {
+		if err := validateScope(scope); err != nil {
+			return fail("scopes", err)
+		}
+		if slices.Contains(r.Scopes[:k], scope) {
+			return fail("scopes", fmt.Errorf("duplicate scope %q", scope))
+		}
+	}
+	for k, scope := range r.DefaultScopes {
+		switch {
+		case !slices.Contains(r.Scopes, scope):
+			return fail("default_scopes", fmt.Errorf("default scope %q is not in scopes", scope))
+		case slices.Contains(r.DefaultScopes[:k], scope):
+			return fail("default_scopes", fmt.Errorf("duplicate scope %q", scope))
+		}
+	}
+	if r.MaxTTL <= 0 {
+		return fail("max_ttl", fmt.Errorf("must be positive, got %v", r.MaxTTL))
+	}
+	return nil
+}
+
+// validateScope checks that scope is an RFC 6749 §3.3 scope-token:
+//
+//	scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+func validateScope(scope string) error {
+	if strings.TrimSpace(scope) == "" {
+		return errors.New("empty scope")
+	}
+	for _, c := range scope {
+		if c < 0x21 || c == 0x22 || c == 0x5C || c > 0x7E {
+			return fmt.Errorf("scope %q contains %q, which RFC 6749 §3.3 does not allow", scope, c)
+		}
+	}
+	return nil
+}
+
+// RuleFor returns the first rule whose Pattern matches id, or (nil, false)
+// when no rule does and the caller is denied. The returned Rule belongs to p
+// and must not be modified. RuleFor does not allocate.
+func (p *Policy) RuleFor(id spiffeid.ID) (*Rule, bool) {
+	for i := range p.rules {
+		if p.rules[i].Pattern.Match(id) {
+			return &p.rules[i], true
+		}
+	}
+	return nil, false
+}
+
+// AllowsAudience reports whether aud is one of r.Audiences.
+func (r *Rule) AllowsAudience(aud string) bool {
+	return slices.Contains(r.Audiences, aud)
+}
+
+// GrantScopes returns the scopes to grant for a request (RFC 6749 §3.3): the
+// requested scopes that are in r.Scopes, in request order and without
+// duplicates. When requested is empty it returns r.DefaultScopes. The
+// result is a new slice; it is empty when nothing can be granted.
+func (r *Rule) GrantScopes(requested []string) []string {
+	if len(requested) == 0 {
+		return slices.Clone(r.DefaultScopes)
+	}
+	var granted []string
+	for _, s := range requested {
+		if slices.Contains(r.Scopes, s) && !slices.Contains(granted, s) {
+			granted = append(granted, s)
+		}
+	}
+	return granted
+}
