@@ -330,8 +330,10 @@ func TestTokenEndpoint(t *testing.T) {
 			},
 		},
 		{
-			name:           "unsupported subject_token_type",
-			overrideParams: func(_ *testing.T, p url.Values) { p.Set("subject_token_type", "urn:ietf:params:oauth:token-type:saml2") },
+			name: "unsupported subject_token_type",
+			overrideParams: func(_ *testing.T, p url.Values) {
+				p.Set("subject_token_type", "urn:ietf:params:oauth:token-type:saml2")
+			},
 			overrideExpected: func(e *expected) {
 				e.status, e.code = 400, "invalid_request"
 				e.desc = "subject_token_type must be urn:ietf:params:oauth:token-type:jwt or urn:ietf:params:oauth:token-type:access_token"
@@ -352,8 +354,10 @@ func TestTokenEndpoint(t *testing.T) {
 			overrideParams: func(_ *testing.T, p url.Values) { p.Set("requested_token_type", string(exchange.TokenTypeJWT)) },
 		},
 		{
-			name:           "unsupported requested_token_type",
-			overrideParams: func(_ *testing.T, p url.Values) { p.Set("requested_token_type", "urn:ietf:params:oauth:token-type:id_token") },
+			name: "unsupported requested_token_type",
+			overrideParams: func(_ *testing.T, p url.Values) {
+				p.Set("requested_token_type", "urn:ietf:params:oauth:token-type:id_token")
+			},
 			overrideExpected: func(e *expected) {
 				e.status, e.code = 400, "invalid_request"
 				e.desc = "requested_token_type must be urn:ietf:params:oauth:token-type:access_token or urn:ietf:params:oauth:token-type:jwt"

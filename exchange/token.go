@@ -113,6 +113,17 @@ func (s *Server) token(r *http.Request) (*tokenResponse, error) {
 		return nil, err
 	}
 
+	// A token must live at least a second (expires_in > 0, RFC 8693
+	// §2.2.1); a certificate or subject token about to expire cannot
+	// back one.
+	deadline := caller.Leaf.NotAfter
+	if !subj.expiry.IsZero() && subj.expiry.Before(deadline) {
+		deadline = subj.expiry
+	}
+	if deadline.Sub(s.cfg.Clock()) < time.Second {
+		return nil, ErrInvalidGrant.WithDescription("the client certificate or subject token expires in under a second")
+	}
+
 	claims := accesstoken.Claims{
 		Subject:  subj.id.String(),
 		Audience: audience,

@@ -311,9 +311,11 @@ func TestNew(t *testing.T) {
 			expectErr:      "exchangeclient: the issuer URL is required (WithIssuerURL)",
 		},
 		{
-			name:           "http issuer URL",
-			overrideConfig: func(o *[]exchangeclient.Option) { *o = append(*o, exchangeclient.WithIssuerURL("http://127.0.0.1:8443")) },
-			expectErr:      `exchangeclient: issuer URL "http://127.0.0.1:8443" must be an https URL without user info, query or fragment`,
+			name: "http issuer URL",
+			overrideConfig: func(o *[]exchangeclient.Option) {
+				*o = append(*o, exchangeclient.WithIssuerURL("http://127.0.0.1:8443"))
+			},
+			expectErr: `exchangeclient: issuer URL "http://127.0.0.1:8443" must be an https URL without user info, query or fragment`,
 		},
 		{
 			name:           "issuer URL with a query",

@@ -25,10 +25,9 @@
 //		Audience:     []string{"spiffe://example.org/api"},
 //		Scope:        []string{"read"},
 //	})
-//	switch {
-//	case errors.Is(err, exchange.ErrInvalidTarget):
-//		// The policy does not allow this audience.
-//	case err != nil:
+//	if errors.Is(err, exchange.ErrInvalidTarget) {
+//		return fmt.Errorf("the STS policy does not allow this audience: %w", err)
+//	} else if err != nil {
 //		return err
 //	}
 //	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)

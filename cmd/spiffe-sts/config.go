@@ -1,0 +1,487 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/spiffe-sts/spiffe-sts/issuer"
+	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+)
+
+// endpointSocketEnv names the Workload API address when the configuration
+// file has no workload_api_socket (SPIFFE Workload Endpoint §4).
+const endpointSocketEnv = "SPIFFE_ENDPOINT_SOCKET"
+
+// Block names of the configuration file.
+const (
+	blockServer = "server"
+	blockIssuer = "issuer"
+	blockPolicy = "policy"
+)
+
+// fileConfig is the configuration file as written. Values stay strings
+// (durations, trust domains, patterns) until the section functions below
+// translate them; gohcl rejects unknown attributes and blocks because no
+// struct has a "remain" field.
+type fileConfig struct {
+	Server   *serverBlock  `hcl:"server,block"`
+	Issuer   *issuerBlock  `hcl:"issuer,block"`
+	Policies []policyBlock `hcl:"policy,block"`
+}
+
+type serverBlock struct {
+	TrustDomain       string   `hcl:"trust_domain,optional"`
+	IssuerURL         string   `hcl:"issuer_url,optional"`
+	BindAddress       string   `hcl:"bind_address,optional"`
+	DataDir           string   `hcl:"data_dir,optional"`
+	WorkloadAPISocket string   `hcl:"workload_api_socket,optional"`
+	FederatesWith     []string `hcl:"federates_with,optional"`
+	HealthAddress     string   `hcl:"health_address,optional"`
+	LogLevel          string   `hcl:"log_level,optional"`
+	LogFormat         string   `hcl:"log_format,optional"`
+}
+
+type issuerBlock struct {
+	SigningAlgorithm string `hcl:"signing_algorithm,optional"`
+	DefaultTTL       string `hcl:"default_ttl,optional"`
+}
+
+type policyBlock struct {
+	Pattern       string   `hcl:"pattern,label"`
+	Audiences     []string `hcl:"audiences,optional"`
+	Scopes        []string `hcl:"scopes,optional"`
+	DefaultScopes []string `hcl:"default_scopes,optional"`
+	MaxTTL        string   `hcl:"max_ttl,optional"`
+}
+
+// config is the validated, typed configuration.
+type config struct {
+	Server serverSettings
+	Issuer issuerSettings
+	// Rules are the policy blocks in file order; Policy is built from them.
+	Rules  []stsid.Rule
+	Policy *stsid.Policy
+}
+
+// serverSettings is the server block.
+type serverSettings struct {
+	TrustDomain spiffeid.TrustDomain
+	IssuerURL   string
+	BindAddress string
+	DataDir     string
+	// WorkloadAPIAddr is workload_api_socket, or SPIFFE_ENDPOINT_SOCKET
+	// when that is absent.
+	WorkloadAPIAddr string
+	FederatesWith   []spiffeid.TrustDomain
+	// HealthAddress is empty when there is no health listener.
+	HealthAddress string
+	LogLevel      hclog.Level
+	LogJSON       bool
+}
+
+// issuerSettings is the issuer block, defaults applied.
+type issuerSettings struct {
+	Algorithm  jwa.SignatureAlgorithm
+	DefaultTTL time.Duration
+}
+
+// configError is a problem with one value of the configuration file. It
+// reads "FILE:LINE: KEY: message", where KEY names the block and attribute
+// (`server: issuer_url`, `policy "spiffe://example.org/x": max_ttl`).
+type configError struct {
+	File string
+	Line int
+	Key  string
+	Err  error
+}
+
+func (e *configError) Error() string {
+	return fmt.Sprintf("%s:%d: %s: %v", e.File, e.Line, e.Key, e.Err)
+}
+
+func (e *configError) Unwrap() error { return e.Err }
+
+// diagError is an HCL diagnostic (syntax error, unknown attribute or block,
+// wrong type), rendered as "FILE:LINE: summary: detail".
+type diagError struct {
+	Diag *hcl.Diagnostic
+}
+
+func (e *diagError) Error() string {
+	d := e.Diag
+	msg := d.Summary
+	if d.Detail != "" {
+		msg += ": " + d.Detail
+	}
+	if d.Subject == nil {
+		return msg
+	}
+	return fmt.Sprintf("%s:%d: %s", d.Subject.Filename, d.Subject.Start.Line, msg)
+}
+
+// diagErrors joins the error diagnostics of diags in file order.
+func diagErrors(diags hcl.Diagnostics) error {
+	var errDiags []*hcl.Diagnostic
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			errDiags = append(errDiags, d)
+		}
+	}
+	slices.SortStableFunc(errDiags, func(a, b *hcl.Diagnostic) int {
+		switch {
+		case a.Subject == nil || b.Subject == nil:
+			return boolInt(b.Subject == nil) - boolInt(a.Subject == nil) // nil first
+		case a.Subject.Start.Line != b.Subject.Start.Line:
+			return a.Subject.Start.Line - b.Subject.Start.Line
+		}
+		return a.Subject.Start.Column - b.Subject.Start.Column
+	})
+	errs := make([]error, len(errDiags))
+	for i, d := range errDiags {
+		errs[i] = &diagError{Diag: d}
+	}
+	return errors.Join(errs...)
+}
+
+// blockAt locates a block of the file for error messages.
+type blockAt struct {
+	file  string
+	name  string // "server", `policy "spiffe://..."`
+	block *hclsyntax.Block
+	// line is used when block is nil (an absent block).
+	line int
+}
+
+// line returns the line of attribute attr of the block, or the line of
+// the block itself when attr is empty or not set.
+func (b blockAt) lineOf(attr string) int {
+	if b.block == nil {
+		return b.line
+	}
+	if a, ok := b.block.Body.Attributes[attr]; ok {
+		return a.SrcRange.Start.Line
+	}
+	return b.block.TypeRange.Start.Line
+}
+
+// errorf returns a configError for attr of the block; attr may be empty for
+// the block as a whole.
+func (b blockAt) errorf(attr, format string, args ...any) error {
+	key := b.name
+	if attr != "" {
+		key += ": " + attr
+	}
+	return &configError{File: b.file, Line: b.lineOf(attr), Key: key, Err: fmt.Errorf(format, args...)}
+}
+
+// loadConfig reads and validates the configuration file at path. It touches
+// no other file and no network; SPIFFE_ENDPOINT_SOCKET is read when the
+// file has no workload_api_socket.
+func loadConfig(path string) (*config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read configuration: %w", err)
+	}
+	return parseConfig(path, src)
+}
+
+// parseConfig decodes and validates src; filename names it in errors. All
+// errors found are returned, joined.
+func parseConfig(filename string, src []byte) (*config, error) {
+	file, diags := hclparse.NewParser().ParseHCL(src, filename)
+	if diags.HasErrors() {
+		return nil, diagErrors(diags)
+	}
+	var fc fileConfig
+	if diags := gohcl.DecodeBody(file.Body, nil, &fc); diags.HasErrors() {
+		return nil, diagErrors(diags)
+	}
+	body, ok := file.Body.(*hclsyntax.Body)
+	if !ok {
+		return nil, fmt.Errorf("%s: unexpected HCL body type %T", filename, file.Body)
+	}
+
+	// gohcl decodes blocks in file order, so the n-th decoded block of a
+	// type is the n-th block of that type in the syntax tree.
+	var serverAt, issuerAt blockAt
+	var policyAt []blockAt
+	for _, b := range body.Blocks {
+		at := blockAt{file: filename, name: b.Type, block: b}
+		switch b.Type {
+		case blockServer:
+			serverAt = at
+		case blockIssuer:
+			issuerAt = at
+		case blockPolicy:
+			at.name = blockPolicy + " " + strconv.Quote(b.Labels[0])
+			policyAt = append(policyAt, at)
+		}
+	}
+
+	var cfg config
+	var errs []error
+	var err error
+	if fc.Server == nil {
+		missing := blockAt{file: filename, name: blockServer, line: body.SrcRange.Start.Line}
+		errs = append(errs, missing.errorf("", "block is required"))
+	} else {
+		cfg.Server, err = serverConfig(fc.Server, serverAt)
+		errs = append(errs, err)
+	}
+	cfg.Issuer, err = issuerConfig(fc.Issuer, issuerAt)
+	errs = append(errs, err)
+	cfg.Rules, err = policyRules(fc.Policies, policyAt, cfg.Issuer.DefaultTTL)
+	errs = append(errs, err)
+	if err == nil {
+		cfg.Policy, err = newPolicy(cfg.Rules, policyAt)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// serverConfig translates the server block.
+func serverConfig(b *serverBlock, at blockAt) (serverSettings, error) {
+	var s serverSettings
+	var errs []error
+	fail := func(attr, format string, args ...any) {
+		errs = append(errs, at.errorf(attr, format, args...))
+	}
+	required := func(attr, value string) bool {
+		if value == "" {
+			fail(attr, "is required")
+			return false
+		}
+		return true
+	}
+
+	if required("trust_domain", b.TrustDomain) {
+		td, err := spiffeid.TrustDomainFromString(b.TrustDomain)
+		if err != nil {
+			fail("trust_domain", "invalid trust domain %q: %v", b.TrustDomain, err)
+		}
+		s.TrustDomain = td
+	}
+	if required("issuer_url", b.IssuerURL) {
+		if err := checkIssuerURL(b.IssuerURL); err != nil {
+			fail("issuer_url", "%v", err)
+		}
+		s.IssuerURL = b.IssuerURL
+	}
+	if required("bind_address", b.BindAddress) {
+		if err := checkHostPort(b.BindAddress); err != nil {
+			fail("bind_address", "%v", err)
+		}
+		s.BindAddress = b.BindAddress
+	}
+	if required("data_dir", b.DataDir) {
+		s.DataDir = b.DataDir
+	}
+
+	switch {
+	case b.WorkloadAPISocket != "":
+		if err := workloadapi.ValidateAddress(b.WorkloadAPISocket); err != nil {
+			fail("workload_api_socket", "invalid address %q: %v", b.WorkloadAPISocket, err)
+		}
+		s.WorkloadAPIAddr = b.WorkloadAPISocket
+	case os.Getenv(endpointSocketEnv) != "":
+		addr := os.Getenv(endpointSocketEnv)
+		if err := workloadapi.ValidateAddress(addr); err != nil {
+			fail("workload_api_socket", "not set, and %s %q is invalid: %v", endpointSocketEnv, addr, err)
+		}
+		s.WorkloadAPIAddr = addr
+	default:
+		fail("workload_api_socket", "is required when %s is not set", endpointSocketEnv)
+	}
+
+	for _, name := range b.FederatesWith {
+		td, err := spiffeid.TrustDomainFromString(name)
+		switch {
+		case err != nil:
+			fail("federates_with", "invalid trust domain %q: %v", name, err)
+			continue
+		case !s.TrustDomain.IsZero() && td == s.TrustDomain:
+			fail("federates_with", "%q is the server's own trust domain", name)
+			continue
+		case slices.Contains(s.FederatesWith, td):
+			fail("federates_with", "duplicate trust domain %q", name)
+			continue
+		}
+		s.FederatesWith = append(s.FederatesWith, td)
+	}
+
+	if b.HealthAddress != "" {
+		if err := checkHostPort(b.HealthAddress); err != nil {
+			fail("health_address", "%v", err)
+		} else if b.HealthAddress == b.BindAddress {
+			fail("health_address", "must differ from bind_address")
+		}
+		s.HealthAddress = b.HealthAddress
+	}
+
+	switch b.LogLevel {
+	case "", "info":
+		s.LogLevel = hclog.Info
+	case "trace":
+		s.LogLevel = hclog.Trace
+	case "debug":
+		s.LogLevel = hclog.Debug
+	case "warn":
+		s.LogLevel = hclog.Warn
+	case "error":
+		s.LogLevel = hclog.Error
+	default:
+		fail("log_level", "must be trace, debug, info, warn or error, got %q", b.LogLevel)
+	}
+	switch b.LogFormat {
+	case "", "text":
+	case "json":
+		s.LogJSON = true
+	default:
+		fail("log_format", "must be text or json, got %q", b.LogFormat)
+	}
+	return s, errors.Join(errs...)
+}
+
+// checkIssuerURL applies the rules exchange.New applies to IssuerURL
+// (RFC 8414 §2): https, a host, and nothing after it.
+func checkIssuerURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Errorf("invalid URL %q", raw)
+	case u.Scheme != "https" || u.Host == "" || u.Opaque != "":
+		return errors.New("must be an https URL")
+	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return errors.New("must not have user info, a query or a fragment")
+	case u.Path == "/":
+		return errors.New("must not end in a slash")
+	case u.Path != "":
+		return errors.New("must not have a path")
+	}
+	return nil
+}
+
+// checkHostPort checks a listen address; the host may be empty (all
+// interfaces), the port may not.
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("invalid address %q: want host:port", addr)
+	}
+	if port == "" {
+		return fmt.Errorf("invalid address %q: missing port", addr)
+	}
+	return nil
+}
+
+// issuerConfig translates the optional issuer block; b is nil when it is
+// absent. DefaultTTL is always usable, even when the error is not nil.
+func issuerConfig(b *issuerBlock, at blockAt) (issuerSettings, error) {
+	s := issuerSettings{Algorithm: jwa.ES256, DefaultTTL: issuer.DefaultTTL}
+	if b == nil {
+		return s, nil
+	}
+	var errs []error
+	if b.SigningAlgorithm != "" {
+		alg, err := issuer.ParseAlgorithm(b.SigningAlgorithm)
+		if err != nil {
+			errs = append(errs, at.errorf("signing_algorithm", "unsupported algorithm %q: want ES256, EdDSA or RS256", b.SigningAlgorithm))
+		} else {
+			s.Algorithm = alg
+		}
+	}
+	if b.DefaultTTL != "" {
+		d, err := parseDuration(b.DefaultTTL)
+		if err != nil {
+			errs = append(errs, at.errorf("default_ttl", "%v", err))
+		} else {
+			s.DefaultTTL = d
+		}
+	}
+	return s, errors.Join(errs...)
+}
+
+// policyRules translates the policy blocks; at[i] locates blocks[i]. A
+// rule without max_ttl gets defaultTTL.
+func policyRules(blocks []policyBlock, at []blockAt, defaultTTL time.Duration) ([]stsid.Rule, error) {
+	var rules []stsid.Rule
+	var errs []error
+	for i, b := range blocks {
+		r := stsid.Rule{
+			Audiences:     b.Audiences,
+			Scopes:        b.Scopes,
+			DefaultScopes: b.DefaultScopes,
+			MaxTTL:        defaultTTL,
+		}
+		var err error
+		if r.Pattern, err = stsid.ParsePattern(b.Pattern); err != nil {
+			errs = append(errs, at[i].errorf("pattern", "%v", err))
+		}
+		if len(b.Audiences) == 0 {
+			errs = append(errs, at[i].errorf("audiences", "at least one audience is required"))
+		}
+		if b.MaxTTL != "" {
+			if r.MaxTTL, err = parseDuration(b.MaxTTL); err != nil {
+				errs = append(errs, at[i].errorf("max_ttl", "%v", err))
+			}
+		}
+		rules = append(rules, r)
+	}
+	return rules, errors.Join(errs...)
+}
+
+// newPolicy builds the policy and locates its errors; at[i] locates
+// rules[i].
+func newPolicy(rules []stsid.Rule, at []blockAt) (*stsid.Policy, error) {
+	p, err := stsid.NewPolicy(rules)
+	if err == nil {
+		return p, nil
+	}
+	var ruleErr *stsid.RuleError
+	if errors.As(err, &ruleErr) && ruleErr.Index < len(at) {
+		return nil, at[ruleErr.Index].errorf(ruleErr.Field, "%v", ruleErr.Err)
+	}
+	var shadowed *stsid.ShadowedRuleError
+	if errors.As(err, &shadowed) && shadowed.Index < len(at) && shadowed.By < len(at) {
+		by := at[shadowed.By]
+		return nil, at[shadowed.Index].errorf("", "unreachable: %s on line %d matches every ID it matches", by.name, by.lineOf(""))
+	}
+	return nil, err
+}
+
+// parseDuration parses a positive duration such as "5m".
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q", s)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("must be positive, got %q", s)
+	}
+	return d, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

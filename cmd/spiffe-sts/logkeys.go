@@ -1,0 +1,14 @@
+package main
+
+// Log keys. Every structured log line of the command uses these; tokens and
+// keys are never logged.
+const (
+	logKeyAddress  = "address"
+	logKeyIssuer   = "issuer"
+	logKeySPIFFEID = "spiffe_id"
+	logKeyExpires  = "expires"
+	logKeyConfig   = "config"
+	logKeyRules    = "rules"
+	logKeySections = "sections"
+	logKeyError    = "error"
+)

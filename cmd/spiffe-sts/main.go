@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // runtime or configuration error
+	exitUsage = 2
+)
+
+const usage = `Usage: spiffe-sts <command> -config FILE
+
+OAuth 2.0 token exchange (RFC 8693) for SPIFFE workloads.
+
+Commands:
+  run        run the server
+  validate   check the configuration file and exit
+  help       show this help
+
+Run "spiffe-sts <command> -h" for the flags of a command.
+`
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// realMain runs the command line args (without the program name) and
+// returns the exit code.
+func realMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case "run", "validate":
+	default:
+		fmt.Fprintf(stderr, "spiffe-sts: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+
+	configPath, code, ok := parseFlags(cmd, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	var err error
+	if cmd == "validate" {
+		err = validate(configPath, stdout)
+	} else {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err = run(ctx, configPath, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError
+	}
+	return exitOK
+}
+
+// parseFlags parses the flags of cmd and returns the configuration path,
+// or ok false and the exit code.
+func parseFlags(cmd string, args []string, stdout, stderr io.Writer) (configPath string, code int, ok bool) {
+	fs := flag.NewFlagSet("spiffe-sts "+cmd, flag.ContinueOnError)
+	fs.StringVar(&configPath, "config", "", "path of the HCL configuration `file` (required)")
+	fs.SetOutput(stderr)
+	fs.Usage = func() {} // printed below, to stdout for -h
+	printUsage := func(w io.Writer) {
+		fs.SetOutput(w)
+		fmt.Fprintf(w, "Usage: spiffe-sts %s -config FILE\n\n", cmd)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			return "", exitOK, false
+		}
+		printUsage(stderr) // after the error the flag package printed
+		return "", exitUsage, false
+	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "spiffe-sts %s: unexpected argument %q\n", cmd, fs.Arg(0))
+	case configPath == "":
+		fmt.Fprintf(stderr, "spiffe-sts %s: -config is required\n", cmd)
+	default:
+		return configPath, exitOK, true
+	}
+	printUsage(stderr)
+	return "", exitUsage, false
+}

@@ -1,0 +1,332 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"reflect"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/issuer"
+	"github.com/spiffe-sts/spiffe-sts/issuer/diskkey"
+	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+)
+
+// shutdownTimeout bounds the graceful shutdown of the listeners.
+const shutdownTimeout = 10 * time.Second
+
+// validate checks the configuration file at path and reports the outcome
+// on stdout.
+func validate(path string, stdout io.Writer) error {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	noun := "rules"
+	if len(cfg.Rules) == 1 {
+		noun = "rule"
+	}
+	_, err = fmt.Fprintf(stdout, "%s: configuration OK (%d policy %s)\n", path, len(cfg.Rules), noun)
+	return err
+}
+
+// newLogger returns the root logger, writing to w.
+func newLogger(s serverSettings, w io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "spiffe-sts",
+		Level:      s.LogLevel,
+		JSONFormat: s.LogJSON,
+		Output:     w,
+	})
+}
+
+// run runs the server with the configuration file at configPath until ctx
+// is done, then shuts it down gracefully and returns nil. It blocks until
+// the Workload API delivers the server's X509-SVID and bundles. SIGHUP
+// reloads the policy blocks of the file. Logs go to stderr; stdout is not
+// written.
+func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error {
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Server, stderr)
+
+	// Register SIGHUP first: its default action would end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	// The health listener is up before the SVID arrives, so liveness
+	// probes pass while readiness probes fail.
+	var health healthState
+	if cfg.Server.HealthAddress != "" {
+		stop, err := startHealthServer(cfg.Server.HealthAddress, healthHandler(health.ready), log.Named("health"))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
+	log.Info("waiting for the X509-SVID and bundles from the Workload API", logKeyAddress, cfg.Server.WorkloadAPIAddr)
+	client, err := workloadapi.New(ctx,
+		workloadapi.WithAddr(cfg.Server.WorkloadAPIAddr),
+		workloadapi.WithLogger(spiffeLogger{log.Named("workloadapi")}),
+	)
+	if err != nil {
+		return fmt.Errorf("workload API client: %w", err)
+	}
+	defer client.Close()
+	x509Source, err := workloadapi.NewX509Source(ctx, workloadapi.WithClient(client))
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while waiting for the X509-SVID")
+			return nil
+		}
+		return fmt.Errorf("workload API: X509-SVID: %w", err)
+	}
+	defer x509Source.Close()
+	bundleSource, err := workloadapi.NewBundleSource(ctx, workloadapi.WithClient(client))
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while waiting for the JWT bundles")
+			return nil
+		}
+		return fmt.Errorf("workload API: bundles: %w", err)
+	}
+	defer bundleSource.Close()
+
+	svid, err := x509Source.GetX509SVID()
+	if err != nil {
+		return fmt.Errorf("workload API: X509-SVID: %w", err)
+	}
+	if td := svid.ID.TrustDomain(); td != cfg.Server.TrustDomain {
+		return fmt.Errorf("own X509-SVID %s is not in trust domain %q (server.trust_domain)", svid.ID, cfg.Server.TrustDomain.Name())
+	}
+
+	signer, verificationKeys, err := diskkey.Open(cfg.Server.DataDir, cfg.Issuer.Algorithm)
+	if err != nil {
+		return fmt.Errorf("signing keys: %w", err)
+	}
+	// issuer and exchange name their loggers themselves.
+	iss, err := issuer.New(issuer.Config{
+		IssuerURL:        cfg.Server.IssuerURL,
+		Signer:           signer,
+		VerificationKeys: verificationKeys,
+		DefaultTTL:       cfg.Issuer.DefaultTTL,
+		Logger:           log,
+	})
+	if err != nil {
+		return err
+	}
+	sts, err := exchange.New(exchange.Config{
+		IssuerURL:             cfg.Server.IssuerURL,
+		TrustDomain:           cfg.Server.TrustDomain,
+		FederatedTrustDomains: cfg.Server.FederatesWith,
+		SVIDs:                 x509Source,
+		X509Bundles:           x509Source,
+		JWTBundles:            bundleSource,
+		Policy:                cfg.Policy,
+		Minter:                iss,
+		Keys:                  iss.KeySet(),
+		Logger:                log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Server.BindAddress)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := sts.HTTPServer(x509Source)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	health.sts.Store(sts)
+	log.Info("serving",
+		logKeyAddress, ln.Addr().String(),
+		logKeyIssuer, cfg.Server.IssuerURL,
+		logKeySPIFFEID, svid.ID.String(),
+		logKeyRules, len(cfg.Rules),
+	)
+
+	reload := &reloader{path: configPath, running: cfg, sts: sts, log: log}
+	rotation := svidWatcher{log: log, last: leafSum(svid)}
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			health.sts.Store(nil) // readyz fails while connections drain
+			shutdown(srv, log)
+			return nil
+		case err := <-serveErr:
+			return fmt.Errorf("serve: %w", err)
+		case <-hup:
+			_ = reload.reload()
+		case <-x509Source.Updated():
+			rotation.check(x509Source)
+		}
+	}
+}
+
+// shutdown stops srv, waiting up to shutdownTimeout for requests in flight.
+func shutdown(srv *http.Server, log hclog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("graceful shutdown incomplete", logKeyError, err.Error())
+		_ = srv.Close()
+	}
+}
+
+// svidWatcher logs when the server's own X509-SVID changes. The source's
+// Updated channel also fires for bundle-only updates, so it compares the
+// leaf certificates.
+type svidWatcher struct {
+	log  hclog.Logger
+	last [sha256.Size]byte
+}
+
+func (w *svidWatcher) check(src x509svid.Source) {
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		w.log.Warn("no X509-SVID after a Workload API update", logKeyError, err.Error())
+		return
+	}
+	sum := leafSum(svid)
+	if sum == w.last {
+		return
+	}
+	w.last = sum
+	w.log.Info("X509-SVID rotated",
+		logKeySPIFFEID, svid.ID.String(),
+		logKeyExpires, svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339),
+	)
+}
+
+func leafSum(svid *x509svid.SVID) [sha256.Size]byte {
+	return sha256.Sum256(svid.Certificates[0].Raw)
+}
+
+// policySetter is the part of *exchange.Server that reloading needs.
+type policySetter interface {
+	SetPolicy(*stsid.Policy)
+}
+
+// reloader re-reads the configuration file and replaces the policy of the
+// running server. Only policy blocks take effect; other sections need a
+// restart.
+type reloader struct {
+	path string
+	// running is the configuration the server started with.
+	running *config
+	sts     policySetter
+	log     hclog.Logger
+}
+
+// reload loads the configuration file and applies its policy. On any
+// error it logs and returns it, and the current policy stays in force.
+func (r *reloader) reload() error {
+	r.log.Info("reloading the policy", logKeyConfig, r.path)
+	cfg, err := loadConfig(r.path)
+	if err != nil {
+		r.log.Error("configuration reload failed; keeping the current policy", logKeyError, err.Error())
+		return err
+	}
+	var changed []string
+	if !reflect.DeepEqual(cfg.Server, r.running.Server) {
+		changed = append(changed, blockServer)
+	}
+	if !reflect.DeepEqual(cfg.Issuer, r.running.Issuer) {
+		changed = append(changed, blockIssuer)
+	}
+	if len(changed) > 0 {
+		r.log.Warn("changes outside policy blocks take effect only after a restart", logKeySections, changed)
+	}
+	r.sts.SetPolicy(cfg.Policy)
+	r.log.Info("policy reloaded", logKeyRules, len(cfg.Rules))
+	return nil
+}
+
+// healthState holds the exchange server once it exists.
+type healthState struct {
+	sts atomic.Pointer[exchange.Server]
+}
+
+var errNotStarted = errors.New("the token server has not started")
+
+// ready is nil when the token server exists and is ready.
+func (h *healthState) ready() error {
+	sts := h.sts.Load()
+	if sts == nil {
+		return errNotStarted
+	}
+	return sts.Ready()
+}
+
+// healthHandler serves /healthz, always 200, and /readyz, 200 when ready
+// returns nil and 503 otherwise, for kubelet probes.
+func healthHandler(ready func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+exchange.PathHealthz, func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET "+exchange.PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	return mux
+}
+
+// startHealthServer serves h over plain HTTP on addr and returns the
+// function that stops it.
+func startHealthServer(addr string, h http.Handler, log hclog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("health listener: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       5 * time.Second,
+		WriteTimeout:      5 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health listener stopped", logKeyError, err.Error())
+		}
+	}()
+	log.Info("health listener started", logKeyAddress, ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+// spiffeLogger adapts hclog to go-spiffe's logger interface.
+type spiffeLogger struct{ log hclog.Logger }
+
+func (l spiffeLogger) Debugf(format string, args ...any) { l.log.Debug(fmt.Sprintf(format, args...)) }
+func (l spiffeLogger) Infof(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
+func (l spiffeLogger) Warnf(format string, args ...any)  { l.log.Warn(fmt.Sprintf(format, args...)) }
+func (l spiffeLogger) Errorf(format string, args ...any) { l.log.Error(fmt.Sprintf(format, args...)) }
