@@ -1,0 +1,43 @@
+# spiffe-sts developer entry points. `make demo` and `make test` are the
+# README's quickstart; .ci/run calls `make test`.
+GO ?= go
+SHELL := /bin/bash
+
+.PHONY: demo test lint unit integration bench fuzz build
+
+## demo: run spiffe-sts end to end on a real local SPIRE (builds SPIRE once, cached)
+demo:
+	$(GO) run ./integration/demo
+
+## test: everything CI runs: lint, unit tests with -race, integration tests on real SPIRE
+test: lint unit integration
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./integration/...
+	$(GO) tool staticcheck ./...
+	$(GO) tool staticcheck -tags integration ./integration/...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+# The verbose log goes to integration.out; the console gets the results, and
+# the log's tail when something failed.
+integration:
+	@set -o pipefail; $(GO) test -tags integration -count=1 -timeout 30m -v ./integration/... > integration.out 2>&1; rc=$$?; \
+	grep -E '^\s*(--- |PASS|FAIL|ok |panic)|rotations=|server certificates seen' integration.out; \
+	if [ $$rc -ne 0 ]; then echo "--- integration.out (tail) ---"; tail -n 400 integration.out; fi; exit $$rc
+
+## bench: the benchmarks quoted in the README (one CPU)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./accesstoken ./issuer ./exchange ./spiffeid
+
+## fuzz: a short run of each fuzz target
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseForm -fuzztime 30s ./exchange
+	$(GO) test -run '^$$' -fuzz FuzzClaimsJSON -fuzztime 30s ./accesstoken
+	$(GO) test -run '^$$' -fuzz FuzzParsePattern -fuzztime 30s ./spiffeid
+
+build:
+	$(GO) build -o bin/ ./cmd/...
