@@ -26,6 +26,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
+	"github.com/spiffe-sts/spiffe-sts/internal/fakeworkloadapi"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 	"github.com/spiffe-sts/spiffe-sts/issuer/diskkey"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
@@ -462,7 +463,7 @@ func TestRunStopsWhileWaitingForWorkloadAPI(t *testing.T) {
 func TestRun(t *testing.T) {
 	ca := testca.New(t, "example.org")
 	serverSVID := ca.SVID(t, "spiffe://example.org/sts", time.Hour)
-	wl := startFakeWorkloadAPI(t, ca, serverSVID)
+	wl := fakeworkloadapi.Start(t, ca, serverSVID)
 	bind, health := freeAddr(t), freeAddr(t)
 	src := runConfig(t, wl.Addr, bind, health)
 	logs, stop := startRun(t, src)
@@ -530,7 +531,7 @@ func TestRun(t *testing.T) {
 
 func TestRunWrongTrustDomain(t *testing.T) {
 	ca := testca.New(t, "other.example")
-	wl := startFakeWorkloadAPI(t, ca, ca.SVID(t, "spiffe://other.example/sts", time.Hour))
+	wl := fakeworkloadapi.Start(t, ca, ca.SVID(t, "spiffe://other.example/sts", time.Hour))
 	path := writeConfig(t, runConfig(t, wl.Addr, freeAddr(t), freeAddr(t)))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -543,7 +544,7 @@ func TestRunWrongTrustDomain(t *testing.T) {
 
 func TestRunBadKeyDir(t *testing.T) {
 	ca := testca.New(t, "example.org")
-	wl := startFakeWorkloadAPI(t, ca, ca.SVID(t, "spiffe://example.org/sts", time.Hour))
+	wl := fakeworkloadapi.Start(t, ca, ca.SVID(t, "spiffe://example.org/sts", time.Hour))
 	src := runConfig(t, wl.Addr, freeAddr(t), freeAddr(t))
 	dataDir := strings.Split(strings.Split(src, `data_dir            = "`)[1], `"`)[0]
 	keys := filepath.Join(dataDir, diskkey.KeysDir)

@@ -46,6 +46,7 @@ var commands = []command{
 	{"exchange", "get an access token for this workload from the STS", runExchange},
 	{"inspect", "decode a token without verifying it", runInspect},
 	{"verify", "verify a token and its certificate binding offline", runVerify},
+	{"call", "call a resource server with a token over mTLS", runCall},
 }
 
 func main() {

@@ -1,4 +1,7 @@
-package main
+// Package fakeworkloadapi is a SPIFFE Workload API server on a Unix
+// socket for tests: it streams one X509-SVID with the bundle of an in-test
+// CA and that CA's JWT bundle, and streams again when the SVID is replaced.
+package fakeworkloadapi
 
 import (
 	"crypto/x509"
@@ -15,9 +18,9 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 )
 
-// fakeWorkloadAPI is a Workload API on a Unix socket that streams one
+// WorkloadAPI is a Workload API on a Unix socket that streams one
 // X509-SVID and the bundle of one CA, and streams again on SetSVID.
-type fakeWorkloadAPI struct {
+type WorkloadAPI struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
 	// Addr is the unix:// address of the socket.
 	Addr string
@@ -28,7 +31,9 @@ type fakeWorkloadAPI struct {
 	changed chan struct{} // closed and replaced by SetSVID
 }
 
-func startFakeWorkloadAPI(t *testing.T, ca *testca.CA, svid *x509svid.SVID) *fakeWorkloadAPI {
+// Start serves the Workload API for svid, with ca's bundles, until the
+// test ends.
+func Start(t testing.TB, ca *testca.CA, svid *x509svid.SVID) *WorkloadAPI {
 	t.Helper()
 	// t.TempDir can exceed the 108 bytes of a socket path.
 	dir, err := os.MkdirTemp("", "sts")
@@ -41,7 +46,7 @@ func startFakeWorkloadAPI(t *testing.T, ca *testca.CA, svid *x509svid.SVID) *fak
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &fakeWorkloadAPI{Addr: "unix://" + path, ca: ca, svid: svid, changed: make(chan struct{})}
+	w := &WorkloadAPI{Addr: "unix://" + path, ca: ca, svid: svid, changed: make(chan struct{})}
 	srv := grpc.NewServer()
 	workload.RegisterSpiffeWorkloadAPIServer(srv, w)
 	go func() { _ = srv.Serve(ln) }()
@@ -50,7 +55,7 @@ func startFakeWorkloadAPI(t *testing.T, ca *testca.CA, svid *x509svid.SVID) *fak
 }
 
 // SetSVID replaces the SVID and streams it to the watchers.
-func (w *fakeWorkloadAPI) SetSVID(svid *x509svid.SVID) {
+func (w *WorkloadAPI) SetSVID(svid *x509svid.SVID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.svid = svid
@@ -58,13 +63,13 @@ func (w *fakeWorkloadAPI) SetSVID(svid *x509svid.SVID) {
 	w.changed = make(chan struct{})
 }
 
-func (w *fakeWorkloadAPI) current() (*x509svid.SVID, <-chan struct{}) {
+func (w *WorkloadAPI) current() (*x509svid.SVID, <-chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.svid, w.changed
 }
 
-func (w *fakeWorkloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+func (w *WorkloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
 	for {
 		svid, changed := w.current()
 		certs, key, err := svid.MarshalRaw()
@@ -88,7 +93,7 @@ func (w *fakeWorkloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc
 	}
 }
 
-func (w *fakeWorkloadAPI) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
+func (w *WorkloadAPI) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
 	jwks, err := w.ca.Bundle().JWTBundle().Marshal()
 	if err != nil {
 		return err
