@@ -26,10 +26,7 @@ func ExampleIssuer_Mint() {
 	}
 
 	// leaf is the X509-SVID the client authenticated with over mTLS.
-	leaf, err := makeLeaf(testNow.Add(time.Hour))
-	if err != nil {
-		panic(err)
-	}
+	leaf := newLeaf(exampleTB{}, testNow.Add(time.Hour))
 	claims := &accesstoken.Claims{
 		Subject:  "spiffe://example.org/workload",
 		ClientID: "spiffe://example.org/workload",

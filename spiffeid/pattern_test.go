@@ -106,10 +106,7 @@ func TestPatternMatch(t *testing.T) {
 		{name: "zero ID", pattern: "spiffe://example.org", id: ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var p Pattern
-			if tt.pattern != "" {
-				p = RequirePattern(tt.pattern)
-			}
+			p := patternOrZero(tt.pattern)
 			var id spiffeid.ID
 			if tt.id != "" {
 				id = spiffeid.RequireFromString(tt.id)
@@ -156,18 +153,20 @@ func TestPatternCovers(t *testing.T) {
 		{name: "zero q", p: "spiffe://example.org", q: ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var p, q Pattern
-			if tt.p != "" {
-				p = RequirePattern(tt.p)
-			}
-			if tt.q != "" {
-				q = RequirePattern(tt.q)
-			}
+			p, q := patternOrZero(tt.p), patternOrZero(tt.q)
 			if got := p.Covers(q); got != tt.expected {
 				t.Errorf("%q.Covers(%q) = %v, want %v", tt.p, tt.q, got, tt.expected)
 			}
 		})
 	}
+}
+
+// patternOrZero parses s, or returns the zero Pattern for "".
+func patternOrZero(s string) Pattern {
+	if s == "" {
+		return Pattern{}
+	}
+	return RequirePattern(s)
 }
 
 func TestPatternText(t *testing.T) {

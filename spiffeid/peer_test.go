@@ -19,16 +19,18 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 )
 
 const workloadID = "spiffe://example.org/workload"
 
 func TestPeerFromTLS(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	leaf, _ := ca.issue(t, workloadID)
-	noURI, _ := ca.issue(t)
-	twoURIs, _ := ca.issue(t, workloadID, "spiffe://example.org/other")
-	httpsURI, _ := ca.issue(t, "https://example.org/workload")
+	ca := testca.New(t, "example.org")
+	leaf := ca.SVID(t, workloadID, time.Hour).Certificates[0]
+	noURI := ca.Leaf(t)
+	twoURIs := ca.Leaf(t, workloadID, "spiffe://example.org/other")
+	httpsURI := ca.Leaf(t, "https://example.org/workload")
 
 	for _, tt := range []struct {
 		name          string
@@ -63,7 +65,7 @@ func TestPeerFromTLS(t *testing.T) {
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			state := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf, ca.cert}}
+			state := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf, ca.Cert}}
 			if tt.overrideState != nil {
 				state = tt.overrideState(state)
 			}
@@ -88,13 +90,13 @@ func TestPeerFromTLS(t *testing.T) {
 }
 
 func TestVerifyPeer(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	otherCA := newTestCA(t, "example.com")
-	impostorCA := newTestCA(t, "example.org")
-	leaf, _ := ca.issue(t, workloadID)
-	noURI, _ := ca.issue(t)
-	otherLeaf, _ := otherCA.issue(t, "spiffe://example.com/workload")
-	impostorLeaf, _ := impostorCA.issue(t, workloadID)
+	ca := testca.New(t, "example.org")
+	otherCA := testca.New(t, "example.com")
+	impostorCA := testca.New(t, "example.org")
+	leaf := ca.SVID(t, workloadID, time.Hour).Certificates[0]
+	noURI := ca.Leaf(t)
+	otherLeaf := otherCA.SVID(t, "spiffe://example.com/workload", time.Hour).Certificates[0]
+	impostorLeaf := impostorCA.SVID(t, workloadID, time.Hour).Certificates[0]
 
 	for _, tt := range []struct {
 		name            string
@@ -124,7 +126,7 @@ func TestVerifyPeer(t *testing.T) {
 		{
 			name:            "trusted other trust domain",
 			overrideCerts:   func([]*x509.Certificate) []*x509.Certificate { return []*x509.Certificate{otherLeaf} },
-			overrideBundles: func(s *x509bundle.Set) { s.Add(otherCA.bundle()) },
+			overrideBundles: func(s *x509bundle.Set) { s.Add(otherCA.Bundle().X509Bundle()) },
 		},
 		{
 			name:          "signed by another CA for the same trust domain",
@@ -134,7 +136,7 @@ func TestVerifyPeer(t *testing.T) {
 		},
 		{
 			name:          "CA certificate as leaf",
-			overrideCerts: func([]*x509.Certificate) []*x509.Certificate { return []*x509.Certificate{ca.cert} },
+			overrideCerts: func([]*x509.Certificate) []*x509.Certificate { return []*x509.Certificate{ca.Cert} },
 			expectErr:     "spiffeid: verifying peer certificate: x509svid: leaf certificate with CA flag set to true",
 		},
 	} {
@@ -143,7 +145,7 @@ func TestVerifyPeer(t *testing.T) {
 			if tt.overrideCerts != nil {
 				certs = tt.overrideCerts(certs)
 			}
-			bundles := x509bundle.NewSet(ca.bundle())
+			bundles := x509bundle.NewSet(ca.Bundle().X509Bundle())
 			if tt.overrideBundles != nil {
 				tt.overrideBundles(bundles)
 			}
@@ -183,10 +185,10 @@ func spiffeidFromCert(t *testing.T, cert *x509.Certificate) (spiffeid.ID, error)
 }
 
 func TestPeerFromContext(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	leaf, _ := ca.issue(t, workloadID)
-	otherLeaf, _ := ca.issue(t, "spiffe://example.org/other")
-	noURI, _ := ca.issue(t)
+	ca := testca.New(t, "example.org")
+	leaf := ca.SVID(t, workloadID, time.Hour).Certificates[0]
+	otherLeaf := ca.SVID(t, "spiffe://example.org/other", time.Hour).Certificates[0]
+	noURI := ca.Leaf(t)
 	stored := Peer{ID: spiffeid.RequireFromString("spiffe://example.org/other"), Leaf: otherLeaf}
 	grpcPeer := func(info credentials.AuthInfo) func(context.Context) context.Context {
 		return func(ctx context.Context) context.Context {
@@ -203,7 +205,7 @@ func TestPeerFromContext(t *testing.T) {
 		expectOK   bool
 		expectLeaf *x509.Certificate
 	}{
-		{name: "grpc TLSInfo", setup: grpcPeer(tlsInfo(leaf, ca.cert)), expectOK: true, expectLeaf: leaf},
+		{name: "grpc TLSInfo", setup: grpcPeer(tlsInfo(leaf, ca.Cert)), expectOK: true, expectLeaf: leaf},
 		{name: "grpc *TLSInfo", setup: grpcPeer(func() *credentials.TLSInfo { i := tlsInfo(leaf); return &i }()), expectOK: true, expectLeaf: leaf},
 		{name: "grpc nil *TLSInfo", setup: grpcPeer((*credentials.TLSInfo)(nil))},
 		{name: "grpc no certificate", setup: grpcPeer(tlsInfo())},
@@ -247,10 +249,10 @@ func (otherAuthInfo) AuthType() string { return "other" }
 // TestPeerFromContextGRPC calls a real in-process gRPC server over bufconn and
 // reads the client's identity in the handler.
 func TestPeerFromContextGRPC(t *testing.T) {
-	ca := newTestCA(t, "example.org")
-	serverSVID := ca.svid(t, "spiffe://example.org/sts")
-	clientSVID := ca.svid(t, workloadID)
-	bundle := ca.bundle()
+	ca := testca.New(t, "example.org")
+	serverSVID := ca.SVID(t, "spiffe://example.org/sts", time.Hour)
+	clientSVID := ca.SVID(t, workloadID, time.Hour)
+	bundle := ca.Bundle()
 
 	for _, tt := range []struct {
 		name        string

@@ -85,6 +85,24 @@ func checkResult(t *testing.T, r result, code int, stdoutHas, stderrHas []string
 	}
 }
 
+// expected is what a table case wants of a command run: its exit code, the
+// texts stdout and stderr must contain, and, on failure, nothing on stdout.
+type expected struct {
+	code      int
+	stdoutHas []string
+	stderrHas []string
+}
+
+// check compares r with e (see checkResult) and checks that a failed run
+// wrote nothing to stdout.
+func (e expected) check(t *testing.T, r result) {
+	t.Helper()
+	checkResult(t, r, e.code, e.stdoutHas, e.stderrHas)
+	if e.code != exitOK && r.stdout != "" {
+		t.Errorf("stdout = %q, want nothing on failure", r.stdout)
+	}
+}
+
 func TestRun(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -118,11 +136,6 @@ func TestInspect(t *testing.T) {
 	type params struct {
 		args  []string
 		stdin string
-	}
-	type expected struct {
-		code      int
-		stdoutHas []string
-		stderrHas []string
 	}
 	tests := []struct {
 		name             string
@@ -207,12 +220,9 @@ func TestInspect(t *testing.T) {
 				tt.overrideExpected(&e)
 			}
 			r := runCmd(t, p.stdin, p.args...)
-			checkResult(t, r, e.code, e.stdoutHas, e.stderrHas)
+			e.check(t, r)
 			if e.code == exitOK && !strings.HasPrefix(r.stdout, "NOT VERIFIED: decoded only\n") {
 				t.Errorf("first line is not the NOT VERIFIED warning:\n%s", r.stdout)
-			}
-			if e.code != exitOK && r.stdout != "" {
-				t.Errorf("stdout = %q, want nothing on failure", r.stdout)
 			}
 		})
 	}

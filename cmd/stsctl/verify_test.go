@@ -45,11 +45,6 @@ func TestVerify(t *testing.T) {
 		stdin                        string
 		token                        []string
 	}
-	type expected struct {
-		code      int
-		stdoutHas []string
-		stderrHas []string
-	}
 	tests := []struct {
 		name             string
 		overrideParams   func(*params)
@@ -191,10 +186,7 @@ func TestVerify(t *testing.T) {
 			}
 			args = append(append(args, p.token...), p.extra...)
 			r := runCmd(t, p.stdin, args...)
-			checkResult(t, r, e.code, e.stdoutHas, e.stderrHas)
-			if e.code != exitOK && r.stdout != "" {
-				t.Errorf("stdout = %q, want nothing on failure", r.stdout)
-			}
+			e.check(t, r)
 		})
 	}
 }

@@ -69,10 +69,38 @@ func (ca *CA) SVID(t testing.TB, id string, ttl time.Duration) *x509svid.SVID {
 	return ca.SVIDValid(t, id, time.Now().Add(-time.Minute), time.Now().Add(ttl))
 }
 
-// SVIDValid issues an X509-SVID for id valid from notBefore to notAfter.
+// SVIDValid issues an X509-SVID for id valid from notBefore to notAfter,
+// which need not lie within the CA's own validity.
 func (ca *CA) SVIDValid(t testing.TB, id string, notBefore, notAfter time.Time) *x509svid.SVID {
 	t.Helper()
 	spiffeID := spiffeid.RequireFromString(id)
+	leaf, key := ca.issue(t, notBefore, notAfter, []*url.URL{spiffeID.URL()})
+	return &x509svid.SVID{ID: spiffeID, Certificates: []*x509.Certificate{leaf}, PrivateKey: key}
+}
+
+// Leaf issues a leaf certificate, valid from now-1m for an hour, whose URI
+// SANs are uris verbatim: none, several, or URIs that are not SPIFFE IDs,
+// for tests of how malformed identities are refused. For a well-formed one
+// use SVID; for a CA certificate presented as a leaf use ca.Cert; for a CA
+// of the same trust domain that the bundle does not trust call New again.
+func (ca *CA) Leaf(t testing.TB, uris ...string) *x509.Certificate {
+	t.Helper()
+	var sans []*url.URL
+	for _, u := range uris {
+		parsed, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sans = append(sans, parsed)
+	}
+	leaf, _ := ca.issue(t, time.Now().Add(-time.Minute), time.Now().Add(time.Hour), sans)
+	return leaf
+}
+
+// issue signs a leaf certificate with the given validity and URI SANs for a
+// fresh key.
+func (ca *CA) issue(t testing.TB, notBefore, notAfter time.Time, uris []*url.URL) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
@@ -80,10 +108,9 @@ func (ca *CA) SVIDValid(t testing.TB, id string, notBefore, notAfter time.Time) 
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{spiffeID.URL()},
+		URIs:         uris,
 	}
-	leaf := createCert(t, tmpl, ca.Cert, key.Public(), ca.key)
-	return &x509svid.SVID{ID: spiffeID, Certificates: []*x509.Certificate{leaf}, PrivateKey: key}
+	return createCert(t, tmpl, ca.Cert, key.Public(), ca.key), key
 }
 
 // JWTSVID issues a JWT-SVID for sub with the given audience and expiry,
