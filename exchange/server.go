@@ -96,6 +96,7 @@ type Server struct {
 	tokenURL   string
 	accessTV   *accesstoken.Verifier
 	subjects   map[TokenType]subjectVerifier
+	svids      *svidCache
 	metadata   []byte
 	jwks       []byte
 	mux        *http.ServeMux
@@ -134,6 +135,7 @@ func New(cfg Config) (*Server, error) {
 		trusted:  append([]spiffeid.TrustDomain{cfg.TrustDomain}, cfg.FederatedTrustDomains...),
 		tokenURL: cfg.IssuerURL + PathToken,
 		accessTV: accesstoken.NewVerifier(cfg.IssuerURL, cfg.Keys, &accesstoken.Config{Now: cfg.Clock}),
+		svids:    newSVIDCache(svidCacheSize),
 	}
 	s.policy.Store(cfg.Policy)
 	s.bufferPool.New = func() any { return new(bytes.Buffer) }

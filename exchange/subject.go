@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
@@ -21,6 +23,10 @@ type jwtSVIDVerifier struct{ s *Server }
 
 func (v jwtSVIDVerifier) verifySubject(_ context.Context, _ stsid.Peer, token string) (subject, error) {
 	s := v.s
+	now := s.cfg.Clock()
+	if id, ok := s.svids.get(token, s.cfg.JWTBundles, now); ok {
+		return subject{id: id}, nil
+	}
 	audiences := []string{s.cfg.IssuerURL, s.tokenURL}
 	if own, err := s.cfg.SVIDs.GetX509SVID(); err == nil {
 		audiences = append(audiences, own.ID.String())
@@ -35,14 +41,44 @@ func (v jwtSVIDVerifier) verifySubject(_ context.Context, _ stsid.Peer, token st
 	}
 	// go-spiffe allows a minute of skew on exp and nbf; this server
 	// allows none.
-	now := s.cfg.Clock()
+	var notBefore time.Time
+	if nbf, ok := svid.Claims["nbf"].(float64); ok {
+		notBefore = time.Unix(int64(nbf), 0)
+	}
 	if !now.Before(svid.Expiry) {
 		return subject{}, ErrInvalidGrant.WithDescription("the subject token has expired")
 	}
-	if nbf, ok := svid.Claims["nbf"].(float64); ok && now.Before(time.Unix(int64(nbf), 0)) {
+	if now.Before(notBefore) {
 		return subject{}, ErrInvalidGrant.WithDescription("the subject token is not yet valid")
 	}
+	s.rememberSVID(token, svid.ID, svid.Expiry, notBefore)
 	return subject{id: svid.ID}, nil
+}
+
+// rememberSVID caches a validated JWT-SVID with the authority that signed
+// it, read from the header by go-jose, the parser go-spiffe validated it
+// with.
+func (s *Server) rememberSVID(token string, id spiffeid.ID, expiry, notBefore time.Time) {
+	tok, err := jwt.ParseSigned(token, jwtSVIDAlgorithms)
+	if err != nil || len(tok.Headers) != 1 {
+		return
+	}
+	bundle, err := s.cfg.JWTBundles.GetJWTBundleForTrustDomain(id.TrustDomain())
+	if err != nil {
+		return
+	}
+	kid := tok.Headers[0].KeyID
+	key, ok := bundle.FindJWTAuthority(kid)
+	if !ok {
+		return
+	}
+	s.svids.put(token, svidCacheEntry{id: id, kid: kid, key: key, expiry: expiry, notBefore: notBefore})
+}
+
+// jwtSVIDAlgorithms are the algorithms the JWT-SVID specification allows
+// (JWT-SVID §2.1); go-spiffe enforces the same list.
+var jwtSVIDAlgorithms = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512, jose.ES256, jose.ES384, jose.ES512, jose.PS256, jose.PS384, jose.PS512,
 }
 
 // accessTokenVerifier accepts access tokens this server issued

@@ -1,0 +1,91 @@
+package exchange
+
+import (
+	"crypto"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// svidCache remembers JWT-SVIDs that passed full validation, so that a
+// workload presenting the same JWT-SVID again (the SPIRE agent hands out
+// the same one until half its life has passed) costs no signature check.
+// A hit is used only while the token is within exp and nbf and while its
+// signing authority is still in the trust domain's current JWT bundle with
+// the same key; anything else validates from scratch. The audiences this
+// server accepts never change while it runs, so they need no re-check.
+type svidCache struct {
+	mu      sync.RWMutex
+	max     int
+	entries map[string]svidCacheEntry
+}
+
+type svidCacheEntry struct {
+	id        spiffeid.ID
+	kid       string
+	key       crypto.PublicKey
+	expiry    time.Time
+	notBefore time.Time
+}
+
+// svidCacheSize bounds the cache: at about 1 KiB a token and its entry,
+// some 4 MiB.
+const svidCacheSize = 4096
+
+func newSVIDCache(max int) *svidCache {
+	return &svidCache{max: max, entries: make(map[string]svidCacheEntry, max)}
+}
+
+// get returns the subject of a cached token valid at now and still signed
+// by an authority of its trust domain's bundle in bundles.
+func (c *svidCache) get(token string, bundles jwtbundle.Source, now time.Time) (spiffeid.ID, bool) {
+	c.mu.RLock()
+	e, ok := c.entries[token]
+	c.mu.RUnlock()
+	if !ok || !now.Before(e.expiry) || now.Before(e.notBefore) {
+		return spiffeid.ID{}, false
+	}
+	bundle, err := bundles.GetJWTBundleForTrustDomain(e.id.TrustDomain())
+	if err != nil {
+		return spiffeid.ID{}, false
+	}
+	current, ok := bundle.FindJWTAuthority(e.kid)
+	if !ok {
+		return spiffeid.ID{}, false
+	}
+	if k, ok := current.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(e.key) {
+		return spiffeid.ID{}, false
+	}
+	return e.id, true
+}
+
+// put adds a validated token. When the cache is full it first drops
+// expired entries, then arbitrary ones (map order is random), so it stays
+// within its bound whatever callers send.
+func (c *svidCache) put(token string, e svidCacheEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= c.max {
+		now := time.Now()
+		for k, v := range c.entries {
+			if !now.Before(v.expiry) {
+				delete(c.entries, k)
+			}
+		}
+		for k := range c.entries {
+			if len(c.entries) < c.max {
+				break
+			}
+			delete(c.entries, k)
+		}
+	}
+	c.entries[token] = e
+}
+
+func (c *svidCache) len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries)
+}

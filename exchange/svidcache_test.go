@@ -1,0 +1,88 @@
+package exchange
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestSVIDCache checks that a cached JWT-SVID validation is used only while
+// the token is within its validity and its signing authority is still in
+// the trust domain's current bundle with the same key.
+func TestSVIDCache(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	id := spiffeid.RequireFromPath(td, "/web")
+	key := newKey(t)
+	now := time.Unix(1_800_000_000, 0)
+	entry := svidCacheEntry{id: id, kid: "k1", key: key.Public(), expiry: now.Add(time.Minute)}
+
+	tests := []struct {
+		name           string
+		overrideBundle func(*jwtbundle.Bundle)
+		overrideNow    func(time.Time) time.Time
+		overrideEntry  func(*svidCacheEntry)
+		expectHit      bool
+	}{
+		{name: "baseline", expectHit: true},
+		{name: "expired", overrideNow: func(n time.Time) time.Time { return n.Add(time.Minute) }},
+		{name: "not yet valid", overrideEntry: func(e *svidCacheEntry) { e.notBefore = now.Add(time.Second) }},
+		{name: "authority removed from the bundle", overrideBundle: func(b *jwtbundle.Bundle) { b.RemoveJWTAuthority("k1") }},
+		{name: "same kid, other key", overrideBundle: func(b *jwtbundle.Bundle) { _ = b.AddJWTAuthority("k1", newKey(t).Public()) }},
+		{name: "other token", overrideEntry: func(e *svidCacheEntry) { e.kid = "k2" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bundle := jwtbundle.New(td)
+			if err := bundle.AddJWTAuthority("k1", key.Public()); err != nil {
+				t.Fatal(err)
+			}
+			if tt.overrideBundle != nil {
+				tt.overrideBundle(bundle)
+			}
+			e := entry
+			if tt.overrideEntry != nil {
+				tt.overrideEntry(&e)
+			}
+			at := now
+			if tt.overrideNow != nil {
+				at = tt.overrideNow(now)
+			}
+			c := newSVIDCache(4)
+			c.put("token", e)
+			got, ok := c.get("token", bundle, at)
+			if ok != tt.expectHit {
+				t.Fatalf("hit = %v, want %v", ok, tt.expectHit)
+			}
+			if ok && got != id {
+				t.Fatalf("id = %v", got)
+			}
+			if _, ok := c.get("another token", bundle, now); ok {
+				t.Fatal("hit for a token never cached")
+			}
+		})
+	}
+}
+
+func TestSVIDCacheBounded(t *testing.T) {
+	c := newSVIDCache(8)
+	for i := range 100 {
+		c.put(string(rune('a'+i%26))+string(rune(i)), svidCacheEntry{})
+	}
+	if n := c.len(); n > 8 {
+		t.Fatalf("%d entries, bound is 8", n)
+	}
+}
