@@ -44,6 +44,18 @@ func (c *Claims) HasScope(scope string) bool {
 	return false
 }
 
+// ActorChain returns the subjects of the RFC 8693 §4.1 "act" chain,
+// outermost first: the current actor, then the party it acted for, and so
+// on. The subject itself is not included; the chain is empty when the
+// subject acts for itself.
+func (c *Claims) ActorChain() []string {
+	var chain []string
+	for a := c.Actor; a != nil; a = a.Actor {
+		chain = append(chain, a.Subject)
+	}
+	return chain
+}
+
 // Confirmation is the RFC 7800 "cnf" claim carrying the RFC 8705 §3.1
 // certificate thumbprint.
 type Confirmation struct {

@@ -19,6 +19,35 @@
 // The certificate is a required argument, so the binding check cannot be
 // forgotten. Verification without it is spelled InsecureVerifyWithoutBinding.
 //
+// # Keys
+//
+// A StaticKeySet holds fixed keys, for tests and offline use. A
+// RemoteKeySet fetches the issuer's JWKS, over mTLS, before it returns,
+// and fetches it again when a token names an unknown key (one fetch for
+// all concurrent lookups, at most one per MinRefreshInterval) or when the
+// keys are older than RefreshInterval:
+//
+//	client := &http.Client{Transport: &http.Transport{
+//		TLSClientConfig: tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(stsID)),
+//	}}
+//	keys, err := accesstoken.NewRemoteKeySet(ctx, "https://sts.example.org/jwks",
+//		accesstoken.RemoteKeySetConfig{HTTPClient: client})
+//
+// # Cache
+//
+// A Verifier remembers the tokens that passed Verify (Config.CacheSize), so
+// a token presented again costs a map lookup instead of a signature check.
+// Every hit still checks expiry and the certificate binding: a token is
+// never accepted with a certificate other than the one it is bound to.
+//
+// # Middleware
+//
+// Packages grpcauth and httpauth verify the token of each gRPC call or
+// HTTP request and store its claims in the context; handlers read them
+// with FromContext:
+//
+//	claims, ok := accesstoken.FromContext(ctx)
+//
 // This package is imported by resource servers; it never imports the issuer
 // and logs nothing: every failure is returned as an error.
 package accesstoken

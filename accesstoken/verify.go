@@ -54,6 +54,28 @@ type Config struct {
 	Leeway time.Duration
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
+	// CacheSize is how many verified tokens Verify remembers, so that a
+	// token presented again skips the signature check: DefaultCacheSize
+	// when zero; a negative value disables the cache.
+	//
+	// A hit still checks, on every call, that the token has not expired
+	// (with Leeway) and that it is bound to the peer certificate it is
+	// presented with, so a cached token is never accepted with another
+	// certificate. What a hit does not repeat is the signature check: a
+	// signing key withdrawn from the key set stops verifying new tokens at
+	// once but cached tokens signed with it only when they expire (at most
+	// the issuer's token lifetime).
+	//
+	// Memory is bounded: an entry holds the token (tokens longer than
+	// MaxCachedTokenLen bytes are never cached), a copy of its claims,
+	// whose strings are shorter than the token, and about 200 bytes of
+	// bookkeeping; it does not keep the peer certificate alive. A typical
+	// spiffe-sts token of about 700 bytes costs roughly 1.5 KiB, so the
+	// default size uses about 15 MiB when full, and never more than about
+	// CacheSize × 2 × MaxCachedTokenLen. When the cache is full, storing a
+	// token evicts one of a few entries sampled at random, preferring an
+	// expired one, else the one expiring first.
+	CacheSize int
 }
 
 // Verifier checks access tokens issued by one issuer.
@@ -62,6 +84,7 @@ type Verifier struct {
 	keys     KeySet
 	cfg      Config
 	provider jws.KeyProvider
+	cache    *tokenCache // nil when disabled
 }
 
 // NewVerifier returns a Verifier for tokens from issuerURL signed by keys.
@@ -78,15 +101,33 @@ func NewVerifier(issuerURL string, keys KeySet, cfg *Config) *Verifier {
 		v.cfg.Now = time.Now
 	}
 	v.provider = jws.KeyProviderFunc(v.provideKey)
+	switch {
+	case v.cfg.CacheSize == 0:
+		v.cache = newTokenCache(DefaultCacheSize)
+	case v.cfg.CacheSize > 0:
+		v.cache = newTokenCache(v.cfg.CacheSize)
+	}
 	return v
 }
 
 // Verify checks raw's signature, "typ", "iss", "aud", "exp" and "nbf", and
 // that its RFC 8705 "cnf" thumbprint equals that of peerLeaf, the leaf
 // certificate of the connection the token arrived on.
+//
+// Tokens that pass are cached (see Config.CacheSize); a token seen before
+// is re-checked for expiry and binding only, and gets the same answer as
+// it would from a full check.
+//
+// Each call returns its own copy of the claims: changing it affects
+// neither the cache nor other callers.
 func (v *Verifier) Verify(ctx context.Context, raw string, peerLeaf *x509.Certificate) (*Claims, error) {
 	if peerLeaf == nil {
 		return nil, ErrNoCertificate
+	}
+	if v.cache != nil {
+		if claims, ok, err := v.cache.get(raw, peerLeaf, v.cfg.Now()); ok {
+			return claims, err
+		}
 	}
 	claims, err := v.verify(ctx, raw, true)
 	if err != nil {
@@ -95,13 +136,22 @@ func (v *Verifier) Verify(ctx context.Context, raw string, peerLeaf *x509.Certif
 	if !BoundTo(claims, peerLeaf) {
 		return nil, ErrNotBound
 	}
+	if v.cache != nil {
+		v.cache.put(raw, claims, peerLeaf, v.deadline(claims), v.cfg.Now())
+	}
 	return claims, nil
+}
+
+// deadline is the instant from which claims are expired: "exp" plus the
+// leeway (RFC 7519 §4.1.4).
+func (v *Verifier) deadline(claims *Claims) time.Time {
+	return time.Unix(claims.Expiry, 0).Add(v.cfg.Leeway)
 }
 
 // InsecureVerifyWithoutBinding checks everything Verify checks except the
 // certificate binding and the audience. Only the issuer itself uses it, to
 // read its own tokens presented for exchange, and then applies its own
-// binding rules.
+// binding rules. It neither reads nor fills the cache of Verify.
 func (v *Verifier) InsecureVerifyWithoutBinding(ctx context.Context, raw string) (*Claims, error) {
 	return v.verify(ctx, raw, false)
 }
@@ -136,7 +186,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, checkAudience bool) (
 		return nil, fmt.Errorf("%w: %q", ErrIssuer, claims.Issuer)
 	}
 	now := v.cfg.Now()
-	if claims.Expiry == 0 || !now.Before(time.Unix(claims.Expiry, 0).Add(v.cfg.Leeway)) {
+	if claims.Expiry == 0 || !now.Before(v.deadline(claims)) {
 		return nil, &ExpiredError{Expiry: time.Unix(claims.Expiry, 0)}
 	}
 	if claims.NotBefore != 0 && now.Add(v.cfg.Leeway).Before(time.Unix(claims.NotBefore, 0)) {

@@ -1,0 +1,116 @@
+package grpcauth
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/accesstoken/internal/bearer"
+	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+)
+
+// Option configures the interceptors. Only this package creates options.
+type Option interface {
+	apply(*options)
+}
+
+type options struct {
+	methodScopes map[string][]string
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithMethodScopes requires a token granting every one of scopes for calls
+// of fullMethod ("/package.Service/Method"); calls whose token lacks one
+// fail with codes.PermissionDenied. Options for the same method add up.
+// Methods without scopes need only a valid token. It panics if a scope is
+// not a valid RFC 6749 §3.3 scope-token.
+func WithMethodScopes(fullMethod string, scopes ...string) Option {
+	for _, s := range scopes {
+		if !bearer.ValidScope(s) {
+			panic(fmt.Sprintf("grpcauth: invalid scope %q for %s", s, fullMethod))
+		}
+	}
+	scopes = append([]string(nil), scopes...)
+	return optionFunc(func(o *options) {
+		if o.methodScopes == nil {
+			o.methodScopes = map[string][]string{}
+		}
+		o.methodScopes[fullMethod] = append(o.methodScopes[fullMethod], scopes...)
+	})
+}
+
+func newOptions(opts []Option) *options {
+	o := new(options)
+	for _, opt := range opts {
+		opt.apply(o)
+	}
+	return o
+}
+
+// UnaryServerInterceptor returns an interceptor that admits a call only
+// with a valid access token bound to the client certificate of its
+// connection, and stores the token's claims in the handler's context (read
+// them with accesstoken.FromContext).
+func UnaryServerInterceptor(v *accesstoken.Verifier, opts ...Option) grpc.UnaryServerInterceptor {
+	o := newOptions(opts)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, err := o.authorize(ctx, v, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// StreamServerInterceptor is the streaming counterpart of
+// UnaryServerInterceptor: the token is checked once, when the stream
+// starts, and the handler's ServerStream.Context carries the claims.
+func StreamServerInterceptor(v *accesstoken.Verifier, opts ...Option) grpc.StreamServerInterceptor {
+	o := newOptions(opts)
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, err := o.authorize(ss.Context(), v, info.FullMethod)
+		if err != nil {
+			return err
+		}
+		return handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+// serverStream is a grpc.ServerStream whose Context carries the claims.
+type serverStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *serverStream) Context() context.Context { return s.ctx }
+
+// authorize verifies the call's token against the peer's leaf certificate
+// and the method's scopes, and returns ctx with the claims.
+func (o *options) authorize(ctx context.Context, v *accesstoken.Verifier, fullMethod string) (context.Context, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	raw, err := bearer.Token(md.Get("authorization"))
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	p, ok := stsid.PeerFromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "invalid token: no verified client certificate")
+	}
+	claims, err := v.Verify(ctx, raw, p.Leaf)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, "invalid token: "+bearer.Describe(err))
+	}
+	if missing := bearer.MissingScopes(claims, o.methodScopes[fullMethod]); len(missing) > 0 {
+		return nil, status.Error(codes.PermissionDenied, "insufficient scope: missing "+strings.Join(missing, " "))
+	}
+	return accesstoken.NewContext(ctx, claims), nil
+}

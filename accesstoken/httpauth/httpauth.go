@@ -1,0 +1,96 @@
+package httpauth
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/accesstoken/internal/bearer"
+)
+
+// Option configures Middleware. Only this package creates options.
+type Option interface {
+	apply(*options)
+}
+
+type options struct {
+	scopes []string
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithScopes requires a token granting every one of scopes; requests whose
+// token lacks one get 403 with an RFC 6750 §3.1 insufficient_scope
+// challenge naming them. It panics if a scope is not a valid RFC 6749 §3.3
+// scope-token.
+func WithScopes(scopes ...string) Option {
+	for _, s := range scopes {
+		if !bearer.ValidScope(s) {
+			panic(fmt.Sprintf("httpauth: invalid scope %q", s))
+		}
+	}
+	scopes = append([]string(nil), scopes...)
+	return optionFunc(func(o *options) { o.scopes = append(o.scopes, scopes...) })
+}
+
+// Middleware returns middleware that passes a request to the next handler
+// only if it carries a valid access token bound to the client certificate
+// of its TLS connection, with the claims stored in the request's context
+// (read them with accesstoken.FromContext). Other requests get an RFC 6750
+// §3 response:
+//
+//   - no bearer token: 401, WWW-Authenticate: Bearer
+//   - an invalid token, or no client certificate: 401, Bearer error="invalid_token"
+//   - a valid token lacking a scope: 403, Bearer error="insufficient_scope", scope="..."
+func Middleware(v *accesstoken.Verifier, opts ...Option) func(http.Handler) http.Handler {
+	o := new(options)
+	for _, opt := range opts {
+		opt.apply(o)
+	}
+	scopeChallenge := `Bearer error="insufficient_scope", error_description="the token lacks a required scope", scope="` +
+		strings.Join(o.scopes, " ") + `"`
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			raw, err := bearer.Token(r.Header.Values("Authorization"))
+			switch {
+			case errors.Is(err, bearer.ErrMissing):
+				// RFC 6750 §3.1: no error code when the request had no
+				// authentication information.
+				fail(w, http.StatusUnauthorized, "Bearer")
+				return
+			case err != nil:
+				fail(w, http.StatusUnauthorized, invalidToken(bearer.Describe(err)))
+				return
+			case r.TLS == nil || len(r.TLS.PeerCertificates) == 0:
+				fail(w, http.StatusUnauthorized, invalidToken("no client certificate"))
+				return
+			}
+			claims, err := v.Verify(r.Context(), raw, r.TLS.PeerCertificates[0])
+			if err != nil {
+				fail(w, http.StatusUnauthorized, invalidToken(bearer.Describe(err)))
+				return
+			}
+			if len(bearer.MissingScopes(claims, o.scopes)) > 0 {
+				fail(w, http.StatusForbidden, scopeChallenge)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(accesstoken.NewContext(r.Context(), claims)))
+		})
+	}
+}
+
+// invalidToken is the RFC 6750 §3 challenge for a rejected token.
+// description is one of bearer.Describe's fixed phrases.
+func invalidToken(description string) string {
+	return `Bearer error="invalid_token", error_description="` + description + `"`
+}
+
+func fail(w http.ResponseWriter, code int, challenge string) {
+	w.Header().Set("WWW-Authenticate", challenge)
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, http.StatusText(code), code)
+}
