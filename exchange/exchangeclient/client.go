@@ -45,11 +45,13 @@ var errClosed = errors.New("exchangeclient: client is closed")
 // Client requests access tokens from a spiffe-sts token endpoint over mTLS.
 // It is safe for concurrent use.
 type Client struct {
-	tokenURL  string
-	source    X509Source
-	ownSource io.Closer // the source New created, nil when the caller gave one
-	transport *http.Transport
-	http      *http.Client
+	tokenURL   string
+	source     X509Source
+	ownSource  io.Closer // the source New created, nil when the caller gave one
+	authorizer tlsconfig.Authorizer
+	timeout    time.Duration
+	transport  *http.Transport
+	http       *http.Client
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -77,7 +79,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		return nil, errors.New("exchangeclient: WithX509Source was given a nil source")
 	}
 
-	c := &Client{tokenURL: tokenURL, source: cfg.source}
+	c := &Client{tokenURL: tokenURL, source: cfg.source, timeout: cfg.timeout}
 	if !cfg.sourceSet {
 		var srcOpts []workloadapi.X509SourceOption
 		if cfg.workloadAddr != "" {
@@ -92,27 +94,36 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("exchangeclient: the source has no X509-SVID: %w", err)
 	}
 
+	c.authorizer = serverAuthorizer(c.source, cfg.serverID)
 	// The TLS configuration asks the source for the SVID and bundles on
 	// every handshake, so new connections pick up rotated SVIDs.
-	tlsConf := tlsconfig.MTLSClientConfig(c.source, c.source, serverAuthorizer(c.source, cfg.serverID))
-	dialer := &net.Dialer{Timeout: cfg.timeout, KeepAlive: 30 * time.Second}
-	c.transport = &http.Transport{
+	c.http, c.transport = c.httpClient(c.source)
+	return c, nil
+}
+
+// httpClient returns an HTTP client for the token endpoint that presents
+// the SVIDs of svids and verifies the server with the client's bundles.
+// Given a single *x509svid.SVID (a static source) every connection it makes
+// presents exactly that certificate, so the tokens it obtains are bound to
+// it.
+func (c *Client) httpClient(svids x509svid.Source) (*http.Client, *http.Transport) {
+	dialer := &net.Dialer{Timeout: c.timeout, KeepAlive: 30 * time.Second}
+	transport := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         dialer.DialContext,
-		TLSClientConfig:     tlsConf,
+		TLSClientConfig:     tlsconfig.MTLSClientConfig(svids, c.source, c.authorizer),
 		ForceAttemptHTTP2:   true,
-		TLSHandshakeTimeout: cfg.timeout,
+		TLSHandshakeTimeout: c.timeout,
 		IdleConnTimeout:     90 * time.Second,
 		MaxIdleConnsPerHost: 4,
 	}
-	c.http = &http.Client{
-		Transport: c.transport,
-		Timeout:   cfg.timeout,
+	return &http.Client{
+		Transport: transport,
+		Timeout:   c.timeout,
 		// A token request is never redirected: following one could send
 		// the subject token somewhere else.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return c, nil
+	}, transport
 }
 
 // serverAuthorizer authorizes exactly id, or else any member of the trust
@@ -232,7 +243,16 @@ func (c *Client) Exchange(ctx context.Context, req Request) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("exchangeclient: no X509-SVID: %w", err)
 	}
-	form, err := req.form(svid.ID)
+	return c.exchangeWith(ctx, c.http, svid.ID, req)
+}
+
+// exchangeWith sends req over hc, whose connections authenticate as id.
+// Tokens uses it with a client that presents one particular SVID.
+func (c *Client) exchangeWith(ctx context.Context, hc *http.Client, id spiffeid.ID, req Request) (*Token, error) {
+	if c.closed.Load() {
+		return nil, errClosed
+	}
+	form, err := req.form(id)
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +264,7 @@ func (c *Client) Exchange(ctx context.Context, req Request) (*Token, error) {
 	httpReq.Header.Set("Accept", "application/json")
 
 	sent := time.Now()
-	resp, err := c.http.Do(httpReq)
+	resp, err := hc.Do(httpReq)
 	if err != nil {
 		return nil, fmt.Errorf("exchangeclient: token request: %w", err)
 	}

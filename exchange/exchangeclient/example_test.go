@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
@@ -102,4 +105,95 @@ func ExampleNew() {
 	fmt.Println(err)
 	// Output:
 	// exchangeclient: issuer URL "http://sts.example.org" must be an https URL without user info, query or fragment
+}
+
+// This example calls a gRPC service with tokens bound to the certificate of
+// each connection, kept fresh across SVID rotations. It needs a Workload
+// API, an STS and the service, so it has no output to check.
+func ExampleTokens_PerRPCCredentials() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, err := exchangeclient.New(ctx, exchangeclient.WithIssuerURL("https://sts.example.org:8443"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer client.Close()
+
+	// client_credentials: a token for the workload's own SPIFFE ID.
+	tokens, err := client.NewTokens(ctx, exchangeclient.Request{
+		Audience: []string{"spiffe://example.org/api"},
+		Scope:    []string{"read"},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err) // an exchange.Error when the STS refused
+		return
+	}
+	defer tokens.Close()
+
+	api := spiffeid.RequireFromString("spiffe://example.org/api")
+	conn, err := grpc.NewClient("api.example.org:443",
+		grpc.WithTransportCredentials(tokens.TransportCredentials(tlsconfig.AuthorizeID(api))),
+		grpc.WithPerRPCCredentials(tokens.PerRPCCredentials()),
+	)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer conn.Close()
+	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	fmt.Println(err)
+}
+
+// This example calls an HTTPS API with tokens bound to the certificate of
+// each connection. It needs a Workload API, an STS and the API, so it has
+// no output to check.
+func ExampleTokens_RoundTripper() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, err := exchangeclient.New(ctx, exchangeclient.WithIssuerURL("https://sts.example.org:8443"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer client.Close()
+	tokens, err := client.NewTokens(ctx, exchangeclient.Request{Resource: []string{"https://api.example.org/orders"}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer tokens.Close()
+
+	api := spiffeid.RequireFromString("spiffe://example.org/api")
+	hc := &http.Client{Transport: tokens.RoundTripper(tlsconfig.AuthorizeID(api)), Timeout: 10 * time.Second}
+	resp, err := hc.Get("https://api.example.org/orders")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer resp.Body.Close()
+	fmt.Println(resp.Status)
+}
+
+// This example turns Events into log lines; events never carry a token.
+func ExampleWithEvents() {
+	logEvent := func(ev exchangeclient.Event) {
+		switch ev.Kind {
+		case exchangeclient.EventFailed:
+			var oauthErr exchange.Error
+			if errors.As(ev.Err, &oauthErr) {
+				fmt.Printf("%s x5t#S256=%s error=%s\n", ev.Kind, ev.Thumbprint, oauthErr.Code)
+			} else {
+				fmt.Printf("%s x5t#S256=%s error=%v\n", ev.Kind, ev.Thumbprint, ev.Err)
+			}
+		default:
+			fmt.Printf("%s x5t#S256=%s latency=%v blocking=%t\n", ev.Kind, ev.Thumbprint, ev.Latency, ev.Blocking)
+		}
+	}
+	// Pass it with exchangeclient.WithEvents(logEvent). What it prints:
+	logEvent(exchangeclient.Event{Kind: exchangeclient.EventRebound, Thumbprint: "2y4Nd...", Latency: 12 * time.Millisecond})
+	logEvent(exchangeclient.Event{Kind: exchangeclient.EventFailed, Thumbprint: "2y4Nd...", Err: fmt.Errorf("exchangeclient: re-binding the token: %w", exchange.ErrInvalidGrant)})
+	// Output:
+	// rebound x5t#S256=2y4Nd... latency=12ms blocking=false
+	// failed x5t#S256=2y4Nd... error=invalid_grant
 }

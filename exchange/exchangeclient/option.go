@@ -1,6 +1,8 @@
 package exchangeclient
 
 import (
+	"context"
+	"net/http"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -56,4 +58,68 @@ func WithServerID(id spiffeid.ID) Option {
 // response; the default is 10 seconds. It must be positive.
 func WithTimeout(d time.Duration) Option {
 	return optionFunc(func(c *clientConfig) { c.timeout = d })
+}
+
+// TokensOption configures Client.NewTokens. Only this package creates
+// TokensOptions.
+type TokensOption interface {
+	configureTokens(*tokensConfig)
+}
+
+type tokensConfig struct {
+	events       func(Event)
+	subjectToken func(context.Context) (string, error)
+}
+
+type tokensOptionFunc func(*tokensConfig)
+
+func (fn tokensOptionFunc) configureTokens(c *tokensConfig) { fn(c) }
+
+// WithEvents makes Tokens report what it does to fn: every token obtained,
+// refreshed or re-bound, every failed request and every certificate
+// dropped. fn is called from Tokens' goroutines, possibly concurrently; it
+// must not block or call Tokens.Close. Events never carry a token.
+func WithEvents(fn func(Event)) TokensOption {
+	return tokensOptionFunc(func(c *tokensConfig) { c.events = fn })
+}
+
+// WithSubjectTokenFunc makes Tokens call fn for a fresh subject token, in
+// place of Request.SubjectToken, each time it uses the original grant. Use
+// it with a JWT-SVID subject token: a JWT-SVID expires long before the
+// workload stops needing tokens, and a refresh with an expired one fails.
+// For example, with a workloadapi.JWTSource:
+//
+//	exchangeclient.WithSubjectTokenFunc(func(ctx context.Context) (string, error) {
+//		svid, err := jwtSource.FetchJWTSVID(ctx, jwtsvid.Params{Audience: issuerURL})
+//		if err != nil {
+//			return "", err
+//		}
+//		return svid.Marshal(), nil
+//	})
+func WithSubjectTokenFunc(fn func(ctx context.Context) (string, error)) TokensOption {
+	return tokensOptionFunc(func(c *tokensConfig) { c.subjectToken = fn })
+}
+
+// RoundTripperOption configures Tokens.RoundTripper. Only this package
+// creates RoundTripperOptions.
+type RoundTripperOption interface {
+	configureRoundTripper(*roundTripperConfig)
+}
+
+type roundTripperConfig struct {
+	base *http.Transport
+}
+
+type roundTripperOptionFunc func(*roundTripperConfig)
+
+func (fn roundTripperOptionFunc) configureRoundTripper(c *roundTripperConfig) { fn(c) }
+
+// WithBaseTransport makes the RoundTripper clone base for each client
+// certificate, keeping everything but the TLS authentication (dialing,
+// proxies, timeouts, connection limits, TLS versions). Its TLS client
+// certificate and server verification are replaced. HTTP/2 is used only
+// when base.ForceAttemptHTTP2 is set or base.Protocols enables it. The
+// default is a clone of http.DefaultTransport with HTTP/2.
+func WithBaseTransport(base *http.Transport) RoundTripperOption {
+	return roundTripperOptionFunc(func(c *roundTripperConfig) { c.base = base })
 }

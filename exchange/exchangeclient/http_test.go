@@ -1,0 +1,212 @@
+package exchangeclient_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
+)
+
+// startHTTP runs an HTTPS resource server behind rs and returns its URL.
+// It counts the requests that did not come over HTTP/2 in http1.
+func startHTTP(t testing.TB, s *ststest.STS, rs *resourceServer, http1 *atomic.Int64) string {
+	t.Helper()
+	svid := s.CA.SVID(t, ststest.APIAudience, time.Hour)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 2 {
+			http1.Add(1)
+		}
+		if err := rs.check(r.Context(), r.Header.Values("Authorization"), r.TLS.PeerCertificates); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		TLSConfig:         tlsconfig.MTLSServerConfig(svid, s.CA.Bundle(), tlsconfig.AuthorizeAny()),
+		ReadHeaderTimeout: 5 * time.Second,
+		// Refused handshakes are expected.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "https://" + ln.Addr().String()
+}
+
+// TestHTTPRotation sends requests continuously while the client's SVID
+// rotates: each carries the token bound to its connection's certificate,
+// and none fails.
+func TestHTTPRotation(t *testing.T) {
+	t.Parallel()
+	s := ststest.Start(t, nil)
+	rs := newResourceServer(s)
+	var http1 atomic.Int64
+	url := startHTTP(t, s, rs, &http1)
+	src := newRotatingSource(s.CA.Bundle(), s.WorkloadSVID(t, ststest.WorkloadID))
+	var rec recorder
+	tokens := newTokens(t, newClient(t, s, src), exchangeclient.Request{Audience: []string{ststest.APIAudience}}, exchangeclient.WithEvents(rec.record))
+	hc := &http.Client{Transport: tokens.RoundTripper(tlsconfig.AuthorizeID(apiID))}
+
+	const rotations = 5
+	calls, errs := callWhileRotating(t, s, src, rotations, time.Second, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/orders", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", resp.Status, body)
+		}
+		return nil
+	})
+	accepted, certs, refused := rs.stats()
+	t.Logf("%d requests, %d accepted, %d client certificates", calls, accepted, certs)
+	if len(errs) > 0 {
+		t.Errorf("%d requests failed, the first: %v", len(errs), errs[0])
+	}
+	if len(refused) > 0 {
+		t.Errorf("the server refused %d tokens, the first: %s", len(refused), refused[0])
+	}
+	// New requests move to the new certificate at once.
+	if certs != rotations+1 {
+		t.Errorf("requests came with %d client certificates, want %d", certs, rotations+1)
+	}
+	if n := http1.Load(); n != 0 {
+		t.Errorf("%d requests over HTTP/1", n)
+	}
+	for _, ev := range rec.all() {
+		if ev.Blocking || ev.Kind == exchangeclient.EventFailed {
+			t.Errorf("event %+v: no request should fail or be waited for", ev)
+		}
+	}
+}
+
+func TestRoundTripper(t *testing.T) {
+	s := ststest.Start(t, nil)
+	rs := newResourceServer(s)
+	var http1 atomic.Int64
+	url := startHTTP(t, s, rs, &http1)
+	src := newRotatingSource(s.CA.Bundle(), s.WorkloadSVID(t, ststest.WorkloadID))
+	tokens := newTokens(t, newClient(t, s, src), exchangeclient.Request{Audience: []string{ststest.APIAudience}})
+
+	tests := []struct {
+		name           string
+		overrideParams func(req *http.Request, opts *[]exchangeclient.RoundTripperOption)
+		expectStatus   int
+		expectErr      string
+	}{
+		{
+			name:         "ok",
+			expectStatus: http.StatusOK,
+		},
+		{
+			name: "Authorization of the request replaced",
+			overrideParams: func(req *http.Request, _ *[]exchangeclient.RoundTripperOption) {
+				req.Header.Set("Authorization", "Bearer other")
+			},
+			expectStatus: http.StatusOK,
+		},
+		{
+			name: "base transport",
+			overrideParams: func(_ *http.Request, opts *[]exchangeclient.RoundTripperOption) {
+				base := &http.Transport{ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 1}
+				*opts = append(*opts, exchangeclient.WithBaseTransport(base))
+			},
+			expectStatus: http.StatusOK,
+		},
+		{
+			name: "plain http refused",
+			overrideParams: func(req *http.Request, _ *[]exchangeclient.RoundTripperOption) {
+				req.URL.Scheme = "http"
+			},
+			expectErr: "exchangeclient: the RoundTripper sends tokens over https only",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var opts []exchangeclient.RoundTripperOption
+			if tt.overrideParams != nil {
+				tt.overrideParams(req, &opts)
+			}
+			before := req.Header.Clone()
+			resp, err := tokens.RoundTripper(tlsconfig.AuthorizeID(apiID), opts...).RoundTrip(req)
+			if tt.expectErr != "" {
+				if err == nil || err.Error() != tt.expectErr {
+					t.Fatalf("RoundTrip error = %v, want %q", err, tt.expectErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.expectStatus {
+				t.Errorf("status %d, want %d", resp.StatusCode, tt.expectStatus)
+			}
+			if got := req.Header.Get("Authorization"); got != before.Get("Authorization") {
+				t.Errorf("the caller's request was modified")
+			}
+		})
+	}
+
+	// A server that is not the authorized one gets no token: the
+	// handshake fails first.
+	_, before, _ := rs.stats()
+	other := spiffeid.RequireFromString("spiffe://example.org/other")
+	_, err := (&http.Client{Transport: tokens.RoundTripper(tlsconfig.AuthorizeID(other))}).Get(url)
+	if err == nil || !strings.Contains(err.Error(), `unexpected ID "`+ststest.APIAudience+`"`) {
+		t.Errorf("Get from an unauthorized server: %v", err)
+	}
+	if _, after, _ := rs.stats(); after != before {
+		t.Errorf("the unauthorized server received a request")
+	}
+}
+
+// TestRoundTripperAfterClose checks that a RoundTripper stops with its
+// Tokens.
+func TestRoundTripperAfterClose(t *testing.T) {
+	s := ststest.Start(t, nil)
+	rs := newResourceServer(s)
+	var http1 atomic.Int64
+	url := startHTTP(t, s, rs, &http1)
+	src := newRotatingSource(s.CA.Bundle(), s.WorkloadSVID(t, ststest.WorkloadID))
+	tokens := newTokens(t, newClient(t, s, src), exchangeclient.Request{Audience: []string{ststest.APIAudience}})
+	hc := &http.Client{Transport: tokens.RoundTripper(tlsconfig.AuthorizeID(apiID))}
+	if err := tokens.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := hc.Get(url)
+	if !errors.Is(err, exchangeclient.ErrTokensClosed) {
+		t.Fatalf("Get after Close: %v, want %v", err, exchangeclient.ErrTokensClosed)
+	}
+	if !strings.Contains(err.Error(), "tokens are closed") {
+		t.Fatalf("Get after Close: %v", err)
+	}
+}
