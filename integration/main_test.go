@@ -44,7 +44,7 @@ policy "spiffe://example.org/ns/prod/sa/*" {
 )
 
 // binaries built once for the whole run.
-var bin struct{ sts, stsctl string }
+var bin struct{ sts, stsctl, resourceServer string }
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
@@ -70,6 +70,10 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+		if bin.resourceServer, err = harness.BuildBinary(ctx, "./examples/resource-server", dir, "resource-server"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		return m.Run()
 	}())
 }
@@ -84,8 +88,9 @@ type env struct {
 }
 
 type envOptions struct {
-	// stsSVIDTTL and clientJWTTTL override the registration TTLs.
-	stsSVIDTTL, clientJWTTTL time.Duration
+	// stsSVIDTTL, clientSVIDTTL and clientJWTTTL override the
+	// registration TTLs.
+	stsSVIDTTL, clientSVIDTTL, clientJWTTTL time.Duration
 }
 
 func newEnv(t *testing.T, opts envOptions) *env {
@@ -101,7 +106,7 @@ func newEnv(t *testing.T, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	e.register(harness.Entry{SPIFFEID: stsID, Selectors: []string{"unix:path:" + e.stsBin}, X509SVIDTTL: opts.stsSVIDTTL})
-	e.register(harness.Entry{SPIFFEID: clientID, Selectors: []string{"unix:path:" + self}, JWTSVIDTTL: opts.clientJWTTTL})
+	e.register(harness.Entry{SPIFFEID: clientID, Selectors: []string{"unix:path:" + self}, X509SVIDTTL: opts.clientSVIDTTL, JWTSVIDTTL: opts.clientJWTTTL})
 	return e
 }
 
