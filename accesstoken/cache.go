@@ -151,6 +151,11 @@ func (c *Claims) clone() *Claims {
 		}
 	}
 	b.claims.Actor = c.Actor.clone()
+	b.claims.MayAct = c.MayAct.clone()
+	if c.SubjectID != nil {
+		id := *c.SubjectID
+		b.claims.SubjectID = &id
+	}
 	return &b.claims
 }
 

@@ -29,6 +29,32 @@ type Claims struct {
 	// Actor is the delegation chain (RFC 8693 §4.1), nil when the subject
 	// acts for itself.
 	Actor *Actor `json:"act,omitempty"`
+	// MayAct names who may act for the subject (RFC 8693 §4.4); nil when
+	// unrestricted.
+	MayAct *Actor `json:"may_act,omitempty"`
+	// SubjectID qualifies a subject that is not a SPIFFE ID, such as an end
+	// user of an external issuer, with that issuer (RFC 9493 "iss_sub"
+	// format); nil for SPIFFE ID subjects.
+	SubjectID *SubjectID `json:"sub_id,omitempty"`
+}
+
+// SubjectID is an RFC 9493 §3.2.4 "iss_sub" subject identifier.
+type SubjectID struct {
+	Format  string `json:"format"`
+	Issuer  string `json:"iss"`
+	Subject string `json:"sub"`
+}
+
+// SubjectIDFormatIssSub is the RFC 9493 format of SubjectID.
+const SubjectIDFormatIssSub = "iss_sub"
+
+// Depth returns the number of actors in the act chain.
+func (c *Claims) Depth() int {
+	n := 0
+	for a := c.Actor; a != nil; a = a.Actor {
+		n++
+	}
+	return n
 }
 
 // Scopes returns the granted scopes.

@@ -28,6 +28,45 @@ type Rule struct {
 	DefaultScopes []string
 	// MaxTTL caps the lifetime of issued tokens. Must be positive.
 	MaxTTL time.Duration
+	// Delegation, when set, lets the caller exchange tokens of other
+	// subjects (RFC 8693 §1.1); nil means it may obtain tokens only for
+	// itself.
+	Delegation *Delegation
+}
+
+// Delegation is what a caller may do on behalf of others.
+type Delegation struct {
+	// Subjects are the SPIFFE IDs the caller may act for.
+	Subjects []Pattern
+	// Issuers name the configured external issuers whose subjects (end
+	// users, for example) the caller may act for.
+	Issuers []string
+	// MaxDepth caps the number of actors in the act chain of an issued
+	// token (RFC 8693 §4.1), the caller included. Must be positive.
+	MaxDepth int
+	// Impersonation lets the caller obtain tokens for those subjects
+	// without an act claim, when it asks for impersonation.
+	Impersonation bool
+}
+
+// MayActFor reports whether the rule lets its caller act for the SPIFFE ID
+// subject.
+func (r *Rule) MayActFor(subject spiffeid.ID) bool {
+	if r.Delegation == nil {
+		return false
+	}
+	for _, p := range r.Delegation.Subjects {
+		if p.Match(subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// MayActForIssuer reports whether the rule lets its caller act for
+// subjects of the external issuer named issuer.
+func (r *Rule) MayActForIssuer(issuer string) bool {
+	return r.Delegation != nil && slices.Contains(r.Delegation.Issuers, issuer)
 }
 
 // Policy maps caller SPIFFE IDs to rules. It is immutable after [NewPolicy]
@@ -41,8 +80,8 @@ type Policy struct {
 type RuleError struct {
 	// Index is the position of the rule in the slice given to NewPolicy.
 	Index int
-	// Field is "pattern", "audiences", "scopes", "default_scopes" or
-	// "max_ttl".
+	// Field is "pattern", "audiences", "scopes", "default_scopes",
+	// "max_ttl" or "delegation".
 	Field string
 	// Err describes the problem.
 	Err error
@@ -95,6 +134,12 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 			DefaultScopes: slices.Clone(r.DefaultScopes),
 			MaxTTL:        r.MaxTTL,
 		}
+		if d := r.Delegation; d != nil {
+			p.rules[i].Delegation = &Delegation{
+				Subjects: slices.Clone(d.Subjects), Issuers: slices.Clone(d.Issuers),
+				MaxDepth: d.MaxDepth, Impersonation: d.Impersonation,
+			}
+		}
 	}
 	return p, nil
 }
@@ -132,6 +177,18 @@ func validateRule(i int, r *Rule) error {
 	}
 	if r.MaxTTL <= 0 {
 		return fail("max_ttl", fmt.Errorf("must be positive, got %v", r.MaxTTL))
+	}
+	if d := r.Delegation; d != nil {
+		switch {
+		case len(d.Subjects) == 0 && len(d.Issuers) == 0:
+			return fail("delegation", errors.New("names no subjects and no issuers"))
+		case d.MaxDepth <= 0:
+			return fail("delegation", fmt.Errorf("max_depth must be positive, got %d", d.MaxDepth))
+		case slices.ContainsFunc(d.Subjects, Pattern.IsZero):
+			return fail("delegation", errors.New("empty subject pattern"))
+		case slices.Contains(d.Issuers, ""):
+			return fail("delegation", errors.New("empty issuer name"))
+		}
 	}
 	return nil
 }
