@@ -47,6 +47,20 @@ type Minter interface {
 	Mint(ctx context.Context, claims *accesstoken.Claims, leaf *x509.Certificate, ttl time.Duration) (string, error)
 }
 
+// ExternalIssuer verifies subject tokens from one trusted issuer outside
+// SPIFFE, such as an OIDC provider for end users or the Kubernetes service
+// account issuer.
+type ExternalIssuer interface {
+	// Name is the issuer's name in policy (spiffeid.Delegation.Issuers).
+	Name() string
+	// Issuer is the "iss" value of its tokens.
+	Issuer() string
+	// Verify checks raw's signature, iss, aud, exp and nbf and returns its
+	// claims: at least Subject, Expiry, and Scope, Actor and MayAct when
+	// the token carries them.
+	Verify(ctx context.Context, raw string) (*accesstoken.Claims, error)
+}
+
 // PublicKeys are the issuer's verification keys: they verify access tokens
 // presented as subject tokens and are published as the JWKS.
 type PublicKeys interface {
@@ -73,6 +87,9 @@ type Config struct {
 	JWTBundles jwtbundle.Source
 	// Policy decides what each caller may obtain.
 	Policy *stsid.Policy
+	// ExternalIssuers are trusted issuers of JWT subject tokens, matched
+	// by the token's "iss".
+	ExternalIssuers []ExternalIssuer
 	// Minter signs the issued tokens.
 	Minter Minter
 	// Keys are the issuer's public keys.
