@@ -212,9 +212,16 @@ func TestTokenEndpoint(t *testing.T) {
 		},
 		{
 			name:        "wrong content type",
+			contentType: "text/plain",
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "content type must be application/x-www-form-urlencoded or application/json"
+			},
+		},
+		{
+			name:        "form body sent as JSON",
 			contentType: "application/json",
 			overrideExpected: func(e *expected) {
-				e.status, e.code, e.desc = 400, "invalid_request", "content type must be application/x-www-form-urlencoded"
+				e.status, e.code, e.desc = 400, "invalid_request", "the JSON body must be an object of string parameters"
 			},
 		},
 		{
@@ -263,13 +270,12 @@ func TestTokenEndpoint(t *testing.T) {
 			},
 		},
 		{
-			name: "JWT-SVID for another workload",
+			name: "JWT-SVID of another workload, not sent to the caller",
 			overrideParams: func(t *testing.T, p url.Values) {
 				p.Set("subject_token", f.jwtSVID(t, otherID))
 			},
 			overrideExpected: func(e *expected) {
-				e.status, e.code = 400, "invalid_grant"
-				e.desc = "the subject token names " + otherID + ", not the caller; delegation is not supported"
+				e.status, e.code, e.desc = 400, "invalid_grant", "the subject token was neither issued nor sent to this client"
 			},
 		},
 		{
@@ -340,13 +346,34 @@ func TestTokenEndpoint(t *testing.T) {
 			},
 		},
 		{
-			name: "actor_token",
+			name: "actor_token naming the caller",
 			overrideParams: func(t *testing.T, p url.Values) {
 				p.Set("actor_token", f.jwtSVID(t, workloadID))
 				p.Set("actor_token_type", string(exchange.TokenTypeJWT))
 			},
+		},
+		{
+			name: "actor_token naming someone else",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("actor_token", f.jwtSVID(t, otherID))
+				p.Set("actor_token_type", string(exchange.TokenTypeJWT))
+			},
 			overrideExpected: func(e *expected) {
-				e.status, e.code, e.desc = 400, "invalid_request", "actor_token is not supported: the caller is the actor"
+				e.status, e.code, e.desc = 400, "invalid_request", "actor_token must name the caller, "+workloadID
+			},
+		},
+		{
+			name:           "actor_token without its type",
+			overrideParams: func(t *testing.T, p url.Values) { p.Set("actor_token", f.jwtSVID(t, workloadID)) },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "actor_token and actor_token_type go together"
+			},
+		},
+		{
+			name:           "impersonation of oneself",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("impersonate", "true") },
+			overrideExpected: func(e *expected) {
+				e.status, e.code, e.desc = 400, "invalid_request", "impersonation needs a subject token of someone else"
 			},
 		},
 		{
@@ -388,7 +415,7 @@ func TestTokenEndpoint(t *testing.T) {
 				p.Set("subject_token_type", string(exchange.TokenTypeAccessToken))
 			},
 			overrideExpected: func(e *expected) {
-				e.status, e.code, e.desc = 400, "invalid_grant", "the subject token was not issued to this client"
+				e.status, e.code, e.desc = 400, "invalid_grant", "the subject token was neither issued nor sent to this client"
 			},
 		},
 		{

@@ -2,6 +2,8 @@ package exchange
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -10,20 +12,25 @@ import (
 	"strings"
 )
 
-// tokenRequest is a token endpoint request, parsed once (RFC 6749 §3.2,
-// RFC 8693 §2.1). Every parameter but audience and resource appears at most
-// once; unknown parameters are ignored (RFC 6749 §3.2).
-type tokenRequest struct {
-	grantType          string
-	clientID           string
-	scope              string
-	audience           []string
-	resource           []string
-	subjectToken       string
-	subjectTokenType   string
-	actorToken         string
-	actorTokenType     string
-	requestedTokenType string
+// Request is a token request (RFC 8693 §2.1, RFC 6749 §4.4.2) as the
+// token endpoint parses it from a form or JSON body, or as the gRPC API
+// receives it.
+type Request struct {
+	GrantType GrantType
+	ClientID  string
+	// Scope is the space-separated scope list (RFC 6749 §3.3).
+	Scope              string
+	Audience           []string
+	Resource           []string
+	SubjectToken       string
+	SubjectTokenType   TokenType
+	ActorToken         string
+	ActorTokenType     TokenType
+	RequestedTokenType TokenType
+	// Impersonate asks for a token for the subject without an act claim
+	// (the extension parameter "impersonate=true"); policy must allow it.
+	Impersonate bool
+
 	// otherClientAuth names a client authentication parameter other than
 	// mTLS (client_secret, client_assertion), which is refused.
 	otherClientAuth string
@@ -41,34 +48,106 @@ const (
 	paramActorToken         = "actor_token"
 	paramActorTokenType     = "actor_token_type"
 	paramRequestedTokenType = "requested_token_type"
+	paramImpersonate        = "impersonate"
 )
 
-// parseTokenRequest reads and parses the form body of r, which must be
-// application/x-www-form-urlencoded and at most maxBytes long.
-func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (tokenRequest, error) {
+// parseTokenRequest reads and parses the body of r: an
+// application/x-www-form-urlencoded form (RFC 6749 §3.2) or, for clients
+// such as gRPC-Go's credentials/sts, a JSON object with the same
+// parameter names. The body is at most maxBytes long.
+func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Request, error) {
 	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mediaType != "application/x-www-form-urlencoded" {
-		return tokenRequest{}, ErrInvalidRequest.WithDescription("content type must be application/x-www-form-urlencoded")
+	isJSON := err == nil && mediaType == "application/json"
+	if !isJSON && (err != nil || mediaType != "application/x-www-form-urlencoded") {
+		return Request{}, ErrInvalidRequest.WithDescription("content type must be application/x-www-form-urlencoded or application/json")
 	}
 	if r.ContentLength > maxBytes {
-		return tokenRequest{}, ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
+		return Request{}, ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, maxBytes+1))
 	if err != nil {
-		return tokenRequest{}, ErrInvalidRequest.WithDescription("reading the request body failed")
+		return Request{}, ErrInvalidRequest.WithDescription("reading the request body failed")
 	}
 	if n > maxBytes {
-		return tokenRequest{}, ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
+		return Request{}, ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
+	}
+	if isJSON {
+		return parseJSON(buf.Bytes())
 	}
 	return parseForm(buf.String())
 }
 
-// parseForm decodes an application/x-www-form-urlencoded body into a
-// tokenRequest, refusing repeated single-valued parameters and empty values
-// (RFC 6749 §3.2: parameters sent without a value are treated as omitted,
-// which is ambiguous for a security decision, so they are refused).
-func parseForm(body string) (tokenRequest, error) {
-	var req tokenRequest
+// requestBuilder collects parameters, refusing repeated single-valued ones
+// and empty values (RFC 6749 §3.2: parameters sent without a value are
+// treated as omitted, which is ambiguous for a security decision, so they
+// are refused). Unknown parameters are ignored (RFC 6749 §3.2).
+type requestBuilder struct{ req Request }
+
+func (b *requestBuilder) set(key, value string) error {
+	req := &b.req
+	var field *string
+	switch key {
+	case paramAudience:
+		req.Audience = append(req.Audience, value)
+		return nil
+	case paramResource:
+		req.Resource = append(req.Resource, value)
+		return nil
+	case paramGrantType:
+		field = (*string)(&req.GrantType)
+	case paramClientID:
+		field = &req.ClientID
+	case paramScope:
+		field = &req.Scope
+	case paramSubjectToken:
+		field = &req.SubjectToken
+	case paramSubjectTokenType:
+		field = (*string)(&req.SubjectTokenType)
+	case paramActorToken:
+		field = &req.ActorToken
+	case paramActorTokenType:
+		field = (*string)(&req.ActorTokenType)
+	case paramRequestedTokenType:
+		field = (*string)(&req.RequestedTokenType)
+	case paramImpersonate:
+		if req.Impersonate {
+			return ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
+		}
+		if value != "true" {
+			return ErrInvalidRequest.WithDescription("parameter %s must be true when sent", key)
+		}
+		req.Impersonate = true
+		return nil
+	case "client_secret", "client_assertion", "client_assertion_type":
+		req.otherClientAuth = key
+		return nil
+	default:
+		return nil
+	}
+	if *field != "" {
+		return ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
+	}
+	if value == "" {
+		return ErrInvalidRequest.WithDescription("parameter %s is empty", key)
+	}
+	*field = value
+	return nil
+}
+
+func (b *requestBuilder) done() (Request, error) {
+	for _, list := range [][]string{b.req.Audience, b.req.Resource} {
+		for _, v := range list {
+			if v == "" {
+				return Request{}, ErrInvalidRequest.WithDescription("audience and resource values must not be empty")
+			}
+		}
+	}
+	return b.req, nil
+}
+
+// parseForm decodes an application/x-www-form-urlencoded body.
+func parseForm(body string) (Request, error) {
+	var b requestBuilder
 	for body != "" {
 		var pair string
 		pair, body, _ = strings.Cut(body, "&")
@@ -78,58 +157,80 @@ func parseForm(body string) (tokenRequest, error) {
 		rawKey, rawValue, _ := strings.Cut(pair, "=")
 		key, err := url.QueryUnescape(rawKey)
 		if err != nil {
-			return tokenRequest{}, ErrInvalidRequest.WithDescription("malformed form encoding")
+			return Request{}, ErrInvalidRequest.WithDescription("malformed form encoding")
 		}
 		value, err := url.QueryUnescape(rawValue)
 		if err != nil {
-			return tokenRequest{}, ErrInvalidRequest.WithDescription("malformed form encoding of %s", safeName(key))
+			return Request{}, ErrInvalidRequest.WithDescription("malformed form encoding of %s", safeName(key))
 		}
-		var field *string
-		switch key {
-		case paramAudience:
-			req.audience = append(req.audience, value)
-			continue
-		case paramResource:
-			req.resource = append(req.resource, value)
-			continue
-		case paramGrantType:
-			field = &req.grantType
-		case paramClientID:
-			field = &req.clientID
-		case paramScope:
-			field = &req.scope
-		case paramSubjectToken:
-			field = &req.subjectToken
-		case paramSubjectTokenType:
-			field = &req.subjectTokenType
-		case paramActorToken:
-			field = &req.actorToken
-		case paramActorTokenType:
-			field = &req.actorTokenType
-		case paramRequestedTokenType:
-			field = &req.requestedTokenType
-		case "client_secret", "client_assertion", "client_assertion_type":
-			req.otherClientAuth = key
-			continue
-		default:
-			continue
+		if err := b.set(key, value); err != nil {
+			return Request{}, err
 		}
-		if *field != "" {
-			return tokenRequest{}, ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
-		}
-		if value == "" {
-			return tokenRequest{}, ErrInvalidRequest.WithDescription("parameter %s is empty", key)
-		}
-		*field = value
 	}
-	for _, list := range [][]string{req.audience, req.resource} {
-		for _, v := range list {
-			if v == "" {
-				return tokenRequest{}, ErrInvalidRequest.WithDescription("audience and resource values must not be empty")
+	return b.done()
+}
+
+// parseJSON decodes a JSON object whose members are the form parameters:
+// strings, or for audience and resource also arrays of strings. A member
+// that appears twice is refused like a repeated form parameter.
+func parseJSON(body []byte) (Request, error) {
+	malformed := ErrInvalidRequest.WithDescription("the JSON body must be an object of string parameters")
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return Request{}, malformed
+	}
+	var b requestBuilder
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		key, ok := tok.(string)
+		if err != nil || !ok {
+			return Request{}, malformed
+		}
+		if seen[key] {
+			return Request{}, ErrInvalidRequest.WithDescription("parameter %s is repeated", safeName(key))
+		}
+		seen[key] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return Request{}, malformed
+		}
+		var values []string
+		var one string
+		switch {
+		case json.Unmarshal(raw, &one) == nil:
+			values = []string{one}
+		case (key == paramAudience || key == paramResource) && json.Unmarshal(raw, &values) == nil:
+		case key == paramImpersonate && string(raw) == "true":
+			values = []string{"true"}
+		default:
+			if !isKnownParam(key) {
+				continue // unknown members are ignored, whatever their type
+			}
+			return Request{}, ErrInvalidRequest.WithDescription("parameter %s must be a string", safeName(key))
+		}
+		for _, v := range values {
+			if err := b.set(key, v); err != nil {
+				return Request{}, err
 			}
 		}
 	}
-	return req, nil
+	if _, err := dec.Token(); err != nil {
+		return Request{}, malformed
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Request{}, malformed
+	}
+	return b.done()
+}
+
+func isKnownParam(key string) bool {
+	switch key {
+	case paramGrantType, paramClientID, paramScope, paramAudience, paramResource, paramSubjectToken,
+		paramSubjectTokenType, paramActorToken, paramActorTokenType, paramRequestedTokenType, paramImpersonate:
+		return true
+	}
+	return false
 }
 
 // safeName quotes a client-supplied parameter name for a description,

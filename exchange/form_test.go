@@ -12,8 +12,8 @@ func TestParseForm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if req.grantType != "client_credentials" || req.scope != "read write" ||
-		!slices.Equal(req.audience, []string{"a", "b c"}) || !slices.Equal(req.resource, []string{"https://x"}) {
+	if string(req.GrantType) != "client_credentials" || req.Scope != "read write" ||
+		!slices.Equal(req.Audience, []string{"a", "b c"}) || !slices.Equal(req.Resource, []string{"https://x"}) {
 		t.Fatalf("parsed %+v", req)
 	}
 }
@@ -38,8 +38,8 @@ func FuzzParseForm(f *testing.F) {
 			return // net/url refuses some bodies (';') that are unambiguous here
 		}
 		for name, got := range map[string]string{
-			paramGrantType: req.grantType, paramScope: req.scope, paramSubjectToken: req.subjectToken,
-			paramClientID: req.clientID, paramRequestedTokenType: req.requestedTokenType,
+			paramGrantType: string(req.GrantType), paramScope: req.Scope, paramSubjectToken: req.SubjectToken,
+			paramClientID: req.ClientID, paramRequestedTokenType: string(req.RequestedTokenType),
 		} {
 			if len(values[name]) > 1 {
 				t.Fatalf("%s repeated but accepted", name)
@@ -48,8 +48,47 @@ func FuzzParseForm(f *testing.F) {
 				t.Fatalf("%s = %q, net/url says %q", name, got, values.Get(name))
 			}
 		}
-		if !slices.Equal(values[paramAudience], req.audience) && len(values[paramAudience])+len(req.audience) > 0 {
-			t.Fatalf("audience = %q, net/url says %q", req.audience, values[paramAudience])
+		if !slices.Equal(values[paramAudience], req.Audience) && len(values[paramAudience])+len(req.Audience) > 0 {
+			t.Fatalf("audience = %q, net/url says %q", req.Audience, values[paramAudience])
 		}
 	})
+}
+
+func TestParseJSON(t *testing.T) {
+	tests := []struct {
+		name      string
+		body      string
+		expectErr string
+		check     func(Request) bool
+	}{
+		{name: "credentials/sts shape", body: `{"grant_type":"urn:ietf:params:oauth:grant-type:token-exchange","audience":"a","scope":"read","subject_token":"t","subject_token_type":"urn:ietf:params:oauth:token-type:jwt"}`,
+			check: func(r Request) bool {
+				return r.GrantType == GrantTypeTokenExchange && slices.Equal(r.Audience, []string{"a"}) && r.SubjectToken == "t" && r.Scope == "read"
+			}},
+		{name: "audience array", body: `{"audience":["a","b"],"resource":"https://r"}`, check: func(r Request) bool {
+			return slices.Equal(r.Audience, []string{"a", "b"}) && slices.Equal(r.Resource, []string{"https://r"})
+		}},
+		{name: "unknown members ignored", body: `{"grant_type":"client_credentials","x":{"y":1}}`, check: func(r Request) bool { return r.GrantType == GrantTypeClientCredentials }},
+		{name: "impersonate as a boolean", body: `{"impersonate":true}`, check: func(r Request) bool { return r.Impersonate }},
+		{name: "repeated member", body: `{"scope":"a","scope":"b"}`, expectErr: `exchange: invalid_request: parameter "scope" is repeated`},
+		{name: "number", body: `{"scope":1}`, expectErr: `exchange: invalid_request: parameter "scope" must be a string`},
+		{name: "array for a single-valued parameter", body: `{"scope":["a"]}`, expectErr: `exchange: invalid_request: parameter "scope" must be a string`},
+		{name: "empty value", body: `{"scope":""}`, expectErr: "exchange: invalid_request: parameter scope is empty"},
+		{name: "not an object", body: `["a"]`, expectErr: "exchange: invalid_request: the JSON body must be an object of string parameters"},
+		{name: "trailing data", body: `{} {}`, expectErr: "exchange: invalid_request: the JSON body must be an object of string parameters"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := parseJSON([]byte(tt.body))
+			if tt.expectErr != "" {
+				if err == nil || err.Error() != tt.expectErr {
+					t.Fatalf("err = %v, want %s", err, tt.expectErr)
+				}
+				return
+			}
+			if err != nil || !tt.check(req) {
+				t.Fatalf("parsed %+v, err %v", req, err)
+			}
+		})
+	}
 }

@@ -14,4 +14,9 @@ const (
 	logKeyReason    = "reason"
 	logKeyRemote    = "remote_addr"
 	logKeyExpiresIn = "expires_in"
+	logKeyActors    = "act"
+	logKeyIssuer    = "issuer"
+	// logKeySecurityEvent marks refusals that suggest an attack, such as a
+	// stolen token presented for exchange.
+	logKeySecurityEvent = "security_event"
 )

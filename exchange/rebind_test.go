@@ -59,10 +59,30 @@ func TestRebind(t *testing.T) {
 			overrideExpected: func(e *expected) { e.code = "invalid_grant" },
 		},
 		{
-			name: "the act chain is carried",
+			name: "a delegated token keeps its subject and act chain",
 			overrideOriginal: func(c *accesstoken.Claims, _ *time.Duration) {
-				c.Actor = &accesstoken.Actor{Subject: "spiffe://example.org/ns/prod/sa/gateway"}
+				c.Subject = "spiffe://example.org/ns/prod/sa/user-svc"
+				c.Actor = &accesstoken.Actor{Subject: ststest.WorkloadID}
 			},
+			overridePolicy: func(t *testing.T) *stsid.Policy {
+				p, err := stsid.NewPolicy([]stsid.Rule{{
+					Pattern: stsid.RequirePattern("spiffe://example.org/ns/prod/sa/web"), Audiences: []string{ststest.APIAudience},
+					Scopes: []string{"read", "write"}, MaxTTL: time.Minute,
+					Delegation: &stsid.Delegation{Subjects: []stsid.Pattern{stsid.RequirePattern("spiffe://example.org/ns/prod/sa/user-svc")}, MaxDepth: 1},
+				}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return p
+			},
+		},
+		{
+			name: "a delegated token after its delegation was revoked",
+			overrideOriginal: func(c *accesstoken.Claims, _ *time.Duration) {
+				c.Subject = "spiffe://example.org/ns/prod/sa/user-svc"
+				c.Actor = &accesstoken.Actor{Subject: ststest.WorkloadID}
+			},
+			overrideExpected: func(e *expected) { e.code = "invalid_request" },
 		},
 	}
 	for _, tt := range tests {

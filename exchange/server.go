@@ -113,6 +113,7 @@ type Server struct {
 	tokenURL   string
 	accessTV   *accesstoken.Verifier
 	subjects   map[TokenType]subjectVerifier
+	external   map[string]ExternalIssuer // by "iss"
 	svids      *svidCache
 	metadata   []byte
 	jwks       []byte
@@ -157,8 +158,15 @@ func New(cfg Config) (*Server, error) {
 	s.policy.Store(cfg.Policy)
 	s.bufferPool.New = func() any { return new(bytes.Buffer) }
 	s.subjects = map[TokenType]subjectVerifier{
-		TokenTypeJWT:         jwtSVIDVerifier{s},
+		TokenTypeJWT:         jwtVerifier{s},
 		TokenTypeAccessToken: accessTokenVerifier{s},
+	}
+	s.external = make(map[string]ExternalIssuer, len(cfg.ExternalIssuers))
+	for _, ext := range cfg.ExternalIssuers {
+		if _, dup := s.external[ext.Issuer()]; dup || ext.Issuer() == "" {
+			return nil, fmt.Errorf("exchange: external issuer %q: empty or duplicate issuer %q", ext.Name(), ext.Issuer())
+		}
+		s.external[ext.Issuer()] = ext
 	}
 	var err error
 	if s.metadata, err = json.Marshal(s.metadataDocument()); err != nil {

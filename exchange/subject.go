@@ -12,20 +12,35 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
-	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
-// jwtSVIDVerifier accepts JWT-SVIDs (subject_token_type
-// urn:ietf:params:oauth:token-type:jwt) whose audience names this server:
-// its issuer URL, its token endpoint URL or its own SPIFFE ID
-// (draft-ietf-oauth-spiffe-client-auth, RFC 7523 §3).
-type jwtSVIDVerifier struct{ s *Server }
+// jwtVerifier accepts JWT subject tokens (subject_token_type
+// urn:ietf:params:oauth:token-type:jwt): a token whose "iss" is a
+// configured external issuer goes to that issuer; any other is a JWT-SVID.
+type jwtVerifier struct{ s *Server }
 
-func (v jwtSVIDVerifier) verifySubject(_ context.Context, _ stsid.Peer, token string) (subject, error) {
+func (v jwtVerifier) verifySubject(ctx context.Context, token string) (subject, error) {
 	s := v.s
+	if len(s.external) > 0 {
+		if ext, ok := s.external[unverifiedIssuer(token)]; ok {
+			return s.externalSubject(ctx, ext, token)
+		}
+	}
+	e, err := s.validateJWTSVID(token)
+	if err != nil {
+		return subject{}, err
+	}
+	return subject{id: e.id, selfAsserted: true, sentTo: e.audience, expiry: e.expiry}, nil
+}
+
+// validateJWTSVID validates a JWT-SVID whose audience names this server:
+// its issuer URL, its token endpoint URL or its own SPIFFE ID
+// (draft-ietf-oauth-spiffe-client-auth, RFC 7523 §3), from the cache when
+// it was validated before.
+func (s *Server) validateJWTSVID(token string) (svidCacheEntry, error) {
 	now := s.cfg.Clock()
-	if id, ok := s.svids.get(token, s.cfg.JWTBundles, now); ok {
-		return subject{id: id}, nil
+	if e, ok := s.svids.get(token, s.cfg.JWTBundles, now); ok {
+		return e, nil
 	}
 	audiences := []string{s.cfg.IssuerURL, s.tokenURL}
 	if own, err := s.cfg.SVIDs.GetX509SVID(); err == nil {
@@ -33,46 +48,47 @@ func (v jwtSVIDVerifier) verifySubject(_ context.Context, _ stsid.Peer, token st
 	}
 	svid, err := jwtsvid.ParseAndValidate(token, s.cfg.JWTBundles, audiences)
 	if err != nil {
-		s.log.Warn("JWT-SVID subject token refused", logKeyReason, err.Error())
-		return subject{}, ErrInvalidGrant.WithDescription("the subject token is not a valid JWT-SVID for this server: %s", err)
+		s.log.Warn("JWT-SVID refused", logKeyReason, err.Error())
+		return svidCacheEntry{}, ErrInvalidGrant.WithDescription("the subject token is not a valid JWT-SVID for this server: %s", err)
 	}
 	if !slices.Contains(s.trusted, svid.ID.TrustDomain()) {
-		return subject{}, ErrInvalidGrant.WithDescription("the subject token's trust domain %q is not trusted", svid.ID.TrustDomain().Name())
+		return svidCacheEntry{}, ErrInvalidGrant.WithDescription("the subject token's trust domain %q is not trusted", svid.ID.TrustDomain().Name())
 	}
 	// go-spiffe allows a minute of skew on exp and nbf; this server
 	// allows none.
-	var notBefore time.Time
+	e := svidCacheEntry{id: svid.ID, audience: svid.Audience, expiry: svid.Expiry}
 	if nbf, ok := svid.Claims["nbf"].(float64); ok {
-		notBefore = time.Unix(int64(nbf), 0)
+		e.notBefore = time.Unix(int64(nbf), 0)
 	}
-	if !now.Before(svid.Expiry) {
-		return subject{}, ErrInvalidGrant.WithDescription("the subject token has expired")
+	if !now.Before(e.expiry) {
+		return svidCacheEntry{}, ErrInvalidGrant.WithDescription("the subject token has expired")
 	}
-	if now.Before(notBefore) {
-		return subject{}, ErrInvalidGrant.WithDescription("the subject token is not yet valid")
+	if now.Before(e.notBefore) {
+		return svidCacheEntry{}, ErrInvalidGrant.WithDescription("the subject token is not yet valid")
 	}
-	s.rememberSVID(token, svid.ID, svid.Expiry, notBefore)
-	return subject{id: svid.ID}, nil
+	s.rememberSVID(token, e)
+	return e, nil
 }
 
 // rememberSVID caches a validated JWT-SVID with the authority that signed
 // it, read from the header by go-jose, the parser go-spiffe validated it
 // with.
-func (s *Server) rememberSVID(token string, id spiffeid.ID, expiry, notBefore time.Time) {
+func (s *Server) rememberSVID(token string, e svidCacheEntry) {
 	tok, err := jwt.ParseSigned(token, jwtSVIDAlgorithms)
 	if err != nil || len(tok.Headers) != 1 {
 		return
 	}
-	bundle, err := s.cfg.JWTBundles.GetJWTBundleForTrustDomain(id.TrustDomain())
+	bundle, err := s.cfg.JWTBundles.GetJWTBundleForTrustDomain(e.id.TrustDomain())
 	if err != nil {
 		return
 	}
-	kid := tok.Headers[0].KeyID
-	key, ok := bundle.FindJWTAuthority(kid)
+	e.kid = tok.Headers[0].KeyID
+	key, ok := bundle.FindJWTAuthority(e.kid)
 	if !ok {
 		return
 	}
-	s.svids.put(token, svidCacheEntry{id: id, kid: kid, key: key, expiry: expiry, notBefore: notBefore})
+	e.key = key
+	s.svids.put(token, e)
 }
 
 // jwtSVIDAlgorithms are the algorithms the JWT-SVID specification allows
@@ -81,14 +97,61 @@ var jwtSVIDAlgorithms = []jose.SignatureAlgorithm{
 	jose.RS256, jose.RS384, jose.RS512, jose.ES256, jose.ES384, jose.ES512, jose.PS256, jose.PS384, jose.PS512,
 }
 
+// unverifiedIssuer returns the "iss" of a JWT without verifying it, only
+// to choose the verifier; "" when there is none.
+func unverifiedIssuer(token string) string {
+	tok, err := jwt.ParseSigned(token, externalAlgorithms)
+	if err != nil {
+		return ""
+	}
+	var claims struct {
+		Issuer string `json:"iss"`
+	}
+	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		return ""
+	}
+	return claims.Issuer
+}
+
+// externalAlgorithms are accepted for reading "iss" before verification;
+// the issuer's own verifier decides what it accepts.
+var externalAlgorithms = append(slices.Clone(jwtSVIDAlgorithms), jose.EdDSA)
+
+// externalSubject verifies a token of an external issuer: its subject
+// (an end user, say) is qualified by the issuer (RFC 9493 iss_sub).
+func (s *Server) externalSubject(ctx context.Context, ext ExternalIssuer, token string) (subject, error) {
+	claims, err := ext.Verify(ctx, token)
+	if err != nil {
+		s.log.Warn("external subject token refused", logKeyIssuer, ext.Name(), logKeyReason, err.Error())
+		return subject{}, ErrInvalidGrant.WithDescription("the subject token was refused by issuer %q", ext.Name())
+	}
+	if claims.Subject == "" || claims.Expiry == 0 {
+		return subject{}, ErrInvalidGrant.WithDescription("the subject token of issuer %q has no sub or exp", ext.Name())
+	}
+	subj := subject{
+		external:           &accesstoken.SubjectID{Format: accesstoken.SubjectIDFormatIssSub, Issuer: ext.Issuer(), Subject: claims.Subject},
+		issuerName:         ext.Name(),
+		fromExternalIssuer: true,
+		sentTo:             claims.Audience,
+		expiry:             time.Unix(claims.Expiry, 0),
+		actor:              claims.Actor,
+		mayAct:             claims.MayAct,
+		jti:                claims.JWTID,
+	}
+	if claims.Scope != "" {
+		subj.scoped, subj.scopes = true, claims.Scopes()
+	}
+	return subj, nil
+}
+
 // accessTokenVerifier accepts access tokens this server issued
-// (subject_token_type urn:ietf:params:oauth:token-type:access_token). The
-// token must have been issued to the caller itself; it may be bound to an
-// earlier certificate of the caller, which lets a workload re-bind its
-// grant after its SVID rotates.
+// (subject_token_type urn:ietf:params:oauth:token-type:access_token),
+// possibly bound to another certificate: who may present one is decided by
+// actorChain (re-bind by the client it was issued to, or delegation by a
+// client it was sent to).
 type accessTokenVerifier struct{ s *Server }
 
-func (v accessTokenVerifier) verifySubject(ctx context.Context, caller stsid.Peer, token string) (subject, error) {
+func (v accessTokenVerifier) verifySubject(ctx context.Context, token string) (subject, error) {
 	s := v.s
 	claims, err := s.accessTV.InsecureVerifyWithoutBinding(ctx, token)
 	if err != nil {
@@ -103,20 +166,26 @@ func (v accessTokenVerifier) verifySubject(ctx context.Context, caller stsid.Pee
 			return subject{}, ErrInvalidGrant.WithDescription("the subject token is not an access token issued by this server")
 		}
 	}
-	id, err := spiffeid.FromString(claims.Subject)
-	if err != nil {
-		return subject{}, ErrInvalidGrant.WithDescription("the subject token's subject is not a SPIFFE ID")
-	}
-	if claims.ClientID != caller.ID.String() {
-		s.log.Warn("access token presented by a client it was not issued to", logKeySPIFFEID, caller.ID.String(), logKeySubject, claims.Subject, logKeyJTI, claims.JWTID)
-		return subject{}, ErrInvalidGrant.WithDescription("the subject token was not issued to this client")
-	}
-	return subject{
-		id:       id,
+	subj := subject{
+		issuedTo: claims.ClientID,
+		sentTo:   claims.Audience,
+		audience: claims.Audience,
 		scoped:   true,
 		scopes:   claims.Scopes(),
-		audience: claims.Audience,
 		expiry:   time.Unix(claims.Expiry, 0),
 		actor:    claims.Actor,
-	}, nil
+		jti:      claims.JWTID,
+	}
+	if claims.SubjectID != nil {
+		ext, ok := s.external[claims.SubjectID.Issuer]
+		if !ok {
+			return subject{}, ErrInvalidGrant.WithDescription("the subject token's subject comes from an issuer this server no longer trusts")
+		}
+		subj.external, subj.issuerName = claims.SubjectID, ext.Name()
+		return subj, nil
+	}
+	if subj.id, err = spiffeid.FromString(claims.Subject); err != nil {
+		return subject{}, ErrInvalidGrant.WithDescription("the subject token's subject is not a SPIFFE ID")
+	}
+	return subj, nil
 }

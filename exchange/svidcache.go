@@ -24,6 +24,7 @@ type svidCache struct {
 
 type svidCacheEntry struct {
 	id        spiffeid.ID
+	audience  []string
 	kid       string
 	key       crypto.PublicKey
 	expiry    time.Time
@@ -38,27 +39,27 @@ func newSVIDCache(max int) *svidCache {
 	return &svidCache{max: max, entries: make(map[string]svidCacheEntry, max)}
 }
 
-// get returns the subject of a cached token valid at now and still signed
-// by an authority of its trust domain's bundle in bundles.
-func (c *svidCache) get(token string, bundles jwtbundle.Source, now time.Time) (spiffeid.ID, bool) {
+// get returns a cached token valid at now and still signed by an
+// authority of its trust domain's bundle in bundles.
+func (c *svidCache) get(token string, bundles jwtbundle.Source, now time.Time) (svidCacheEntry, bool) {
 	c.mu.RLock()
 	e, ok := c.entries[token]
 	c.mu.RUnlock()
 	if !ok || !now.Before(e.expiry) || now.Before(e.notBefore) {
-		return spiffeid.ID{}, false
+		return svidCacheEntry{}, false
 	}
 	bundle, err := bundles.GetJWTBundleForTrustDomain(e.id.TrustDomain())
 	if err != nil {
-		return spiffeid.ID{}, false
+		return svidCacheEntry{}, false
 	}
 	current, ok := bundle.FindJWTAuthority(e.kid)
 	if !ok {
-		return spiffeid.ID{}, false
+		return svidCacheEntry{}, false
 	}
 	if k, ok := current.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(e.key) {
-		return spiffeid.ID{}, false
+		return svidCacheEntry{}, false
 	}
-	return e.id, true
+	return e, true
 }
 
 // put adds a validated token. When the cache is full it first drops

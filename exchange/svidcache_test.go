@@ -67,7 +67,7 @@ func TestSVIDCache(t *testing.T) {
 			if ok != tt.expectHit {
 				t.Fatalf("hit = %v, want %v", ok, tt.expectHit)
 			}
-			if ok && got != id {
+			if ok && got.id != id {
 				t.Fatalf("id = %v", got)
 			}
 			if _, ok := c.get("another token", bundle, now); ok {

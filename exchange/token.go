@@ -19,27 +19,53 @@ import (
 // subject is what a grant establishes about the token's subject before the
 // shared steps run.
 type subject struct {
+	// id is the subject when it is a SPIFFE ID.
 	id spiffeid.ID
+	// external qualifies a subject of an external issuer (an end user, for
+	// example), which issuerName names in policy.
+	external   *accesstoken.SubjectID
+	issuerName string
+	// selfAsserted is set for the caller's own credentials (its JWT-SVID,
+	// or client_credentials): no token of someone else is involved.
+	selfAsserted bool
+	// fromExternalIssuer is set for a token of an external issuer itself:
+	// its audience names this server or the application, not the caller,
+	// so policy alone decides who may present it.
+	fromExternalIssuer bool
+	// issuedTo is the client an access token of ours was issued to.
+	issuedTo string
+	// sentTo are the subject token's audiences: who it was sent to.
+	sentTo []string
+	// audience is kept on re-bind when the request names none.
+	audience []string
 	// scoped is set when the subject token carries a scope ceiling; scopes
 	// is then that ceiling (an exchange never widens a grant).
 	scoped bool
 	scopes []string
-	// audience is the audience to keep when the request names none.
-	audience []string
 	// expiry caps the issued token's lifetime; zero when uncapped.
 	expiry time.Time
-	// actor is the subject token's act chain, carried forward unchanged.
-	actor *accesstoken.Actor
+	// actor is the subject token's act chain; mayAct its may_act claim.
+	actor, mayAct *accesstoken.Actor
+	// jti identifies the subject token in security logs.
+	jti string
+}
+
+// name is the subject as it goes into "sub".
+func (s *subject) name() string {
+	if s.external != nil {
+		return s.external.Subject
+	}
+	return s.id.String()
 }
 
 // subjectVerifier validates one subject_token_type (RFC 8693 §2.1). It
 // only establishes the subject: the dispatcher runs every shared step.
 type subjectVerifier interface {
-	verifySubject(ctx context.Context, caller stsid.Peer, token string) (subject, error)
+	verifySubject(ctx context.Context, token string) (subject, error)
 }
 
-// tokenResponse is the RFC 8693 §2.2.1 success response.
-type tokenResponse struct {
+// Response is the RFC 8693 §2.2.1 success response.
+type Response struct {
 	AccessToken     string    `json:"access_token"`
 	IssuedTokenType TokenType `json:"issued_token_type,omitempty"`
 	TokenType       string    `json:"token_type"`
@@ -49,23 +75,28 @@ type tokenResponse struct {
 
 // serveToken is the token endpoint.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
-	resp, err := s.token(r)
+	resp, err := s.serveTokenRequest(r)
 	if err != nil {
-		var oauthErr Error
-		if !errors.As(err, &oauthErr) {
-			s.log.Error("token request failed", logKeyError, err.Error())
-			oauthErr = ErrServerError.WithDescription("the token could not be issued")
-		}
-		writeError(w, oauthErr)
+		writeError(w, s.protocolError(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// token runs the steps every request goes through, in order: client
-// authentication, parsing, client_id, the grant's subject, the policy,
-// the target, the scope, the lifetime and the certificate binding.
-func (s *Server) token(r *http.Request) (*tokenResponse, error) {
+// protocolError returns err as an Error, hiding anything else behind
+// server_error.
+func (s *Server) protocolError(err error) Error {
+	var oauthErr Error
+	if !errors.As(err, &oauthErr) {
+		s.log.Error("token request failed", logKeyError, err.Error())
+		oauthErr = ErrServerError.WithDescription("the token could not be issued")
+	}
+	return oauthErr
+}
+
+// serveTokenRequest authenticates the client of r and parses its body,
+// then runs Exchange.
+func (s *Server) serveTokenRequest(r *http.Request) (*Response, error) {
 	caller, err := s.authenticateClient(r)
 	if err != nil {
 		return nil, err
@@ -80,79 +111,100 @@ func (s *Server) token(r *http.Request) (*tokenResponse, error) {
 	if req.otherClientAuth != "" || r.Header.Get("Authorization") != "" {
 		return nil, ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
 	}
+	return s.Exchange(r.Context(), caller, &req)
+}
+
+// Exchange issues a token to caller, an mTLS client already authenticated
+// by its X509-SVID (see VerifyClient). It runs the steps every request
+// goes through, in order: client_id, the grant's subject, the actor token,
+// the policy, delegation, the target, the scope, the lifetime and the
+// certificate binding. Protocol errors are Error values.
+func (s *Server) Exchange(ctx context.Context, caller stsid.Peer, req *Request) (*Response, error) {
 	// RFC 8705 §2.1: the client_id, when sent, names the certificate's
 	// subject; here the SPIFFE ID in its SAN URI.
-	if req.clientID != "" && req.clientID != caller.ID.String() {
+	if req.ClientID != "" && req.ClientID != caller.ID.String() {
 		return nil, ErrInvalidClient.WithDescription("client_id does not match the client certificate's SPIFFE ID")
 	}
-
-	subj, err := s.subjectOf(r.Context(), caller, &req)
+	subj, err := s.subjectOf(ctx, caller, req)
 	if err != nil {
 		return nil, err
 	}
-	if subj.id != caller.ID {
-		s.log.Warn("exchange for another subject refused", logKeySPIFFEID, caller.ID.String(), logKeySubject, subj.id.String())
-		return nil, ErrInvalidGrant.WithDescription("the subject token names %s, not the caller; delegation is not supported", subj.id)
+	if err := s.checkActorToken(ctx, caller, req); err != nil {
+		return nil, err
 	}
-
 	rule, ok := s.policy.Load().RuleFor(caller.ID)
 	if !ok {
 		s.log.Info("caller denied by policy", logKeySPIFFEID, caller.ID.String())
 		return nil, ErrUnauthorizedClient.WithDescription("no policy rule allows %s", caller.ID)
 	}
-	audience, err := grantAudience(rule, &req, &subj)
+	act, err := s.actorChain(caller, rule, req, &subj)
 	if err != nil {
 		return nil, err
 	}
-	scopes, err := grantScopes(rule, req.scope, &subj)
+	var keepAudience []string
+	if subj.issuedTo == caller.ID.String() {
+		keepAudience = subj.audience
+	}
+	audience, err := grantAudience(rule, req, keepAudience)
 	if err != nil {
 		return nil, err
 	}
-	issuedType, err := issuedTokenType(req.requestedTokenType)
+	scopes, err := grantScopes(rule, req.Scope, &subj)
+	if err != nil {
+		return nil, err
+	}
+	issuedType, err := issuedTokenType(req.RequestedTokenType)
 	if err != nil {
 		return nil, err
 	}
 
+	// The lifetime never exceeds the subject token's remaining life, nor
+	// the client certificate's. The caller's own JWT-SVID only proves who
+	// it is, as its certificate does, and does not cap the lifetime.
+	expiry := subj.expiry
+	if subj.selfAsserted && subj.id == caller.ID {
+		expiry = time.Time{}
+	}
 	// A token must live at least a second (expires_in > 0, RFC 8693
-	// §2.2.1); a certificate or subject token about to expire cannot
-	// back one.
+	// §2.2.1).
 	deadline := caller.Leaf.NotAfter
-	if !subj.expiry.IsZero() && subj.expiry.Before(deadline) {
-		deadline = subj.expiry
+	if !expiry.IsZero() && expiry.Before(deadline) {
+		deadline = expiry
 	}
 	if deadline.Sub(s.cfg.Clock()) < time.Second {
 		return nil, ErrInvalidGrant.WithDescription("the client certificate or subject token expires in under a second")
 	}
 
 	claims := accesstoken.Claims{
-		Subject:  subj.id.String(),
-		Audience: audience,
-		ClientID: caller.ID.String(),
-		Scope:    strings.Join(scopes, " "),
-		Actor:    subj.actor,
+		Subject:   subj.name(),
+		SubjectID: subj.external,
+		Audience:  audience,
+		ClientID:  caller.ID.String(),
+		Scope:     strings.Join(scopes, " "),
+		Actor:     act,
 	}
-	if !subj.expiry.IsZero() {
-		claims.Expiry = subj.expiry.Unix()
+	if !expiry.IsZero() {
+		claims.Expiry = expiry.Unix()
 	}
-	raw, err := s.cfg.Minter.Mint(r.Context(), &claims, caller.Leaf, rule.MaxTTL)
+	raw, err := s.cfg.Minter.Mint(ctx, &claims, caller.Leaf, rule.MaxTTL)
 	if err != nil {
 		return nil, err
 	}
 	s.log.Info("token issued",
-		logKeySPIFFEID, claims.ClientID, logKeyGrantType, req.grantType, logKeyJTI, claims.JWTID,
-		logKeyX5TS256, claims.Confirmation.X5TS256, logKeyAudience, []string(audience), logKeyScope, claims.Scope,
-		logKeyExpiresIn, claims.Expiry-claims.IssuedAt)
-	resp := &tokenResponse{
+		logKeySPIFFEID, claims.ClientID, logKeySubject, claims.Subject, logKeyGrantType, string(req.GrantType),
+		logKeyJTI, claims.JWTID, logKeyX5TS256, claims.Confirmation.X5TS256, logKeyAudience, []string(audience),
+		logKeyScope, claims.Scope, logKeyActors, claims.ActorChain(), logKeyExpiresIn, claims.Expiry-claims.IssuedAt)
+	resp := &Response{
 		AccessToken:     raw,
 		IssuedTokenType: issuedType,
 		TokenType:       "Bearer",
 		ExpiresIn:       claims.Expiry - claims.IssuedAt,
 	}
 	// RFC 6749 §5.1: scope is required when it differs from the request.
-	if claims.Scope != req.scope {
+	if claims.Scope != req.Scope {
 		resp.Scope = claims.Scope
 	}
-	if GrantType(req.grantType) == GrantTypeClientCredentials {
+	if req.GrantType == GrantTypeClientCredentials {
 		resp.IssuedTokenType = ""
 	}
 	return resp, nil
@@ -160,13 +212,13 @@ func (s *Server) token(r *http.Request) (*tokenResponse, error) {
 
 // subjectOf dispatches on grant_type and, for token exchange, on
 // subject_token_type.
-func (s *Server) subjectOf(ctx context.Context, caller stsid.Peer, req *tokenRequest) (subject, error) {
-	switch GrantType(req.grantType) {
+func (s *Server) subjectOf(ctx context.Context, caller stsid.Peer, req *Request) (subject, error) {
+	switch req.GrantType {
 	case GrantTypeClientCredentials:
-		if req.subjectToken != "" || req.actorToken != "" {
+		if req.SubjectToken != "" || req.ActorToken != "" {
 			return subject{}, ErrInvalidRequest.WithDescription("client_credentials takes no subject_token or actor_token")
 		}
-		return subject{id: caller.ID}, nil
+		return subject{id: caller.ID, selfAsserted: true}, nil
 	case GrantTypeTokenExchange:
 	case "":
 		return subject{}, ErrInvalidRequest.WithDescription("grant_type is required")
@@ -174,32 +226,134 @@ func (s *Server) subjectOf(ctx context.Context, caller stsid.Peer, req *tokenReq
 		return subject{}, ErrUnsupportedGrantType.WithDescription("supported grant types are %s and %s", GrantTypeTokenExchange, GrantTypeClientCredentials)
 	}
 	switch {
-	case req.subjectToken == "":
+	case req.SubjectToken == "":
 		return subject{}, ErrInvalidRequest.WithDescription("subject_token is required")
-	case req.subjectTokenType == "":
+	case req.SubjectTokenType == "":
 		return subject{}, ErrInvalidRequest.WithDescription("subject_token_type is required")
-	case req.actorToken != "" || req.actorTokenType != "":
-		return subject{}, ErrInvalidRequest.WithDescription("actor_token is not supported: the caller is the actor")
 	}
-	verifier, ok := s.subjects[TokenType(req.subjectTokenType)]
+	verifier, ok := s.subjects[req.SubjectTokenType]
 	if !ok {
 		return subject{}, ErrInvalidRequest.WithDescription("subject_token_type must be %s or %s", TokenTypeJWT, TokenTypeAccessToken)
 	}
-	return verifier.verifySubject(ctx, caller, req.subjectToken)
+	return verifier.verifySubject(ctx, req.SubjectToken)
+}
+
+// actorChain decides who the issued token says acts for the subject
+// (RFC 8693 §1.1, §4.1) and whether policy allows it:
+//
+//   - the caller's own credentials: no new actor;
+//   - re-bind of a token of ours issued to the caller: the same chain;
+//   - anything else is delegation: the caller becomes the outermost actor
+//     over the subject token's chain, or with impersonation, asked for and
+//     allowed, no act at all. No laundering: a token of ours or a JWT-SVID
+//     passes to a new holder only when it was sent to that holder (the
+//     caller is in its aud); a stolen one gets invalid_grant and is logged
+//     as a security event. may_act (RFC 8693 §4.4), when present, must name
+//     the caller.
+//
+// A token for anyone but the caller needs the rule's Delegation to allow
+// that subject, impersonation if there is no act, and the chain depth.
+func (s *Server) actorChain(caller stsid.Peer, rule *stsid.Rule, req *Request, subj *subject) (*accesstoken.Actor, error) {
+	callerID := caller.ID.String()
+	var act *accesstoken.Actor
+	switch {
+	case subj.selfAsserted && subj.id == caller.ID:
+		if req.Impersonate {
+			return nil, ErrInvalidRequest.WithDescription("impersonation needs a subject token of someone else")
+		}
+		return nil, nil
+	case subj.issuedTo == callerID:
+		act = subj.actor
+		if subj.external == nil && subj.id == caller.ID && act == nil {
+			return nil, nil // the caller's own token, re-bound
+		}
+	default:
+		if !subj.fromExternalIssuer && !slices.Contains(subj.sentTo, callerID) {
+			s.log.Warn("security event: subject token presented by a client it was neither issued nor sent to",
+				logKeySecurityEvent, "token_laundering", logKeySPIFFEID, callerID, logKeySubject, subj.name(), logKeyJTI, subj.jti)
+			return nil, ErrInvalidGrant.WithDescription("the subject token was neither issued nor sent to this client")
+		}
+		if subj.mayAct != nil && subj.mayAct.Subject != callerID {
+			return nil, ErrInvalidRequest.WithDescription("the subject token's may_act does not allow this client to act for %s", truncate(subj.name()))
+		}
+		if req.Impersonate {
+			if subj.actor != nil {
+				return nil, ErrInvalidRequest.WithDescription("a subject token with an act chain cannot be impersonated")
+			}
+		} else {
+			act = &accesstoken.Actor{Subject: callerID, Actor: subj.actor}
+		}
+	}
+	d := rule.Delegation
+	depth := actorDepth(act)
+	switch {
+	case d == nil:
+		return nil, ErrInvalidRequest.WithDescription("policy does not let this client act for others")
+	case subj.external != nil && !rule.MayActForIssuer(subj.issuerName):
+		return nil, ErrInvalidRequest.WithDescription("policy does not let this client act for subjects of issuer %q", subj.issuerName)
+	case subj.external == nil && !rule.MayActFor(subj.id):
+		return nil, ErrInvalidRequest.WithDescription("policy does not let this client act for %s", subj.id)
+	case act == nil && !d.Impersonation:
+		return nil, ErrInvalidRequest.WithDescription("policy does not let this client impersonate")
+	case depth > d.MaxDepth:
+		return nil, ErrInvalidRequest.WithDescription("the act chain would have %d actors; policy allows %d", depth, d.MaxDepth)
+	}
+	return act, nil
+}
+
+func actorDepth(a *accesstoken.Actor) int {
+	n := 0
+	for ; a != nil; a = a.Actor {
+		n++
+	}
+	return n
+}
+
+// checkActorToken validates an actor_token (RFC 8693 §2.1). The actor is
+// always the authenticated caller; an actor token, when sent, must name
+// it, else invalid_request (RFC 8693 §2.2.2).
+func (s *Server) checkActorToken(ctx context.Context, caller stsid.Peer, req *Request) error {
+	switch {
+	case req.ActorToken == "" && req.ActorTokenType == "":
+		return nil
+	case req.ActorToken == "" || req.ActorTokenType == "":
+		return ErrInvalidRequest.WithDescription("actor_token and actor_token_type go together")
+	}
+	var actor string
+	switch req.ActorTokenType {
+	case TokenTypeJWT:
+		e, err := s.validateJWTSVID(req.ActorToken)
+		if err != nil {
+			return ErrInvalidRequest.WithDescription("actor_token is not a valid JWT-SVID for this server")
+		}
+		actor = e.id.String()
+	case TokenTypeAccessToken:
+		claims, err := s.accessTV.InsecureVerifyWithoutBinding(ctx, req.ActorToken)
+		if err != nil || claims.ClientID != claims.Subject {
+			return ErrInvalidRequest.WithDescription("actor_token is not an access token this server issued to its subject")
+		}
+		actor = claims.Subject
+	default:
+		return ErrInvalidRequest.WithDescription("actor_token_type must be %s or %s", TokenTypeJWT, TokenTypeAccessToken)
+	}
+	if actor != caller.ID.String() {
+		return ErrInvalidRequest.WithDescription("actor_token must name the caller, %s", caller.ID)
+	}
+	return nil
 }
 
 // grantAudience returns the token's audience: every audience and resource
-// requested (RFC 8693 §2.1), or the subject token's own when none is, each
-// allowed by the rule (else invalid_target, RFC 8693 §2.2.2).
-func grantAudience(rule *stsid.Rule, req *tokenRequest, subj *subject) (accesstoken.Audience, error) {
-	for _, res := range req.resource {
+// requested (RFC 8693 §2.1), or keep when none is, each allowed by the
+// rule (else invalid_target, RFC 8693 §2.2.2).
+func grantAudience(rule *stsid.Rule, req *Request, keep []string) (accesstoken.Audience, error) {
+	for _, res := range req.Resource {
 		// RFC 8707 §2: an absolute URI without a fragment.
 		if u, err := url.Parse(res); err != nil || !u.IsAbs() || u.Fragment != "" || strings.Contains(res, "#") {
 			return nil, ErrInvalidTarget.WithDescription("resource must be an absolute URI without a fragment")
 		}
 	}
-	audience := make(accesstoken.Audience, 0, len(req.audience)+len(req.resource))
-	for _, list := range [][]string{req.audience, req.resource} {
+	audience := make(accesstoken.Audience, 0, len(req.Audience)+len(req.Resource))
+	for _, list := range [][]string{req.Audience, req.Resource} {
 		for _, aud := range list {
 			if !slices.Contains(audience, aud) {
 				audience = append(audience, aud)
@@ -207,10 +361,10 @@ func grantAudience(rule *stsid.Rule, req *tokenRequest, subj *subject) (accessto
 		}
 	}
 	if len(audience) == 0 {
-		if len(subj.audience) == 0 {
+		if len(keep) == 0 {
 			return nil, ErrInvalidRequest.WithDescription("audience or resource is required")
 		}
-		audience = append(audience, subj.audience...)
+		audience = append(audience, keep...)
 	}
 	for _, aud := range audience {
 		if !rule.AllowsAudience(aud) {
@@ -268,8 +422,8 @@ func validScopeToken(s string) bool {
 
 // issuedTokenType maps requested_token_type to the type issued: the tokens
 // are RFC 9068 JWT access tokens, so either name is honoured.
-func issuedTokenType(requested string) (TokenType, error) {
-	switch TokenType(requested) {
+func issuedTokenType(requested TokenType) (TokenType, error) {
+	switch requested {
 	case "", TokenTypeAccessToken:
 		return TokenTypeAccessToken, nil
 	case TokenTypeJWT:
