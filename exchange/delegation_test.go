@@ -56,7 +56,9 @@ func (f *fakeIssuer) userToken(t *testing.T, claims accesstoken.Claims) string {
 	return raw
 }
 
-func delegationPolicy(t *testing.T, overrideRules func([]stsid.Rule)) *stsid.Policy {
+func delegationPolicyTB(tb testing.TB) *stsid.Policy { return delegationPolicy(tb, nil) }
+
+func delegationPolicy(t testing.TB, overrideRules func([]stsid.Rule)) *stsid.Policy {
 	t.Helper()
 	p := stsid.RequirePattern
 	rules := []stsid.Rule{
