@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -19,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
@@ -29,9 +31,11 @@ const endpointSocketEnv = "SPIFFE_ENDPOINT_SOCKET"
 
 // Block names of the configuration file.
 const (
-	blockServer = "server"
-	blockIssuer = "issuer"
-	blockPolicy = "policy"
+	blockServer     = "server"
+	blockIssuer     = "issuer"
+	blockExternal   = "external_issuer"
+	blockPolicy     = "policy"
+	blockDelegation = "delegation"
 )
 
 // fileConfig is the configuration file as written. Values stay strings
@@ -39,9 +43,10 @@ const (
 // translate them; gohcl rejects unknown attributes and blocks because no
 // struct has a "remain" field.
 type fileConfig struct {
-	Server   *serverBlock  `hcl:"server,block"`
-	Issuer   *issuerBlock  `hcl:"issuer,block"`
-	Policies []policyBlock `hcl:"policy,block"`
+	Server          *serverBlock          `hcl:"server,block"`
+	Issuer          *issuerBlock          `hcl:"issuer,block"`
+	ExternalIssuers []externalIssuerBlock `hcl:"external_issuer,block"`
+	Policies        []policyBlock         `hcl:"policy,block"`
 }
 
 type serverBlock struct {
@@ -67,12 +72,33 @@ type policyBlock struct {
 	Scopes        []string `hcl:"scopes,optional"`
 	DefaultScopes []string `hcl:"default_scopes,optional"`
 	MaxTTL        string   `hcl:"max_ttl,optional"`
+
+	Delegation *delegationBlock `hcl:"delegation,block"`
+}
+
+type externalIssuerBlock struct {
+	Name       string   `hcl:"name,label"`
+	Issuer     string   `hcl:"issuer,optional"`
+	JWKSURL    string   `hcl:"jwks_url,optional"`
+	JWKSFile   string   `hcl:"jwks_file,optional"`
+	CAFile     string   `hcl:"ca_file,optional"`
+	Audience   string   `hcl:"audience,optional"`
+	Algorithms []string `hcl:"algorithms,optional"`
+}
+
+type delegationBlock struct {
+	Subjects      []string `hcl:"subjects,optional"`
+	Issuers       []string `hcl:"issuers,optional"`
+	MaxDepth      *int     `hcl:"max_depth,optional"`
+	Impersonation bool     `hcl:"impersonation,optional"`
 }
 
 // config is the validated, typed configuration.
 type config struct {
 	Server serverSettings
 	Issuer issuerSettings
+	// ExternalIssuers are the external_issuer blocks in file order.
+	ExternalIssuers []externalIssuerSettings
 	// Rules are the policy blocks in file order; Policy is built from them.
 	Rules  []stsid.Rule
 	Policy *stsid.Policy
@@ -98,6 +124,21 @@ type serverSettings struct {
 type issuerSettings struct {
 	Algorithm  jwa.SignatureAlgorithm
 	DefaultTTL time.Duration
+}
+
+// externalIssuerSettings is an external_issuer block. Its files and URL
+// are used only by run (see newExternalIssuers).
+type externalIssuerSettings struct {
+	Name     string
+	Issuer   string
+	JWKSURL  string
+	JWKSFile string
+	// CAFile is the PEM bundle trusted for JWKSURL; empty for the system
+	// roots.
+	CAFile   string
+	Audience string
+	// Algorithms is nil for extissuer.DefaultAlgorithms.
+	Algorithms []jwa.SignatureAlgorithm
 }
 
 // configError is a problem with one value of the configuration file. It
@@ -161,7 +202,7 @@ func diagErrors(diags hcl.Diagnostics) error {
 // blockAt locates a block of the file for error messages.
 type blockAt struct {
 	file  string
-	name  string // "server", `policy "spiffe://..."`
+	name  string // "server", `policy "spiffe://..."`, `policy "spiffe://...": delegation`
 	block *hclsyntax.Block
 	// line is used when block is nil (an absent block).
 	line int
@@ -177,6 +218,30 @@ func (b blockAt) lineOf(attr string) int {
 		return a.SrcRange.Start.Line
 	}
 	return b.block.TypeRange.Start.Line
+}
+
+// child locates the first nested block of type typ; the result has no
+// block when there is none.
+func (b blockAt) child(typ string) blockAt {
+	c := blockAt{file: b.file, name: b.name + ": " + typ, line: b.lineOf("")}
+	if b.block != nil {
+		for _, nested := range b.block.Body.Blocks {
+			if nested.Type == typ {
+				c.block = nested
+				break
+			}
+		}
+	}
+	return c
+}
+
+// has reports whether attribute attr is set in the block.
+func (b blockAt) has(attr string) bool {
+	if b.block == nil {
+		return false
+	}
+	_, ok := b.block.Body.Attributes[attr]
+	return ok
 }
 
 // errorf returns a configError for attr of the block; attr may be empty for
@@ -219,7 +284,7 @@ func parseConfig(filename string, src []byte) (*config, error) {
 	// gohcl decodes blocks in file order, so the n-th decoded block of a
 	// type is the n-th block of that type in the syntax tree.
 	var serverAt, issuerAt blockAt
-	var policyAt []blockAt
+	var externalAt, policyAt []blockAt
 	for _, b := range body.Blocks {
 		at := blockAt{file: filename, name: b.Type, block: b}
 		switch b.Type {
@@ -227,6 +292,9 @@ func parseConfig(filename string, src []byte) (*config, error) {
 			serverAt = at
 		case blockIssuer:
 			issuerAt = at
+		case blockExternal:
+			at.name = blockExternal + " " + strconv.Quote(b.Labels[0])
+			externalAt = append(externalAt, at)
 		case blockPolicy:
 			at.name = blockPolicy + " " + strconv.Quote(b.Labels[0])
 			policyAt = append(policyAt, at)
@@ -245,7 +313,15 @@ func parseConfig(filename string, src []byte) (*config, error) {
 	}
 	cfg.Issuer, err = issuerConfig(fc.Issuer, issuerAt)
 	errs = append(errs, err)
-	cfg.Rules, err = policyRules(fc.Policies, policyAt, cfg.Issuer.DefaultTTL)
+	cfg.ExternalIssuers, err = externalIssuers(fc.ExternalIssuers, externalAt)
+	errs = append(errs, err)
+	// Delegation may name every external_issuer block, even one with
+	// errors: those are reported once, above.
+	issuerNames := make([]string, len(fc.ExternalIssuers))
+	for i, b := range fc.ExternalIssuers {
+		issuerNames[i] = b.Name
+	}
+	cfg.Rules, err = policyRules(fc.Policies, policyAt, cfg.Issuer.DefaultTTL, issuerNames)
 	errs = append(errs, err)
 	if err == nil {
 		cfg.Policy, err = newPolicy(cfg.Rules, policyAt)
@@ -419,9 +495,104 @@ func issuerConfig(b *issuerBlock, at blockAt) (issuerSettings, error) {
 	return s, errors.Join(errs...)
 }
 
+// externalIssuers translates the external_issuer blocks; at[i] locates
+// blocks[i]. It checks them without reading their files or fetching their
+// URLs.
+func externalIssuers(blocks []externalIssuerBlock, at []blockAt) ([]externalIssuerSettings, error) {
+	var issuers []externalIssuerSettings
+	var errs []error
+	for i, b := range blocks {
+		fail := func(attr, format string, args ...any) {
+			errs = append(errs, at[i].errorf(attr, format, args...))
+		}
+		s := externalIssuerSettings{
+			Name:     b.Name,
+			Issuer:   b.Issuer,
+			JWKSURL:  b.JWKSURL,
+			JWKSFile: b.JWKSFile,
+			CAFile:   b.CAFile,
+			Audience: b.Audience,
+		}
+		if err := checkIssuerName(b.Name); err != nil {
+			fail("", "%v", err)
+		}
+		for j := range i {
+			if blocks[j].Name == b.Name {
+				fail("", "duplicate name; the first is on line %d", at[j].lineOf(""))
+				break
+			}
+		}
+		if err := extissuer.CheckIssuerURL(b.Issuer); err != nil {
+			fail("issuer", "%v", err)
+		}
+		switch {
+		case b.JWKSURL == "" && b.JWKSFile == "":
+			fail("", "one of jwks_url and jwks_file is required")
+		case b.JWKSURL != "" && b.JWKSFile != "":
+			fail("jwks_file", "set only one of jwks_url and jwks_file")
+		case b.JWKSURL != "":
+			if err := extissuer.CheckJWKSURL(b.JWKSURL); err != nil {
+				fail("jwks_url", "%v", err)
+			}
+		}
+		if b.CAFile != "" && b.JWKSURL == "" {
+			fail("ca_file", "applies to jwks_url only")
+		}
+		if b.Audience == "" {
+			fail("audience", "is required")
+		}
+		if at[i].has("algorithms") && len(b.Algorithms) == 0 {
+			fail("algorithms", "at least one algorithm is required when set")
+		}
+		for k, name := range b.Algorithms {
+			alg, err := extissuer.ParseAlgorithm(name)
+			switch {
+			case err != nil:
+				fail("algorithms", "unsupported algorithm %q: want %s", name, algorithmNames(extissuer.SupportedAlgorithms()))
+			case slices.Contains(b.Algorithms[:k], name):
+				fail("algorithms", "duplicate algorithm %q", name)
+			default:
+				s.Algorithms = append(s.Algorithms, alg)
+			}
+		}
+		issuers = append(issuers, s)
+	}
+	return issuers, errors.Join(errs...)
+}
+
+// checkIssuerName checks an external_issuer label: letters, digits, and
+// ".", "_" and "-" after the first character.
+func checkIssuerName(name string) error {
+	if name == "" {
+		return errors.New("the name (label) must not be empty")
+	}
+	for k, c := range name {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case k > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return fmt.Errorf("invalid name %q: use letters, digits, and \".\", \"_\" or \"-\" after the first character", name)
+		}
+	}
+	return nil
+}
+
+// algorithmNames lists algs as "A, B or C".
+func algorithmNames(algs []jwa.SignatureAlgorithm) string {
+	names := make([]string, len(algs))
+	for i, alg := range algs {
+		names[i] = alg.String()
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
 // policyRules translates the policy blocks; at[i] locates blocks[i]. A
-// rule without max_ttl gets defaultTTL.
-func policyRules(blocks []policyBlock, at []blockAt, defaultTTL time.Duration) ([]stsid.Rule, error) {
+// rule without max_ttl gets defaultTTL. Delegation may name the external
+// issuers issuerNames.
+func policyRules(blocks []policyBlock, at []blockAt, defaultTTL time.Duration, issuerNames []string) ([]stsid.Rule, error) {
 	var rules []stsid.Rule
 	var errs []error
 	for i, b := range blocks {
@@ -443,9 +614,54 @@ func policyRules(blocks []policyBlock, at []blockAt, defaultTTL time.Duration) (
 				errs = append(errs, at[i].errorf("max_ttl", "%v", err))
 			}
 		}
+		if b.Delegation != nil {
+			var err error
+			r.Delegation, err = delegation(b.Delegation, at[i].child(blockDelegation), issuerNames)
+			errs = append(errs, err)
+		}
 		rules = append(rules, r)
 	}
 	return rules, errors.Join(errs...)
+}
+
+// delegation translates the delegation block of a policy block.
+// stsid.NewPolicy checks the rest (subjects or issuers must be set).
+func delegation(b *delegationBlock, at blockAt, issuerNames []string) (*stsid.Delegation, error) {
+	var errs []error
+	fail := func(attr, format string, args ...any) {
+		errs = append(errs, at.errorf(attr, format, args...))
+	}
+	d := &stsid.Delegation{Impersonation: b.Impersonation}
+	for k, s := range b.Subjects {
+		p, err := stsid.ParsePattern(s)
+		switch {
+		case err != nil:
+			fail("subjects", "%v", err)
+		case slices.Contains(b.Subjects[:k], s):
+			fail("subjects", "duplicate subject %q", s)
+		default:
+			d.Subjects = append(d.Subjects, p)
+		}
+	}
+	for k, name := range b.Issuers {
+		switch {
+		case !slices.Contains(issuerNames, name):
+			fail("issuers", "unknown external issuer %q: no external_issuer block has that name", name)
+		case slices.Contains(b.Issuers[:k], name):
+			fail("issuers", "duplicate issuer %q", name)
+		default:
+			d.Issuers = append(d.Issuers, name)
+		}
+	}
+	switch {
+	case b.MaxDepth == nil:
+		fail("max_depth", "is required")
+	case *b.MaxDepth <= 0:
+		fail("max_depth", "must be positive, got %d", *b.MaxDepth)
+	default:
+		d.MaxDepth = *b.MaxDepth
+	}
+	return d, errors.Join(errs...)
 }
 
 // newPolicy builds the policy and locates its errors; at[i] locates
@@ -457,6 +673,9 @@ func newPolicy(rules []stsid.Rule, at []blockAt) (*stsid.Policy, error) {
 	}
 	var ruleErr *stsid.RuleError
 	if errors.As(err, &ruleErr) && ruleErr.Index < len(at) {
+		if ruleErr.Field == blockDelegation {
+			return nil, at[ruleErr.Index].child(blockDelegation).errorf("", "%v", ruleErr.Err)
+		}
 		return nil, at[ruleErr.Index].errorf(ruleErr.Field, "%v", ruleErr.Err)
 	}
 	var shadowed *stsid.ShadowedRuleError

@@ -11,6 +11,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -516,5 +517,368 @@ func TestParseConfigErrorType(t *testing.T) {
 	var cfgErr *configError
 	if !errors.As(err, &cfgErr) || cfgErr.Line != 22 || cfgErr.File != "sts.hcl" {
 		t.Fatalf("error %v is not a *configError at sts.hcl:22", err)
+	}
+}
+
+// externalConfig is baselineConfig with external issuers and a policy that
+// delegates; the line numbers in TestParseConfigExternalIssuers refer to
+// it.
+const externalConfig = baselineConfig + `
+external_issuer "corp" {
+  issuer     = "https://idp.example.com"
+  jwks_url   = "https://idp.example.com/jwks"
+  ca_file    = "/etc/spiffe-sts/corp-ca.pem"
+  audience   = "spiffe-sts"
+  algorithms = ["RS256", "ES256"]
+}
+
+external_issuer "k8s" {
+  issuer    = "https://kubernetes.default.svc.cluster.local"
+  jwks_file = "/etc/spiffe-sts/k8s-jwks.json"
+  audience  = "spiffe-sts"
+}
+
+policy "spiffe://example.org/ns/shop/sa/frontend" {
+  audiences = ["spiffe://example.org/ns/shop/sa/orders"]
+
+  delegation {
+    subjects      = ["spiffe://example.org/ns/shop/sa/checkout", "spiffe://example.org/ns/edge/*"]
+    issuers       = ["corp", "k8s"]
+    max_depth     = 2
+    impersonation = true
+  }
+}
+`
+
+// externalExpected is what externalConfig decodes to, without Policy.
+func externalExpected() *config {
+	c := baselineExpected()
+	c.ExternalIssuers = []externalIssuerSettings{
+		{
+			Name:       "corp",
+			Issuer:     "https://idp.example.com",
+			JWKSURL:    "https://idp.example.com/jwks",
+			CAFile:     "/etc/spiffe-sts/corp-ca.pem",
+			Audience:   "spiffe-sts",
+			Algorithms: []jwa.SignatureAlgorithm{jwa.RS256, jwa.ES256},
+		},
+		{
+			Name:     "k8s",
+			Issuer:   "https://kubernetes.default.svc.cluster.local",
+			JWKSFile: "/etc/spiffe-sts/k8s-jwks.json",
+			Audience: "spiffe-sts",
+		},
+	}
+	c.Rules = append(c.Rules, stsid.Rule{
+		Pattern:   stsid.RequirePattern("spiffe://example.org/ns/shop/sa/frontend"),
+		Audiences: []string{"spiffe://example.org/ns/shop/sa/orders"},
+		MaxTTL:    10 * time.Minute,
+		Delegation: &stsid.Delegation{
+			Subjects: []stsid.Pattern{
+				stsid.RequirePattern("spiffe://example.org/ns/shop/sa/checkout"),
+				stsid.RequirePattern("spiffe://example.org/ns/edge/*"),
+			},
+			Issuers:       []string{"corp", "k8s"},
+			MaxDepth:      2,
+			Impersonation: true,
+		},
+	})
+	return c
+}
+
+func TestParseConfigExternalIssuers(t *testing.T) {
+	const frontend = `policy "spiffe://example.org/ns/shop/sa/frontend"`
+	const delegation = frontend + `: delegation`
+	for _, tc := range []struct {
+		name             string
+		overrideConfig   func(string) string
+		overrideExpected func(*config)
+		expectErr        string
+	}{
+		{
+			name: "baseline",
+		},
+		{
+			name:             "default algorithms",
+			overrideConfig:   deleteLine(`algorithms = ["RS256", "ES256"]`),
+			overrideExpected: func(c *config) { c.ExternalIssuers[0].Algorithms = nil },
+		},
+		{
+			name:             "every supported algorithm",
+			overrideConfig:   replace(`["RS256", "ES256"]`, `["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]`),
+			overrideExpected: func(c *config) { c.ExternalIssuers[0].Algorithms = extissuer.SupportedAlgorithms() },
+		},
+		{
+			name:             "jwks_url without ca_file",
+			overrideConfig:   deleteLine(`ca_file`),
+			overrideExpected: func(c *config) { c.ExternalIssuers[0].CAFile = "" },
+		},
+		{
+			name:             "issuer with a path",
+			overrideConfig:   replace(`"https://idp.example.com"`, `"https://login.example.com/tenant/v2.0/"`),
+			overrideExpected: func(c *config) { c.ExternalIssuers[0].Issuer = "https://login.example.com/tenant/v2.0/" },
+		},
+		{
+			name:             "delegation to SPIFFE IDs only",
+			overrideConfig:   deleteLine(`issuers       = ["corp", "k8s"]`),
+			overrideExpected: func(c *config) { c.Rules[2].Delegation.Issuers = nil },
+		},
+		{
+			name:             "delegation to external issuers only",
+			overrideConfig:   deleteLine(`subjects      =`),
+			overrideExpected: func(c *config) { c.Rules[2].Delegation.Subjects = nil },
+		},
+		{
+			name:             "impersonation defaults to false",
+			overrideConfig:   deleteLine(`impersonation = true`),
+			overrideExpected: func(c *config) { c.Rules[2].Delegation.Impersonation = false },
+		},
+		{
+			name:           "unknown issuer in delegation",
+			overrideConfig: replace(`["corp", "k8s"]`, `["corp", "okta"]`),
+			expectErr:      `sts.hcl:48: ` + delegation + `: issuers: unknown external issuer "okta": no external_issuer block has that name`,
+		},
+		{
+			name:           "duplicate issuer in delegation",
+			overrideConfig: replace(`["corp", "k8s"]`, `["corp", "corp"]`),
+			expectErr:      `sts.hcl:48: ` + delegation + `: issuers: duplicate issuer "corp"`,
+		},
+		{
+			name:           "bad subject pattern",
+			overrideConfig: replace(`"spiffe://example.org/ns/edge/*"`, `"spiffe://example.org/ns/edge/**"`),
+			expectErr:      `sts.hcl:47: ` + delegation + `: subjects: spiffeid: pattern "spiffe://example.org/ns/edge/**": "**" is not supported; "*" matches exactly one segment`,
+		},
+		{
+			name:           "duplicate subject",
+			overrideConfig: replace(`"spiffe://example.org/ns/edge/*"`, `"spiffe://example.org/ns/shop/sa/checkout"`),
+			expectErr:      `sts.hcl:47: ` + delegation + `: subjects: duplicate subject "spiffe://example.org/ns/shop/sa/checkout"`,
+		},
+		{
+			name:           "missing max_depth",
+			overrideConfig: deleteLine(`max_depth`),
+			expectErr:      `sts.hcl:46: ` + delegation + `: max_depth: is required`,
+		},
+		{
+			name:           "zero max_depth",
+			overrideConfig: replace(`max_depth     = 2`, `max_depth     = 0`),
+			expectErr:      `sts.hcl:49: ` + delegation + `: max_depth: must be positive, got 0`,
+		},
+		{
+			name:           "negative max_depth",
+			overrideConfig: replace(`max_depth     = 2`, `max_depth     = -1`),
+			expectErr:      `sts.hcl:49: ` + delegation + `: max_depth: must be positive, got -1`,
+		},
+		{
+			name:           "fractional max_depth",
+			overrideConfig: replace(`max_depth     = 2`, `max_depth     = 1.5`),
+			expectErr:      `sts.hcl:49: Unsuitable value type: Unsuitable value: value must be a whole number, between -9223372036854775808 and 9223372036854775807`,
+		},
+		{
+			name: "no subjects and no issuers",
+			overrideConfig: func(s string) string {
+				return deleteLine(`subjects      =`)(deleteLine(`issuers       = ["corp", "k8s"]`)(s))
+			},
+			expectErr: `sts.hcl:46: ` + delegation + `: names no subjects and no issuers`,
+		},
+		{
+			name:             "empty issuers list",
+			overrideConfig:   replace(`["corp", "k8s"]`, `[]`),
+			overrideExpected: func(c *config) { c.Rules[2].Delegation.Issuers = nil },
+		},
+		{
+			name: "empty subjects and issuers lists",
+			overrideConfig: func(s string) string {
+				s = replace(`["spiffe://example.org/ns/shop/sa/checkout", "spiffe://example.org/ns/edge/*"]`, `[]`)(s)
+				return replace(`["corp", "k8s"]`, `[]`)(s)
+			},
+			expectErr: `sts.hcl:46: ` + delegation + `: names no subjects and no issuers`,
+		},
+		{
+			name:           "unknown key in delegation",
+			overrideConfig: replace(`max_depth     = 2`, `max_depth     = 2`+"\n    depth = 2"),
+			expectErr:      `sts.hcl:50: Unsupported argument: An argument named "depth" is not expected here.`,
+		},
+		{
+			name:           "two delegation blocks",
+			overrideConfig: replace(`  delegation {`, "  delegation {\n    max_depth = 1\n  }\n  delegation {"),
+			expectErr:      `sts.hcl:49: Duplicate delegation block: Only one delegation block is allowed. Another was defined at sts.hcl:46,3-13.`,
+		},
+		{
+			name:           "duplicate external issuer name",
+			overrideConfig: replace(`external_issuer "k8s"`, `external_issuer "corp"`),
+			expectErr: strings.Join([]string{
+				`sts.hcl:37: external_issuer "corp": duplicate name; the first is on line 29`,
+				`sts.hcl:48: ` + delegation + `: issuers: unknown external issuer "k8s": no external_issuer block has that name`,
+			}, "\n"),
+		},
+		{
+			name:           "invalid external issuer name",
+			overrideConfig: replace(`external_issuer "k8s"`, `external_issuer "k8s prod"`),
+			expectErr: strings.Join([]string{
+				`sts.hcl:37: external_issuer "k8s prod": invalid name "k8s prod": use letters, digits, and ".", "_" or "-" after the first character`,
+				`sts.hcl:48: ` + delegation + `: issuers: unknown external issuer "k8s": no external_issuer block has that name`,
+			}, "\n"),
+		},
+		{
+			name: "empty external issuer name",
+			overrideConfig: func(s string) string {
+				return replace(`["corp", "k8s"]`, `["corp"]`)(replace(`external_issuer "k8s"`, `external_issuer ""`)(s))
+			},
+			expectErr: `sts.hcl:37: external_issuer "": the name (label) must not be empty`,
+		},
+		{
+			name:           "external issuer without label",
+			overrideConfig: replace(`external_issuer "k8s" {`, `external_issuer {`),
+			expectErr:      `sts.hcl:37: Missing name for external_issuer: All external_issuer blocks must have 1 labels (name).`,
+		},
+		{
+			name:           "unknown key in external issuer",
+			overrideConfig: replace(`  jwks_file = "/etc/spiffe-sts/k8s-jwks.json"`, `  jwks = "/etc/spiffe-sts/k8s-jwks.json"`),
+			expectErr:      `sts.hcl:39: Unsupported argument: An argument named "jwks" is not expected here.`,
+		},
+		{
+			name:           "missing issuer",
+			overrideConfig: deleteLine(`issuer    = "https://kubernetes.default.svc.cluster.local"`),
+			expectErr:      `sts.hcl:37: external_issuer "k8s": issuer: is required`,
+		},
+		{
+			name:           "http issuer",
+			overrideConfig: replace(`"https://idp.example.com"`, `"http://idp.example.com"`),
+			expectErr:      `sts.hcl:30: external_issuer "corp": issuer: "http://idp.example.com" is not an https URL`,
+		},
+		{
+			name:           "issuer with a fragment",
+			overrideConfig: replace(`"https://idp.example.com"`, `"https://idp.example.com#corp"`),
+			expectErr:      `sts.hcl:30: external_issuer "corp": issuer: "https://idp.example.com#corp" must not have user info, a query or a fragment`,
+		},
+		{
+			name:           "http jwks_url",
+			overrideConfig: replace(`"https://idp.example.com/jwks"`, `"http://idp.example.com/jwks"`),
+			expectErr:      `sts.hcl:31: external_issuer "corp": jwks_url: "http://idp.example.com/jwks" is not an https URL`,
+		},
+		{
+			name:           "jwks_url without host",
+			overrideConfig: replace(`"https://idp.example.com/jwks"`, `"https:///jwks"`),
+			expectErr:      `sts.hcl:31: external_issuer "corp": jwks_url: "https:///jwks" is not an https URL`,
+		},
+		{
+			name:           "jwks_url and jwks_file",
+			overrideConfig: replace(`  ca_file    = "/etc/spiffe-sts/corp-ca.pem"`, `  jwks_file  = "/etc/spiffe-sts/corp-jwks.json"`),
+			expectErr:      `sts.hcl:32: external_issuer "corp": jwks_file: set only one of jwks_url and jwks_file`,
+		},
+		{
+			name:           "neither jwks_url nor jwks_file",
+			overrideConfig: deleteLine(`jwks_file = "/etc/spiffe-sts/k8s-jwks.json"`),
+			expectErr:      `sts.hcl:37: external_issuer "k8s": one of jwks_url and jwks_file is required`,
+		},
+		{
+			name:           "ca_file with jwks_file",
+			overrideConfig: replace(`jwks_file = "/etc/spiffe-sts/k8s-jwks.json"`, `jwks_file = "/etc/spiffe-sts/k8s-jwks.json"`+"\n  ca_file = \"/etc/ca.pem\""),
+			expectErr:      `sts.hcl:40: external_issuer "k8s": ca_file: applies to jwks_url only`,
+		},
+		{
+			name:           "missing audience",
+			overrideConfig: deleteLine(`audience   = "spiffe-sts"`),
+			expectErr:      `sts.hcl:29: external_issuer "corp": audience: is required`,
+		},
+		{
+			name:           "HS256",
+			overrideConfig: replace(`["RS256", "ES256"]`, `["RS256", "HS256"]`),
+			expectErr:      `sts.hcl:34: external_issuer "corp": algorithms: unsupported algorithm "HS256": want RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA`,
+		},
+		{
+			name:           "none",
+			overrideConfig: replace(`["RS256", "ES256"]`, `["none"]`),
+			expectErr:      `sts.hcl:34: external_issuer "corp": algorithms: unsupported algorithm "none": want RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA`,
+		},
+		{
+			name:           "lower-case algorithm",
+			overrideConfig: replace(`["RS256", "ES256"]`, `["rs256"]`),
+			expectErr:      `sts.hcl:34: external_issuer "corp": algorithms: unsupported algorithm "rs256": want RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512 or EdDSA`,
+		},
+		{
+			name:           "duplicate algorithm",
+			overrideConfig: replace(`["RS256", "ES256"]`, `["RS256", "ES256", "RS256"]`),
+			expectErr:      `sts.hcl:34: external_issuer "corp": algorithms: duplicate algorithm "RS256"`,
+		},
+		{
+			name:           "empty algorithms",
+			overrideConfig: replace(`["RS256", "ES256"]`, `[]`),
+			expectErr:      `sts.hcl:34: external_issuer "corp": algorithms: at least one algorithm is required when set`,
+		},
+		{
+			name: "multiple errors",
+			overrideConfig: func(s string) string {
+				s = replace(`"https://idp.example.com"`, `"idp.example.com"`)(s)
+				s = replace(`  audience  = "spiffe-sts"`, `  audience  = ""`)(s)
+				return replace(`max_depth     = 2`, `max_depth     = 0`)(s)
+			},
+			expectErr: strings.Join([]string{
+				`sts.hcl:30: external_issuer "corp": issuer: "idp.example.com" is not an https URL`,
+				`sts.hcl:40: external_issuer "k8s": audience: is required`,
+				`sts.hcl:49: ` + delegation + `: max_depth: must be positive, got 0`,
+			}, "\n"),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(endpointSocketEnv, "")
+			src := externalConfig
+			if tc.overrideConfig != nil {
+				src = tc.overrideConfig(src)
+			}
+			expected := externalExpected()
+			if tc.overrideExpected != nil {
+				tc.overrideExpected(expected)
+			}
+
+			cfg, err := parseConfig("sts.hcl", []byte(src))
+			if tc.expectErr != "" {
+				if err == nil {
+					t.Fatalf("parseConfig succeeded, want error:\n%s", tc.expectErr)
+				}
+				if got := err.Error(); got != tc.expectErr {
+					t.Fatalf("parseConfig error:\n%s\nwant:\n%s", got, tc.expectErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseConfig: %v", err)
+			}
+			if cfg.Policy == nil {
+				t.Fatal("Policy is nil")
+			}
+			cfg.Policy = nil
+			if !reflect.DeepEqual(cfg, expected) {
+				t.Fatalf("parseConfig:\n%+v\nwant:\n%+v", cfg, expected)
+			}
+		})
+	}
+}
+
+// TestParseConfigDelegationPolicy checks that delegation reaches the
+// policy.
+func TestParseConfigDelegationPolicy(t *testing.T) {
+	t.Setenv(endpointSocketEnv, "")
+	cfg, err := parseConfig("sts.hcl", []byte(externalConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule, ok := cfg.Policy.RuleFor(spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/frontend"))
+	if !ok {
+		t.Fatal("no rule for the frontend")
+	}
+	switch {
+	case !rule.MayActForIssuer("corp") || !rule.MayActForIssuer("k8s") || rule.MayActForIssuer("okta"):
+		t.Errorf("issuers: %v", rule.Delegation.Issuers)
+	case !rule.MayActFor(spiffeid.RequireFromString("spiffe://example.org/ns/edge/proxy")):
+		t.Error("may not act for the edge proxy")
+	case rule.MayActFor(spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/orders")):
+		t.Error("may act for the orders service")
+	case rule.Delegation.MaxDepth != 2 || !rule.Delegation.Impersonation:
+		t.Errorf("delegation %+v", rule.Delegation)
+	}
+	web, _ := cfg.Policy.RuleFor(spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/web"))
+	if web.Delegation != nil {
+		t.Errorf("the web rule delegates: %+v", web.Delegation)
 	}
 }

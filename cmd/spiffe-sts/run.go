@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -20,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/diskkey"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
@@ -35,12 +39,19 @@ func validate(path string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	noun := "rules"
-	if len(cfg.Rules) == 1 {
-		noun = "rule"
+	summary := plural(len(cfg.Rules), "policy rule", "policy rules")
+	if n := len(cfg.ExternalIssuers); n > 0 {
+		summary += ", " + plural(n, "external issuer", "external issuers")
 	}
-	_, err = fmt.Fprintf(stdout, "%s: configuration OK (%d policy %s)\n", path, len(cfg.Rules), noun)
+	_, err = fmt.Fprintf(stdout, "%s: configuration OK (%s)\n", path, summary)
 	return err
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
 }
 
 // newLogger returns the root logger, writing to w.
@@ -54,10 +65,10 @@ func newLogger(s serverSettings, w io.Writer) hclog.Logger {
 }
 
 // run runs the server with the configuration file at configPath until ctx
-// is done, then shuts it down gracefully and returns nil. It blocks until
-// the Workload API delivers the server's X509-SVID and bundles. SIGHUP
-// reloads the policy blocks of the file. Logs go to stderr; stdout is not
-// written.
+// is done, then shuts it down gracefully and returns nil. It fetches the
+// JWKS of the external issuers, and blocks until the Workload API delivers
+// the server's X509-SVID and bundles. SIGHUP reloads the policy blocks of
+// the file. Logs go to stderr; stdout is not written.
 func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error {
 	cfg, err := loadConfig(configPath)
 	if err != nil {
@@ -79,6 +90,20 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 			return err
 		}
 		defer stop()
+	}
+
+	// External issuers come first: a JWKS that cannot be loaded stops
+	// start-up before it waits for the Workload API.
+	externalIssuers, err := newExternalIssuers(ctx, cfg.ExternalIssuers)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while loading the keys of external issuers")
+			return nil
+		}
+		return err
+	}
+	for _, ext := range externalIssuers {
+		log.Info("external issuer ready", logKeyExternalIssuer, ext.Name(), logKeyIssuer, ext.Issuer())
 	}
 
 	log.Info("waiting for the X509-SVID and bundles from the Workload API", logKeyAddress, cfg.Server.WorkloadAPIAddr)
@@ -140,6 +165,7 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 		X509Bundles:           x509Source,
 		JWTBundles:            bundleSource,
 		Policy:                cfg.Policy,
+		ExternalIssuers:       externalIssuers,
 		Minter:                iss,
 		Keys:                  iss.KeySet(),
 		Logger:                log,
@@ -180,6 +206,60 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 			rotation.check(x509Source)
 		}
 	}
+}
+
+// jwksStartTimeout bounds the first JWKS fetch of an external issuer.
+const jwksStartTimeout = 30 * time.Second
+
+// newExternalIssuers builds the external issuers, reading their JWKS and CA
+// files and fetching their JWKS URLs (each within jwksStartTimeout).
+func newExternalIssuers(ctx context.Context, settings []externalIssuerSettings) ([]exchange.ExternalIssuer, error) {
+	var issuers []exchange.ExternalIssuer
+	for _, s := range settings {
+		cfg := extissuer.Config{
+			Name:       s.Name,
+			Issuer:     s.Issuer,
+			JWKSURL:    s.JWKSURL,
+			JWKSFile:   s.JWKSFile,
+			Audience:   s.Audience,
+			Algorithms: s.Algorithms,
+		}
+		if s.JWKSURL != "" {
+			client, err := jwksClient(s.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("%s %q: %w", blockExternal, s.Name, err)
+			}
+			cfg.HTTPClient = client
+		}
+		fetchCtx, cancel := context.WithTimeout(ctx, jwksStartTimeout)
+		ext, err := extissuer.New(fetchCtx, cfg)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", blockExternal, s.Name, err)
+		}
+		issuers = append(issuers, ext)
+	}
+	return issuers, nil
+}
+
+// jwksClient returns the HTTP client for a JWKS URL: it trusts the PEM
+// certificates in caFile or, when caFile is empty, the system roots, and
+// honours the proxy environment variables.
+func jwksClient(caFile string) (*http.Client, error) {
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pemBytes, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		tlsConfig.RootCAs = x509.NewCertPool()
+		if !tlsConfig.RootCAs.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("ca_file %s: no PEM certificate", caFile)
+		}
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tlsConfig
+	return &http.Client{Transport: transport, Timeout: jwksStartTimeout}, nil
 }
 
 // shutdown stops srv, waiting up to shutdownTimeout for requests in flight.
@@ -227,8 +307,8 @@ type policySetter interface {
 }
 
 // reloader re-reads the configuration file and replaces the policy of the
-// running server. Only policy blocks take effect; other sections need a
-// restart.
+// running server. Only policy blocks, delegation included, take effect;
+// other sections, external_issuer blocks among them, need a restart.
 type reloader struct {
 	path string
 	// running is the configuration the server started with.
@@ -252,6 +332,9 @@ func (r *reloader) reload() error {
 	}
 	if !reflect.DeepEqual(cfg.Issuer, r.running.Issuer) {
 		changed = append(changed, blockIssuer)
+	}
+	if !reflect.DeepEqual(cfg.ExternalIssuers, r.running.ExternalIssuers) {
+		changed = append(changed, blockExternal)
 	}
 	if len(changed) > 0 {
 		r.log.Warn("changes outside policy blocks take effect only after a restart", logKeySections, changed)

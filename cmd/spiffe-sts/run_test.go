@@ -6,9 +6,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -48,6 +50,8 @@ func TestMainCommands(t *testing.T) {
 	good := writeConfig(t, baselineConfig)
 	bad := writeConfig(t, replace(`"2m"`, `"5x"`)(replace(`"debug"`, `"loud"`)(baselineConfig)))
 	missing := filepath.Join(t.TempDir(), "missing.hcl")
+	// Its JWKS URL and files do not exist: validate reads none of them.
+	external := writeConfig(t, externalConfig)
 
 	for _, tc := range []struct {
 		name         string
@@ -65,6 +69,11 @@ func TestMainCommands(t *testing.T) {
 			name:         "validate --config",
 			args:         []string{"validate", "--config=" + good},
 			expectStdout: good + ": configuration OK (2 policy rules)\n",
+		},
+		{
+			name:         "validate with external issuers",
+			args:         []string{"validate", "-config", external},
+			expectStdout: external + ": configuration OK (3 policy rules, 2 external issuers)\n",
 		},
 		{
 			name:       "validate a bad file",
@@ -159,8 +168,18 @@ func TestExampleConfig(t *testing.T) {
 	if code := realMain([]string{"validate", "-config", path}, &stdout, &stderr); code != exitOK {
 		t.Fatalf("exit code %d; stderr:\n%s", code, stderr.String())
 	}
-	if want := path + ": configuration OK (3 policy rules)\n"; stdout.String() != want {
+	if want := path + ": configuration OK (4 policy rules, 1 external issuer)\n"; stdout.String() != want {
 		t.Fatalf("stdout %q, want %q", stdout.String(), want)
+	}
+
+	// The example's JWKS file is usable.
+	cfg, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuers, err := newExternalIssuers(context.Background(), cfg.ExternalIssuers)
+	if err != nil || len(issuers) != 1 || issuers[0].Name() != "corp" || issuers[0].Issuer() != "https://idp.example.com" {
+		t.Fatalf("external issuers of the example: %v, %v", issuers, err)
 	}
 }
 
@@ -294,6 +313,127 @@ policy "spiffe://example.org/ns/prod/sa/api" {
 			if r.running != running {
 				t.Error("the running configuration changed")
 			}
+		})
+	}
+}
+
+// TestReloadExternal reloads a configuration with external issuers and
+// delegation: delegation takes effect, external_issuer changes need a
+// restart.
+func TestReloadExternal(t *testing.T) {
+	t.Setenv(endpointSocketEnv, "")
+	frontendID := spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/frontend")
+	for _, tc := range []struct {
+		name         string
+		running      string
+		newConfig    func(string) string
+		expectLog    []string
+		expectNotLog []string
+		checkRule    func(t *testing.T, r *stsid.Rule)
+	}{
+		{
+			name:         "delegation changed",
+			running:      externalConfig,
+			newConfig:    replace(`max_depth     = 2`, `max_depth     = 3`),
+			expectLog:    []string{`[INFO]  policy reloaded: rules=3`},
+			expectNotLog: []string{"[WARN]"},
+			checkRule: func(t *testing.T, r *stsid.Rule) {
+				if r.Delegation.MaxDepth != 3 {
+					t.Errorf("max_depth %d, want 3", r.Delegation.MaxDepth)
+				}
+			},
+		},
+		{
+			name:    "delegation removed",
+			running: externalConfig,
+			newConfig: func(s string) string {
+				start, end := strings.Index(s, "  delegation {"), strings.LastIndex(s, "  }\n")
+				return s[:start] + s[end+len("  }\n"):]
+			},
+			expectLog:    []string{`[INFO]  policy reloaded: rules=3`},
+			expectNotLog: []string{"[WARN]"},
+			checkRule: func(t *testing.T, r *stsid.Rule) {
+				if r.Delegation != nil {
+					t.Errorf("delegation %+v, want none", r.Delegation)
+				}
+			},
+		},
+		{
+			name:      "external issuer changed",
+			running:   externalConfig,
+			newConfig: replace(`"https://idp.example.com/jwks"`, `"https://idp.example.com/keys"`),
+			expectLog: []string{
+				`[WARN]  changes outside policy blocks take effect only after a restart: sections=["external_issuer"]`,
+				`[INFO]  policy reloaded: rules=3`,
+			},
+			checkRule: func(t *testing.T, r *stsid.Rule) {
+				if !r.MayActForIssuer("corp") {
+					t.Error("the frontend may not act for corp users")
+				}
+			},
+		},
+		{
+			name:      "external issuer and delegation added",
+			running:   baselineConfig,
+			newConfig: func(string) string { return externalConfig },
+			expectLog: []string{
+				`[WARN]  changes outside policy blocks take effect only after a restart: sections=["external_issuer"]`,
+				`[INFO]  policy reloaded: rules=3`,
+			},
+			checkRule: func(t *testing.T, r *stsid.Rule) {
+				if !r.MayActForIssuer("k8s") {
+					t.Error("the frontend may not act for k8s subjects")
+				}
+			},
+		},
+		{
+			name:         "unknown issuer in delegation",
+			running:      externalConfig,
+			newConfig:    replace(`["corp", "k8s"]`, `["corp", "okta"]`),
+			expectLog:    []string{`[ERROR] configuration reload failed; keeping the current policy: error="`, `issuers: unknown external issuer \"okta\"`},
+			expectNotLog: []string{"policy reloaded"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, tc.running)
+			running, err := loadConfig(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(tc.newConfig(tc.running)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			setter := new(policyRecorder)
+			r := &reloader{path: path, running: running, sts: setter, log: hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})}
+			err = r.reload()
+			if (err == nil) != (tc.checkRule != nil) {
+				t.Fatalf("reload: %v", err)
+			}
+			for _, want := range tc.expectLog {
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("log lacks %q:\n%s", want, logs.String())
+				}
+			}
+			for _, unwanted := range tc.expectNotLog {
+				if strings.Contains(logs.String(), unwanted) {
+					t.Errorf("log has %q:\n%s", unwanted, logs.String())
+				}
+			}
+			if tc.checkRule == nil {
+				if len(setter.policies) != 0 {
+					t.Fatal("the policy was replaced")
+				}
+				return
+			}
+			if len(setter.policies) != 1 {
+				t.Fatalf("SetPolicy called %d times, want once", len(setter.policies))
+			}
+			rule, ok := setter.policies[0].RuleFor(frontendID)
+			if !ok {
+				t.Fatalf("rule for the frontend: %+v, %t", rule, ok)
+			}
+			tc.checkRule(t, rule)
 		})
 	}
 }
@@ -569,4 +709,159 @@ func tlsCertificate(svid *x509svid.SVID) tls.Certificate {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
 	return cert
+}
+
+// externalRunConfig is runConfig with external issuers and a policy that
+// delegates to their users; blocks holds the external_issuer blocks.
+func externalRunConfig(t *testing.T, workloadAPI, bind, health, blocks string) string {
+	t.Helper()
+	return runConfig(t, workloadAPI, bind, health) + blocks + `
+policy "spiffe://example.org/ns/shop/sa/frontend" {
+  audiences = ["spiffe://example.org/ns/shop/sa/orders"]
+  delegation {
+    issuers   = ["corp"]
+    max_depth = 1
+  }
+}
+`
+}
+
+// startJWKSServer serves the JWKS document doc over TLS and returns its
+// URL and the PEM file of its certificate.
+func startJWKSServer(t *testing.T, doc []byte) (jwksURL, caFile string) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(doc)
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshakes that tests make fail
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(caFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return srv.URL + "/jwks", caFile
+}
+
+func TestRunExternalIssuers(t *testing.T) {
+	ca := testca.New(t, "example.org")
+	wl := fakeworkloadapi.Start(t, ca, ca.SVID(t, "spiffe://example.org/sts", time.Hour))
+	doc, err := os.ReadFile("testdata/corp-jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwksURL, caFile := startJWKSServer(t, doc)
+	blocks := fmt.Sprintf(`
+external_issuer "corp" {
+  issuer   = "https://idp.example.com"
+  jwks_url = %q
+  ca_file  = %q
+  audience = "spiffe-sts"
+}
+
+external_issuer "k8s" {
+  issuer     = "https://kubernetes.default.svc.cluster.local"
+  jwks_file  = "testdata/corp-jwks.json"
+  audience   = "spiffe-sts"
+  algorithms = ["ES256"]
+}
+`, jwksURL, caFile)
+	health := freeAddr(t)
+	logs, stop := startRun(t, externalRunConfig(t, wl.Addr, freeAddr(t), health, blocks))
+
+	waitFor(t, "/readyz", func() bool { return httpGet(http.DefaultClient, "http://"+health+"/readyz") == http.StatusOK })
+	for _, want := range []string{
+		"[INFO]  spiffe-sts: external issuer ready: external_issuer=corp issuer=https://idp.example.com\n",
+		"[INFO]  spiffe-sts: external issuer ready: external_issuer=k8s issuer=https://kubernetes.default.svc.cluster.local\n",
+		" rules=2\n",
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("run: %v\n%s", err, logs)
+	}
+}
+
+// TestRunExternalIssuerErrors checks that an external issuer whose keys
+// cannot be loaded stops start-up, before the Workload API is reached.
+func TestRunExternalIssuerErrors(t *testing.T) {
+	doc, err := os.ReadFile("testdata/corp-jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwksURL, _ := startJWKSServer(t, doc)
+	down := httptest.NewTLSServer(http.NotFoundHandler())
+	downURL := down.URL + "/jwks"
+	down.Close()
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	notPEM := filepath.Join(t.TempDir(), "not.pem")
+	if err := os.WriteFile(notPEM, []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	block := func(keys string) string {
+		return "\nexternal_issuer \"corp\" {\n  issuer   = \"https://idp.example.com\"\n  audience = \"spiffe-sts\"\n" + keys + "}\n"
+	}
+
+	for _, tc := range []struct {
+		name         string
+		blocks       string
+		expectErr    string // exact
+		expectPrefix string // for errors with text of net/http
+	}{
+		{
+			name:         "JWKS URL unreachable",
+			blocks:       block(fmt.Sprintf("  jwks_url = %q\n", downURL)),
+			expectPrefix: `external_issuer "corp": extissuer: corp: accesstoken: fetch JWKS: Get "` + downURL + `": dial tcp `,
+		},
+		{
+			name:         "JWKS URL not trusted",
+			blocks:       block(fmt.Sprintf("  jwks_url = %q\n", jwksURL)),
+			expectPrefix: `external_issuer "corp": extissuer: corp: accesstoken: fetch JWKS: Get "` + jwksURL + `": tls: failed to verify certificate: x509: certificate signed by unknown authority`,
+		},
+		{
+			name:      "CA file missing",
+			blocks:    block(fmt.Sprintf("  jwks_url = %q\n  ca_file = %q\n", jwksURL, missing)),
+			expectErr: `external_issuer "corp": ca_file: open ` + missing + `: no such file or directory`,
+		},
+		{
+			name:      "CA file without certificates",
+			blocks:    block(fmt.Sprintf("  jwks_url = %q\n  ca_file = %q\n", jwksURL, notPEM)),
+			expectErr: `external_issuer "corp": ca_file ` + notPEM + `: no PEM certificate`,
+		},
+		{
+			name:      "JWKS file missing",
+			blocks:    block(fmt.Sprintf("  jwks_file = %q\n", missing)),
+			expectErr: `external_issuer "corp": extissuer: corp: JWKS file: open ` + missing + `: no such file or directory`,
+		},
+		{
+			name:      "JWKS file without a key for the algorithms",
+			blocks:    block("  jwks_file = \"testdata/corp-jwks.json\"\n  algorithms = [\"RS256\"]\n"),
+			expectErr: `external_issuer "corp": extissuer: corp: JWKS file testdata/corp-jwks.json: no key for the accepted algorithms (RS256)`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The Workload API socket does not exist: run must fail first.
+			socket := "unix://" + filepath.Join(t.TempDir(), "absent.sock")
+			path := writeConfig(t, externalRunConfig(t, socket, freeAddr(t), freeAddr(t), tc.blocks))
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			var logs syncBuffer
+			err := run(ctx, path, io.Discard, &logs)
+			switch {
+			case err == nil:
+				t.Fatalf("run succeeded\n%s", logs.String())
+			case tc.expectErr != "" && err.Error() != tc.expectErr:
+				t.Fatalf("run error:\n%s\nwant:\n%s", err, tc.expectErr)
+			case tc.expectPrefix != "" && !strings.HasPrefix(err.Error(), tc.expectPrefix):
+				t.Fatalf("run error:\n%s\nwant prefix:\n%s", err, tc.expectPrefix)
+			}
+			if strings.Contains(logs.String(), "waiting for the X509-SVID") {
+				t.Errorf("run waited for the Workload API:\n%s", logs.String())
+			}
+		})
+	}
 }

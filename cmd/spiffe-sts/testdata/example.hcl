@@ -34,6 +34,29 @@ issuer {
   default_ttl       = "5m"    # for policy rules without max_ttl
 }
 
+# An identity provider whose end-user tokens workloads may exchange, to act
+# for the user (RFC 8693). The label is the name policy uses. Its keys are
+# loaded when the server starts: validate reads neither jwks_file nor
+# jwks_url, and changes need a restart.
+external_issuer "corp" {
+  # The "iss" of its tokens, compared exactly. Required.
+  issuer = "https://idp.example.com"
+
+  # Where its keys are: exactly one of jwks_url (the jwks_uri of its
+  # OpenID configuration, refetched when it rotates keys) and jwks_file.
+  # A relative path is relative to the working directory; use an absolute
+  # path such as /etc/spiffe-sts/corp-jwks.json in production.
+  # jwks_url = "https://idp.example.com/jwks"
+  # ca_file  = "/etc/spiffe-sts/corp-ca.pem" # trust for jwks_url; default the system roots
+  jwks_file = "testdata/corp-jwks.json"
+
+  # Tokens must name this server in "aud". Required.
+  audience = "spiffe-sts"
+
+  # Accepted signature algorithms; default RS256 and ES256.
+  algorithms = ["ES256"]
+}
+
 # Rules are tried in order and the first whose pattern matches the caller's
 # SPIFFE ID applies; a caller no rule matches is denied. A rule that an
 # earlier rule makes unreachable is an error.
@@ -44,6 +67,23 @@ policy "spiffe://example.org/ns/*/sa/web" {
   scopes         = ["read", "write"]
   default_scopes = ["read"]
   max_ttl        = "2m"
+}
+
+# The shop's frontend calls the orders service for signed-in users: it
+# exchanges a user's token from the corp issuer, or a token of the checkout
+# service, for one that names the user as subject and itself as actor.
+policy "spiffe://example.org/ns/shop/sa/frontend" {
+  audiences      = ["spiffe://example.org/ns/shop/sa/orders"]
+  scopes         = ["orders:read", "orders:write"]
+  default_scopes = ["orders:read"]
+  max_ttl        = "5m"
+
+  delegation {
+    subjects      = ["spiffe://example.org/ns/shop/sa/checkout"] # SPIFFE ID patterns
+    issuers       = ["corp"]                                     # external_issuer names
+    max_depth     = 2                                            # actors in the act chain, at most; required
+    impersonation = false                                        # default false
+  }
 }
 
 # The batch jobs may read orders for longer.
