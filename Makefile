@@ -3,7 +3,7 @@
 GO ?= go
 SHELL := /bin/bash
 
-.PHONY: demo test lint unit integration bench fuzz build
+.PHONY: demo test lint unit integration bench fuzz build proto
 
 ## demo: run spiffe-sts end to end on a real local SPIRE (builds SPIRE once, cached)
 demo:
@@ -41,3 +41,19 @@ fuzz:
 
 build:
 	$(GO) build -o bin/ ./cmd/...
+
+# proto: regenerate exchange/exchangepb from exchange.proto. The generated
+# files are committed, so building and testing need none of these tools:
+#   protoc                 libprotoc 3.21.12 (apt-get install protobuf-compiler)
+#   protoc-gen-go          google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12 (go.mod's protobuf)
+#   protoc-gen-go-grpc     google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2 (needs grpc >= v1.64; go.mod has v1.85.0)
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+PROTO_BIN := $(CURDIR)/bin/proto
+proto:
+	GOBIN=$(PROTO_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(PROTO_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	cd exchange/exchangepb && PATH="$(PROTO_BIN):$$PATH" protoc --proto_path=. \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		exchange.proto

@@ -95,3 +95,24 @@ func BenchmarkTokenExchangeMTLS(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExchangeGRPC measures the same JWT-SVID exchange as
+// BenchmarkTokenExchangeMTLS over the gRPC API in-process: a gRPC-Go client
+// over real mTLS to the same listener, where net/http's HTTP/2 server hands
+// the stream to grpc.Server.ServeHTTP. Client and server share the CPUs.
+func BenchmarkExchangeGRPC(b *testing.B) {
+	s := ststest.Start(b, nil)
+	form, err := url.ParseQuery(exchangeForm(s, b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := protoFromForm(form)
+	client := s.GRPCClient(b, s.WorkloadSVID(b, ststest.WorkloadID))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := client.Exchange(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -11,8 +11,63 @@
 // subject_token_type has a verifier behind a small interface that only
 // establishes the subject; none can skip a shared step.
 //
-// Errors are Error values (RFC 6749 §5.2, RFC 8693 §2.2.2) mapped to the
-// HTTP response in one place.
+// Errors are Error values (RFC 6749 §5.2, RFC 8693 §2.2.2), mapped at the
+// edge to the HTTP JSON error body (Error.HTTPStatus) or to the gRPC
+// status (Error.GRPCStatus):
+//
+//	OAuth error code          HTTP  gRPC
+//	invalid_request           400   InvalidArgument
+//	invalid_scope             400   InvalidArgument
+//	invalid_target            400   InvalidArgument
+//	unsupported_grant_type    400   InvalidArgument
+//	invalid_client            401   Unauthenticated
+//	invalid_grant             400   PermissionDenied
+//	unauthorized_client       400   PermissionDenied
+//	server_error              500   Internal
+//
+// The gRPC status carries the OAuth error in a google.rpc.ErrorInfo
+// detail: Domain "spiffe-sts" (ErrorDomain), Reason the code,
+// Metadata["error_description"] the description. ErrorFromStatus turns
+// such a status back into an Error.
+//
+// # gRPC
+//
+// The same listener serves the gRPC API exchangepb.TokenExchange
+// (exchange.proto, package spiffests.exchange.v1): ServeHTTP hands HTTP/2
+// requests whose Content-Type is application/grpc to an internal
+// grpc.Server. The client is authenticated by the same function, from the
+// same TLS state and per-connection cache, and the request goes through
+// the form's parameter checks and Exchange, so both APIs accept and refuse
+// exactly the same requests. A gRPC client connects with the TLS
+// credentials of its X509-SVID:
+//
+//	creds := credentials.NewTLS(tlsconfig.MTLSClientConfig(x509Source, x509Source, tlsconfig.AuthorizeID(stsID)))
+//	conn, err := grpc.NewClient("sts.example.org:8443", grpc.WithTransportCredentials(creds))
+//	resp, err := exchangepb.NewTokenExchangeClient(conn).Exchange(ctx, &exchangepb.ExchangeRequest{
+//		GrantType:        "urn:ietf:params:oauth:grant-type:token-exchange",
+//		SubjectToken:     jwtSVID,
+//		SubjectTokenType: "urn:ietf:params:oauth:token-type:jwt",
+//		Audience:         []string{"spiffe://example.org/api"},
+//	})
+//
+// exchangeclient.WithGRPC does this for the client library.
+//
+// # Other OAuth clients
+//
+// The token endpoint takes an application/x-www-form-urlencoded form or
+// the same parameters as a JSON object, so generic clients work as long as
+// they connect with the workload's X509-SVID:
+//
+//   - golang.org/x/oauth2/clientcredentials: ClientID is the SPIFFE ID,
+//     AuthStyle oauth2.AuthStyleInParams and no ClientSecret, the audience
+//     in EndpointParams, and an mTLS *http.Client in the context under
+//     oauth2.HTTPClient. Errors are *oauth2.RetrieveError.
+//   - google.golang.org/grpc/credentials/sts sends JSON but dials with its
+//     own client (system roots, no client certificate), so it reaches
+//     spiffe-sts only through a local proxy that originates mTLS with the
+//     workload's SVID (TokenExchangeServiceURI http://127.0.0.1:port/token).
+//     It asks for Google's cloud-platform scope unless Scope is set, and
+//     reuses a token only while more than five minutes of it are left.
 //
 // Wiring, as cmd/spiffe-sts does it:
 //
@@ -29,5 +84,5 @@
 // The server also serves RFC 8414 metadata at
 // /.well-known/oauth-authorization-server and
 // /.well-known/openid-configuration, the JWKS at /jwks, and /healthz and
-// /readyz. Only /token requires a client certificate.
+// /readyz. Only /token and the gRPC API require a client certificate.
 package exchange

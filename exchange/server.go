@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,8 +24,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -94,7 +98,8 @@ type Config struct {
 	Minter Minter
 	// Keys are the issuer's public keys.
 	Keys PublicKeys
-	// MaxBodyBytes caps a token request body; 64 KiB when zero.
+	// MaxBodyBytes caps a token request body, and a gRPC request message;
+	// 64 KiB when zero.
 	MaxBodyBytes int64
 	// Clock returns the current time; time.Now when nil.
 	Clock func() time.Time
@@ -118,6 +123,7 @@ type Server struct {
 	metadata   []byte
 	jwks       []byte
 	mux        *http.ServeMux
+	grpc       *grpc.Server
 	bufferPool sync.Pool
 }
 
@@ -183,6 +189,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET "+PathOpenIDMetadata, s.serveMetadata)
 	s.mux.HandleFunc("GET "+PathHealthz, serveHealthz)
 	s.mux.HandleFunc("GET "+PathReadyz, s.serveReadyz)
+	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(min(cfg.MaxBodyBytes, math.MaxInt32))))
+	exchangepb.RegisterTokenExchangeServer(s.grpc, grpcService{s: s})
 	return s, nil
 }
 
@@ -190,8 +198,17 @@ func New(cfg Config) (*Server, error) {
 // finish under the old one.
 func (s *Server) SetPolicy(p *stsid.Policy) { s.policy.Store(p) }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. gRPC requests (HTTP/2 with a
+// Content-Type of application/grpc or application/grpc+<codec>) go to the
+// gRPC API, exchangepb.TokenExchange; everything else to the HTTP
+// endpoints.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		s.grpc.ServeHTTP(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // TLSConfig returns the server side TLS configuration: the certificate is
 // this server's current X509-SVID (so rotation needs no restart), and a
@@ -254,18 +271,21 @@ func (s *Server) Ready() error {
 	return nil
 }
 
-// authenticateClient returns the caller authenticated by its X509-SVID
-// (RFC 8705 §2.1 tls_client_auth, with the SPIFFE ID in the SAN URI as the
-// client identifier).
-func (s *Server) authenticateClient(r *http.Request) (stsid.Peer, error) {
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+// authenticate returns the caller authenticated by the X509-SVID of its
+// connection, whose TLS state is state (nil without TLS), for both the HTTP
+// and the gRPC API (RFC 8705 §2.1 tls_client_auth, with the SPIFFE ID in
+// the SAN URI as the client identifier). The chain is verified once per
+// connection when ctx carries the ConnContext cache; the expiry of the
+// leaf is checked on every request.
+func (s *Server) authenticate(ctx context.Context, state *tls.ConnectionState) (stsid.Peer, error) {
+	if state == nil || len(state.PeerCertificates) == 0 {
 		return stsid.Peer{}, ErrInvalidClient.WithDescription("a client certificate (X509-SVID) is required")
 	}
-	auth, ok := r.Context().Value(connAuthKey{}).(*connAuth)
+	auth, ok := ctx.Value(connAuthKey{}).(*connAuth)
 	if !ok {
 		auth = new(connAuth)
 	}
-	auth.once.Do(func() { auth.peer, auth.err = s.verifyClientChain(r.TLS.PeerCertificates) })
+	auth.once.Do(func() { auth.peer, auth.err = s.verifyClientChain(state.PeerCertificates) })
 	if auth.err != nil {
 		return stsid.Peer{}, auth.err
 	}

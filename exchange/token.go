@@ -97,7 +97,7 @@ func (s *Server) protocolError(err error) Error {
 // serveTokenRequest authenticates the client of r and parses its body,
 // then runs Exchange.
 func (s *Server) serveTokenRequest(r *http.Request) (*Response, error) {
-	caller, err := s.authenticateClient(r)
+	caller, err := s.authenticate(r.Context(), r.TLS)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +115,8 @@ func (s *Server) serveTokenRequest(r *http.Request) (*Response, error) {
 }
 
 // Exchange issues a token to caller, an mTLS client already authenticated
-// by its X509-SVID (see VerifyClient). It runs the steps every request
+// by its X509-SVID; the HTTP token endpoint and the gRPC API both call it.
+// It runs the steps every request
 // goes through, in order: client_id, the grant's subject, the actor token,
 // the policy, delegation, the target, the scope, the lifetime and the
 // certificate binding. Protocol errors are Error values.

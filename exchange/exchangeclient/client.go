@@ -50,8 +50,9 @@ type Client struct {
 	ownSource  io.Closer // the source New created, nil when the caller gave one
 	authorizer tlsconfig.Authorizer
 	timeout    time.Duration
-	transport  *http.Transport
-	http       *http.Client
+	useGRPC    bool
+	// sts sends token requests presenting the source's current SVID.
+	sts *stsConn
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -79,7 +80,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		return nil, errors.New("exchangeclient: WithX509Source was given a nil source")
 	}
 
-	c := &Client{tokenURL: tokenURL, source: cfg.source, timeout: cfg.timeout}
+	c := &Client{tokenURL: tokenURL, source: cfg.source, timeout: cfg.timeout, useGRPC: cfg.grpc}
 	if !cfg.sourceSet {
 		var srcOpts []workloadapi.X509SourceOption
 		if cfg.workloadAddr != "" {
@@ -97,7 +98,12 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	c.authorizer = serverAuthorizer(c.source, cfg.serverID)
 	// The TLS configuration asks the source for the SVID and bundles on
 	// every handshake, so new connections pick up rotated SVIDs.
-	c.http, c.transport = c.httpClient(c.source)
+	if c.sts, err = c.dialSTS(c.source); err != nil {
+		if c.ownSource != nil {
+			_ = c.ownSource.Close()
+		}
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -194,34 +200,52 @@ type Token struct {
 	Scope []string
 }
 
-// form encodes req as RFC 8693 §2.1 parameters. clientID is sent as RFC
-// 8705 §2 requires for tls_client_auth.
-func (req *Request) form(clientID spiffeid.ID) (url.Values, error) {
-	form := url.Values{}
-	form.Set("client_id", clientID.String())
+// params returns req as RFC 8693 §2.1 parameters, the same for the form
+// and the gRPC API. clientID is sent as RFC 8705 §2 requires for
+// tls_client_auth.
+func (req *Request) params(clientID spiffeid.ID) (exchange.Request, error) {
+	p := exchange.Request{
+		ClientID:           clientID.String(),
+		Scope:              joinScope(req.Scope),
+		Audience:           req.Audience,
+		Resource:           req.Resource,
+		RequestedTokenType: req.RequestedTokenType,
+	}
 	if req.SubjectToken == "" {
 		if !req.SubjectTokenType.IsZero() {
-			return nil, errors.New("exchangeclient: SubjectTokenType is set without a SubjectToken")
+			return exchange.Request{}, errors.New("exchangeclient: SubjectTokenType is set without a SubjectToken")
 		}
-		form.Set("grant_type", exchange.GrantTypeClientCredentials.String())
-	} else {
-		typ := req.SubjectTokenType
-		if typ.IsZero() {
-			typ = exchange.TokenTypeJWT
+		p.GrantType = exchange.GrantTypeClientCredentials
+		return p, nil
+	}
+	p.GrantType = exchange.GrantTypeTokenExchange
+	p.SubjectToken = req.SubjectToken
+	p.SubjectTokenType = req.SubjectTokenType
+	if p.SubjectTokenType.IsZero() {
+		p.SubjectTokenType = exchange.TokenTypeJWT
+	}
+	return p, nil
+}
+
+// encodeForm encodes p as an application/x-www-form-urlencoded body
+// (RFC 6749 §3.2), leaving out empty parameters.
+func encodeForm(p *exchange.Request) string {
+	form := url.Values{}
+	for _, kv := range []struct{ key, value string }{
+		{"grant_type", p.GrantType.String()},
+		{"client_id", p.ClientID},
+		{"scope", p.Scope},
+		{"subject_token", p.SubjectToken},
+		{"subject_token_type", p.SubjectTokenType.String()},
+		{"requested_token_type", p.RequestedTokenType.String()},
+	} {
+		if kv.value != "" {
+			form.Set(kv.key, kv.value)
 		}
-		form.Set("grant_type", exchange.GrantTypeTokenExchange.String())
-		form.Set("subject_token", req.SubjectToken)
-		form.Set("subject_token_type", typ.String())
 	}
-	form["audience"] = req.Audience
-	form["resource"] = req.Resource
-	if scope := joinScope(req.Scope); scope != "" {
-		form.Set("scope", scope)
-	}
-	if !req.RequestedTokenType.IsZero() {
-		form.Set("requested_token_type", req.RequestedTokenType.String())
-	}
-	return form, nil
+	form["audience"] = p.Audience
+	form["resource"] = p.Resource
+	return form.Encode()
 }
 
 // joinScope space-joins scope values (RFC 6749 §3.3), dropping empty ones.
@@ -243,20 +267,24 @@ func (c *Client) Exchange(ctx context.Context, req Request) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("exchangeclient: no X509-SVID: %w", err)
 	}
-	return c.exchangeWith(ctx, c.http, svid.ID, req)
+	return c.exchangeWith(ctx, c.sts, svid.ID, req)
 }
 
-// exchangeWith sends req over hc, whose connections authenticate as id.
-// Tokens uses it with a client that presents one particular SVID.
-func (c *Client) exchangeWith(ctx context.Context, hc *http.Client, id spiffeid.ID, req Request) (*Token, error) {
+// exchangeWith sends req over sts, whose connections authenticate as id,
+// by HTTP or by the gRPC API. Tokens uses it with an stsConn that
+// presents one particular SVID.
+func (c *Client) exchangeWith(ctx context.Context, sts *stsConn, id spiffeid.ID, req Request) (*Token, error) {
 	if c.closed.Load() {
 		return nil, errClosed
 	}
-	form, err := req.form(id)
+	params, err := req.params(id)
 	if err != nil {
 		return nil, err
 	}
-	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, strings.NewReader(form.Encode()))
+	if sts.api != nil {
+		return c.exchangeGRPC(ctx, sts.api, &params, req.Scope)
+	}
+	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL, strings.NewReader(encodeForm(&params)))
 	if err != nil {
 		return nil, fmt.Errorf("exchangeclient: token request: %w", err)
 	}
@@ -264,7 +292,7 @@ func (c *Client) exchangeWith(ctx context.Context, hc *http.Client, id spiffeid.
 	httpReq.Header.Set("Accept", "application/json")
 
 	sent := time.Now()
-	resp, err := hc.Do(httpReq)
+	resp, err := sts.http.Do(httpReq)
 	if err != nil {
 		return nil, fmt.Errorf("exchangeclient: token request: %w", err)
 	}
@@ -304,12 +332,17 @@ type tokenResponse struct {
 // maxExpiresIn keeps now + expires_in within time.Duration.
 const maxExpiresIn = math.MaxInt64 / int64(time.Second)
 
-// parseTokenResponse validates a success response.
+// parseTokenResponse decodes and validates a success response.
 func parseTokenResponse(body []byte, sent time.Time, requestedScope []string) (*Token, error) {
 	var r tokenResponse
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fmt.Errorf("exchangeclient: malformed token response: %w", err)
 	}
+	return checkTokenResponse(&r, sent, requestedScope)
+}
+
+// checkTokenResponse validates a success response, from HTTP or gRPC.
+func checkTokenResponse(r *tokenResponse, sent time.Time, requestedScope []string) (*Token, error) {
 	switch {
 	case r.AccessToken == "":
 		return nil, errors.New("exchangeclient: the token response has no access_token")
@@ -333,12 +366,13 @@ func parseTokenResponse(body []byte, sent time.Time, requestedScope []string) (*
 	return tok, nil
 }
 
-// Close releases idle connections and closes the source New created; a
-// source given with WithX509Source stays open. Exchange fails after Close.
+// Close releases idle connections (with WithGRPC, closes the gRPC
+// connection) and closes the source New created; a source given with
+// WithX509Source stays open. Exchange fails after Close.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
-		c.transport.CloseIdleConnections()
+		c.sts.close()
 		if c.ownSource != nil {
 			if err := c.ownSource.Close(); err != nil {
 				c.closeErr = fmt.Errorf("exchangeclient: closing the X509 source: %w", err)

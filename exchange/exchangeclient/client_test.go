@@ -123,7 +123,7 @@ func TestExchange(t *testing.T) {
 		{
 			name:           "subject token of another workload",
 			overrideParams: func(r *exchangeclient.Request) { r.SubjectToken = s.JWTSVID(t, ststest.OtherID) },
-			expectErr:      "exchange: invalid_grant: the subject token names " + ststest.OtherID + ", not the caller; delegation is not supported",
+			expectErr:      "exchange: invalid_grant: the subject token was neither issued nor sent to this client",
 			expectCode:     exchange.ErrInvalidGrant,
 		},
 		{
@@ -151,93 +151,103 @@ func TestExchange(t *testing.T) {
 			expectErr:      "exchangeclient: SubjectTokenType is set without a SubjectToken",
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := config{src: newSource(s, t, ststest.WorkloadID)}
-			params := exchangeclient.Request{
-				SubjectToken: s.JWTSVID(t, ststest.WorkloadID),
-				Audience:     []string{ststest.APIAudience},
-			}
-			want := expected{
-				issuedType: exchange.TokenTypeAccessToken,
-				scope:      []string{"read"},
-				audience:   []string{ststest.APIAudience},
-				lifetime:   5 * time.Minute,
-			}
-			if tt.overrideConfig != nil {
-				tt.overrideConfig(&cfg)
-			}
-			if tt.overrideParams != nil {
-				tt.overrideParams(&params)
-			}
-			if tt.overrideExpected != nil {
-				tt.overrideExpected(&want)
-			}
-
-			opts := append([]exchangeclient.Option{
-				exchangeclient.WithIssuerURL(s.URL),
-				exchangeclient.WithX509Source(cfg.src),
-			}, cfg.opts...)
-			client, err := exchangeclient.New(ctx, opts...)
-			if err != nil {
-				t.Fatalf("New: %v", err)
-			}
-			defer client.Close()
-
-			before := time.Now()
-			tok, err := client.Exchange(ctx, params)
-			if tt.expectErr != "" {
-				if err == nil || err.Error() != tt.expectErr {
-					t.Fatalf("Exchange error = %v, want %q", err, tt.expectErr)
+	// Every case runs against the HTTP token endpoint and the gRPC API,
+	// with the same results.
+	for _, api := range []struct {
+		name string
+		opts []exchangeclient.Option
+	}{
+		{name: "HTTP"},
+		{name: "gRPC", opts: []exchangeclient.Option{exchangeclient.WithGRPC()}},
+	} {
+		for _, tt := range tests {
+			t.Run(api.name+"/"+tt.name, func(t *testing.T) {
+				cfg := config{src: newSource(s, t, ststest.WorkloadID), opts: slices.Clone(api.opts)}
+				params := exchangeclient.Request{
+					SubjectToken: s.JWTSVID(t, ststest.WorkloadID),
+					Audience:     []string{ststest.APIAudience},
 				}
-				if tt.expectCode.Code == "" {
-					var oauthErr exchange.Error
-					if errors.As(err, &oauthErr) {
-						t.Fatalf("Exchange error %v is an exchange.Error, want a local error", err)
+				want := expected{
+					issuedType: exchange.TokenTypeAccessToken,
+					scope:      []string{"read"},
+					audience:   []string{ststest.APIAudience},
+					lifetime:   5 * time.Minute,
+				}
+				if tt.overrideConfig != nil {
+					tt.overrideConfig(&cfg)
+				}
+				if tt.overrideParams != nil {
+					tt.overrideParams(&params)
+				}
+				if tt.overrideExpected != nil {
+					tt.overrideExpected(&want)
+				}
+
+				opts := append([]exchangeclient.Option{
+					exchangeclient.WithIssuerURL(s.URL),
+					exchangeclient.WithX509Source(cfg.src),
+				}, cfg.opts...)
+				client, err := exchangeclient.New(ctx, opts...)
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				defer client.Close()
+
+				before := time.Now()
+				tok, err := client.Exchange(ctx, params)
+				if tt.expectErr != "" {
+					if err == nil || err.Error() != tt.expectErr {
+						t.Fatalf("Exchange error = %v, want %q", err, tt.expectErr)
+					}
+					if tt.expectCode.Code == "" {
+						var oauthErr exchange.Error
+						if errors.As(err, &oauthErr) {
+							t.Fatalf("Exchange error %v is an exchange.Error, want a local error", err)
+						}
+						return
+					}
+					if !errors.Is(err, tt.expectCode) {
+						t.Fatalf("errors.Is(%v, %v) = false", err, tt.expectCode)
 					}
 					return
 				}
-				if !errors.Is(err, tt.expectCode) {
-					t.Fatalf("errors.Is(%v, %v) = false", err, tt.expectCode)
+				if err != nil {
+					t.Fatalf("Exchange: %v", err)
 				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("Exchange: %v", err)
-			}
-			if tok.IssuedTokenType != want.issuedType {
-				t.Errorf("IssuedTokenType = %q, want %q", tok.IssuedTokenType, want.issuedType)
-			}
-			if tok.TokenType != "Bearer" {
-				t.Errorf("TokenType = %q, want Bearer", tok.TokenType)
-			}
-			if !slices.Equal(tok.Scope, want.scope) {
-				t.Errorf("Scope = %q, want %q", tok.Scope, want.scope)
-			}
-			if lo, hi := before.Add(want.lifetime-2*time.Second), time.Now().Add(want.lifetime+time.Second); tok.Expiry.Before(lo) || tok.Expiry.After(hi) {
-				t.Errorf("Expiry = %v, want within [%v, %v]", tok.Expiry, lo, hi)
-			}
+				if tok.IssuedTokenType != want.issuedType {
+					t.Errorf("IssuedTokenType = %q, want %q", tok.IssuedTokenType, want.issuedType)
+				}
+				if tok.TokenType != "Bearer" {
+					t.Errorf("TokenType = %q, want Bearer", tok.TokenType)
+				}
+				if !slices.Equal(tok.Scope, want.scope) {
+					t.Errorf("Scope = %q, want %q", tok.Scope, want.scope)
+				}
+				if lo, hi := before.Add(want.lifetime-2*time.Second), time.Now().Add(want.lifetime+time.Second); tok.Expiry.Before(lo) || tok.Expiry.After(hi) {
+					t.Errorf("Expiry = %v, want within [%v, %v]", tok.Expiry, lo, hi)
+				}
 
-			// The token verifies for the audience and is bound to the
-			// certificate the client presented.
-			claims, err := s.Verifier(want.audience[0]).Verify(ctx, tok.AccessToken, cfg.src.Certificates[0])
-			if err != nil {
-				t.Fatalf("Verify: %v", err)
-			}
-			if claims.Subject != cfg.src.ID.String() || claims.ClientID != cfg.src.ID.String() {
-				t.Errorf("sub, client_id = %q, %q, want %s", claims.Subject, claims.ClientID, cfg.src.ID)
-			}
-			if !slices.Equal([]string(claims.Audience), want.audience) {
-				t.Errorf("aud = %q, want %q", claims.Audience, want.audience)
-			}
-			if !slices.Equal(claims.Scopes(), want.scope) {
-				t.Errorf("scope claim = %q, want %q", claims.Scopes(), want.scope)
-			}
-			other := ststest.Start(t, nil).WorkloadSVID(t, ststest.WorkloadID)
-			if _, err := s.Verifier(want.audience[0]).Verify(ctx, tok.AccessToken, other.Certificates[0]); !errors.Is(err, accesstoken.ErrNotBound) {
-				t.Errorf("Verify with another certificate: %v, want %v", err, accesstoken.ErrNotBound)
-			}
-		})
+				// The token verifies for the audience and is bound to the
+				// certificate the client presented.
+				claims, err := s.Verifier(want.audience[0]).Verify(ctx, tok.AccessToken, cfg.src.Certificates[0])
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				if claims.Subject != cfg.src.ID.String() || claims.ClientID != cfg.src.ID.String() {
+					t.Errorf("sub, client_id = %q, %q, want %s", claims.Subject, claims.ClientID, cfg.src.ID)
+				}
+				if !slices.Equal([]string(claims.Audience), want.audience) {
+					t.Errorf("aud = %q, want %q", claims.Audience, want.audience)
+				}
+				if !slices.Equal(claims.Scopes(), want.scope) {
+					t.Errorf("scope claim = %q, want %q", claims.Scopes(), want.scope)
+				}
+				other := ststest.Start(t, nil).WorkloadSVID(t, ststest.WorkloadID)
+				if _, err := s.Verifier(want.audience[0]).Verify(ctx, tok.AccessToken, other.Certificates[0]); !errors.Is(err, accesstoken.ErrNotBound) {
+					t.Errorf("Verify with another certificate: %v, want %v", err, accesstoken.ErrNotBound)
+				}
+			})
+		}
 	}
 }
 

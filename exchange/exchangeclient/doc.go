@@ -39,6 +39,22 @@
 // the certificate it was issued for: Exchange alone leaves rotation to the
 // caller; Tokens handles it.
 //
+// # HTTP or gRPC
+//
+// By default requests go to the HTTP token endpoint. WithGRPC sends them
+// to the STS's gRPC API (exchangepb.TokenExchange) on the same listener
+// instead, over the same mTLS; results and refusals are the same, an
+// exchange.Error either way:
+//
+//	client, err := exchangeclient.New(ctx,
+//		exchangeclient.WithIssuerURL("https://sts.example.org:8443"),
+//		exchangeclient.WithGRPC(),
+//	)
+//
+// Tokens keeps one STS connection per client certificate over gRPC as
+// over HTTP, so every token is requested presenting the certificate it is
+// bound to.
+//
 // # Tokens across SVID rotation
 //
 // Client.NewTokens keeps the tokens of one Request, one per client

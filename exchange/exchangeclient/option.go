@@ -20,6 +20,7 @@ type clientConfig struct {
 	workloadAddr string
 	serverID     spiffeid.ID
 	timeout      time.Duration
+	grpc         bool
 }
 
 type optionFunc func(*clientConfig)
@@ -58,6 +59,17 @@ func WithServerID(id spiffeid.ID) Option {
 // response; the default is 10 seconds. It must be positive.
 func WithTimeout(d time.Duration) Option {
 	return optionFunc(func(c *clientConfig) { c.timeout = d })
+}
+
+// WithGRPC makes the client send its token requests to the STS's gRPC API
+// (exchangepb.TokenExchange, served on the same listener as the token
+// endpoint) instead of the HTTP token endpoint. The requests, checks and
+// refusals are the same: mTLS with the X509-SVID, and an exchange.Error
+// for a refusal. The gRPC connection is made on the first request and
+// closed by Close. Tokens presents the right certificate over gRPC as over
+// HTTP: one connection per client certificate.
+func WithGRPC() Option {
+	return optionFunc(func(c *clientConfig) { c.grpc = true })
 }
 
 // TokensOption configures Client.NewTokens. Only this package creates

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,8 +163,7 @@ type entry struct {
 	notAfter time.Time
 	tlsCert  *tls.Certificate
 	// sts sends token requests presenting exactly this SVID.
-	sts          *http.Client
-	stsTransport *http.Transport
+	sts *stsConn
 
 	tok     atomic.Pointer[heldToken]
 	used    atomic.Bool // Token returned the token since the last refresh
@@ -217,7 +215,7 @@ func (c *Client) NewTokens(ctx context.Context, req Request, opts ...TokensOptio
 	if cfg.subjectToken != nil && check.SubjectToken == "" {
 		check.SubjectToken = "placeholder"
 	}
-	if _, err := check.form(svid.ID); err != nil {
+	if _, err := check.params(svid.ID); err != nil {
 		return nil, err
 	}
 
@@ -526,8 +524,13 @@ func (t *Tokens) entryFor(svid *x509svid.SVID) (*entry, error) {
 	for _, cert := range svid.Certificates {
 		e.tlsCert.Certificate = append(e.tlsCert.Certificate, cert.Raw)
 	}
-	// A static source: every STS connection of this entry presents svid.
-	e.sts, e.stsTransport = t.c.httpClient(svid)
+	// A static source: every STS connection of this entry presents svid,
+	// over HTTP or gRPC.
+	sts, err := t.c.dialSTS(svid)
+	if err != nil {
+		return nil, err
+	}
+	e.sts = sts
 	old := *t.entries.Load()
 	m := make(map[*x509.Certificate]*entry, len(old)+1)
 	for k, v := range old {
@@ -738,7 +741,7 @@ func (t *Tokens) drop(e *entry) {
 	t.mu.Unlock()
 	e.dropped.Store(true)
 	e.tok.Store(nil)
-	e.stsTransport.CloseIdleConnections()
+	e.sts.close()
 	if t.events != nil {
 		t.events(Event{Kind: EventDropped, Thumbprint: e.thumb})
 	}
@@ -784,7 +787,7 @@ func (t *Tokens) Close() error {
 		for _, e := range entries {
 			e.dropped.Store(true)
 			e.tok.Store(nil)
-			e.stsTransport.CloseIdleConnections()
+			e.sts.close()
 		}
 		for _, fn := range closers {
 			fn()

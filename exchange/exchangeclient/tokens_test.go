@@ -448,7 +448,7 @@ func TestTokensErrors(t *testing.T) {
 			overrideParams: func(r *exchangeclient.Request, _ *exchangeclient.X509Source, _ *context.Context) {
 				r.SubjectToken = s.JWTSVID(t, ststest.OtherID)
 			},
-			expectCode: exchange.ErrInvalidGrant.WithDescription("the subject token names " + ststest.OtherID + ", not the caller; delegation is not supported"),
+			expectCode: exchange.ErrInvalidGrant.WithDescription("the subject token was neither issued nor sent to this client"),
 		},
 		{
 			name:           "context done",

@@ -15,9 +15,12 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
@@ -139,6 +142,19 @@ func (s *STS) TLSConfig(svid *x509svid.SVID) *tls.Config {
 // Client returns an HTTP client using TLSConfig(svid).
 func (s *STS) Client(svid *x509svid.SVID) *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: s.TLSConfig(svid), ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
+}
+
+// GRPCClient returns a client of the gRPC API, on the server's listener,
+// over TLSConfig(svid). Its connection closes when the test ends.
+func (s *STS) GRPCClient(t testing.TB, svid *x509svid.SVID) exchangepb.TokenExchangeClient {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+strings.TrimPrefix(s.URL, "https://"),
+		grpc.WithTransportCredentials(credentials.NewTLS(s.TLSConfig(svid))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return exchangepb.NewTokenExchangeClient(conn)
 }
 
 // Post sends body to the token endpoint and returns the response with its

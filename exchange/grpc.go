@@ -1,0 +1,99 @@
+package exchange
+
+import (
+	"context"
+	"crypto/tls"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
+)
+
+// grpcService is the gRPC API, exchangepb.TokenExchange, served by
+// Server.ServeHTTP on the HTTPS listener. It runs the HTTP token endpoint's
+// steps: client authentication by the connection's X509-SVID, the request
+// parameters through the same builder as the form, then Exchange.
+type grpcService struct {
+	exchangepb.UnimplementedTokenExchangeServer
+	s *Server
+}
+
+// Exchange implements exchangepb.TokenExchangeServer. Refusals are the
+// Error's gRPC status (Error.GRPCStatus).
+func (g grpcService) Exchange(ctx context.Context, in *exchangepb.ExchangeRequest) (*exchangepb.ExchangeResponse, error) {
+	resp, err := g.s.exchangeGRPC(ctx, in)
+	if err != nil {
+		return nil, g.s.protocolError(err).GRPCStatus().Err()
+	}
+	return resp, nil
+}
+
+func (s *Server) exchangeGRPC(ctx context.Context, in *exchangepb.ExchangeRequest) (*exchangepb.ExchangeResponse, error) {
+	// grpc.Server.ServeHTTP sets the peer's AuthInfo from the request's
+	// TLS state, and the stream's context derives from the request's, so
+	// the connection's authentication cache is shared with HTTP.
+	var state *tls.ConnectionState
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			state = &info.State
+		}
+	}
+	caller, err := s.authenticate(ctx, state)
+	if err != nil {
+		return nil, err
+	}
+	req, err := requestFromProto(in)
+	if err != nil {
+		return nil, err
+	}
+	// RFC 6749 §2.3: one authentication method per request, as on /token.
+	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("authorization")) > 0 {
+		return nil, ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
+	}
+	resp, err := s.Exchange(ctx, caller, &req)
+	if err != nil {
+		return nil, err
+	}
+	return &exchangepb.ExchangeResponse{
+		AccessToken:     resp.AccessToken,
+		IssuedTokenType: string(resp.IssuedTokenType),
+		TokenType:       resp.TokenType,
+		ExpiresIn:       resp.ExpiresIn,
+		Scope:           resp.Scope,
+	}, nil
+}
+
+// requestFromProto builds a Request from the message through the form's
+// requestBuilder, so both APIs accept exactly the same parameters. An
+// empty string is a parameter not sent; an empty audience or resource
+// value is refused, as in a form.
+func requestFromProto(in *exchangepb.ExchangeRequest) (Request, error) {
+	var b requestBuilder
+	for _, p := range []struct{ key, value string }{
+		{paramGrantType, in.GetGrantType()},
+		{paramClientID, in.GetClientId()},
+		{paramScope, in.GetScope()},
+		{paramSubjectToken, in.GetSubjectToken()},
+		{paramSubjectTokenType, in.GetSubjectTokenType()},
+		{paramActorToken, in.GetActorToken()},
+		{paramActorTokenType, in.GetActorTokenType()},
+		{paramRequestedTokenType, in.GetRequestedTokenType()},
+	} {
+		if p.value == "" {
+			continue
+		}
+		if err := b.set(p.key, p.value); err != nil {
+			return Request{}, err
+		}
+	}
+	if in.GetImpersonate() {
+		if err := b.set(paramImpersonate, "true"); err != nil {
+			return Request{}, err
+		}
+	}
+	b.req.Audience = append(b.req.Audience, in.GetAudience()...)
+	b.req.Resource = append(b.req.Resource, in.GetResource()...)
+	return b.done()
+}

@@ -1,0 +1,360 @@
+package exchange_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
+	"github.com/spiffe-sts/spiffe-sts/internal/testca"
+)
+
+// protoFromForm is the gRPC request with the form's parameters.
+func protoFromForm(p url.Values) *exchangepb.ExchangeRequest {
+	return &exchangepb.ExchangeRequest{
+		GrantType:          p.Get("grant_type"),
+		ClientId:           p.Get("client_id"),
+		Scope:              p.Get("scope"),
+		Audience:           p["audience"],
+		Resource:           p["resource"],
+		SubjectToken:       p.Get("subject_token"),
+		SubjectTokenType:   p.Get("subject_token_type"),
+		ActorToken:         p.Get("actor_token"),
+		ActorTokenType:     p.Get("actor_token_type"),
+		RequestedTokenType: p.Get("requested_token_type"),
+		Impersonate:        p.Get("impersonate") == "true",
+	}
+}
+
+// TestGRPCExchange sends each request to both APIs: the gRPC API must
+// answer as the HTTP token endpoint does, with the OAuth error carried in
+// an ErrorInfo of a status of the mapped code.
+func TestGRPCExchange(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+
+	type expected struct {
+		code     string // OAuth error code; "" for success
+		desc     string // "*": any, as long as both APIs agree
+		grpcCode codes.Code
+		status   int
+		scope    string // the response's scope
+		granted  string // the token's scope claim
+	}
+	refused := func(code string, grpcCode codes.Code, status int, desc string) func(*expected) {
+		return func(e *expected) { e.code, e.grpcCode, e.status, e.desc = code, grpcCode, status, desc }
+	}
+	tests := []struct {
+		name             string
+		caller           string // SPIFFE ID of the client certificate; "-" for none
+		overrideParams   func(t *testing.T, p url.Values)
+		authorization    string // sent as Authorization header and metadata
+		overrideExpected func(*expected)
+	}{
+		{name: "baseline: JWT-SVID exchange"},
+		{
+			name: "client_credentials",
+			overrideParams: func(_ *testing.T, p url.Values) {
+				p.Set("grant_type", "client_credentials")
+				p.Del("subject_token")
+				p.Del("subject_token_type")
+			},
+		},
+		{
+			name:             "scope narrowed to what policy allows",
+			overrideParams:   func(_ *testing.T, p url.Values) { p.Set("scope", "read delete") },
+			overrideExpected: func(e *expected) { e.scope = "read" },
+		},
+		{
+			name:           "unsupported grant type",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("grant_type", "password") },
+			overrideExpected: refused("unsupported_grant_type", codes.InvalidArgument, 400,
+				"supported grant types are "+string(exchange.GrantTypeTokenExchange)+" and client_credentials"),
+		},
+		{
+			name:           "grant type missing",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Del("grant_type") },
+			overrideExpected: refused("invalid_request", codes.InvalidArgument, 400,
+				"grant_type is required"),
+		},
+		{
+			name:           "empty audience value",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Add("audience", "") },
+			overrideExpected: refused("invalid_request", codes.InvalidArgument, 400,
+				"audience and resource values must not be empty"),
+		},
+		{
+			name:          "another client authentication",
+			authorization: "Basic d29ya2xvYWQ6",
+			overrideExpected: refused("invalid_request", codes.InvalidArgument, 400,
+				"authenticate with the X509-SVID (tls_client_auth) only"),
+		},
+		{
+			name:           "audience not allowed",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("audience", "spiffe://example.org/db") },
+			overrideExpected: refused("invalid_target", codes.InvalidArgument, 400,
+				`audience "spiffe://example.org/db" is not allowed for this client`),
+		},
+		{
+			name:           "resource with a fragment",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("resource", "https://api.example.org/orders#x") },
+			overrideExpected: refused("invalid_target", codes.InvalidArgument, 400,
+				"resource must be an absolute URI without a fragment"),
+		},
+		{
+			name:           "no scope allowed",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("scope", "delete") },
+			overrideExpected: refused("invalid_scope", codes.InvalidArgument, 400,
+				"none of the requested scopes is allowed for this client"),
+		},
+		{
+			name:   "caller denied by policy",
+			caller: deniedID,
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", f.jwtSVID(t, deniedID))
+			},
+			overrideExpected: refused("unauthorized_client", codes.PermissionDenied, 400,
+				"no policy rule allows "+deniedID),
+		},
+		{
+			name: "forged JWT-SVID",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", testca.SignJWT(t, testca.NewKey(t), "jwt-example.org", map[string]any{
+					"sub": workloadID, "aud": []string{f.issuerURL}, "exp": time.Now().Add(time.Minute).Unix(),
+				}))
+			},
+			overrideExpected: refused("invalid_grant", codes.PermissionDenied, 400, "*"),
+		},
+		{
+			name: "JWT-SVID of another workload, not sent to the caller",
+			overrideParams: func(t *testing.T, p url.Values) {
+				p.Set("subject_token", f.jwtSVID(t, otherID))
+			},
+			overrideExpected: refused("invalid_grant", codes.PermissionDenied, 400,
+				"the subject token was neither issued nor sent to this client"),
+		},
+		{
+			name:   "client from an untrusted CA",
+			caller: "spiffe://evil.example/ns/prod/sa/web",
+			overrideExpected: refused("invalid_client", codes.Unauthenticated, 401,
+				"the client certificate is not a valid X509-SVID of a trusted trust domain"),
+		},
+		{
+			name:   "no client certificate",
+			caller: "-",
+			overrideExpected: refused("invalid_client", codes.Unauthenticated, 401,
+				"a client certificate (X509-SVID) is required"),
+		},
+		{
+			name:           "client_id of someone else",
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("client_id", otherID) },
+			overrideExpected: refused("invalid_client", codes.Unauthenticated, 401,
+				"client_id does not match the client certificate's SPIFFE ID"),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			params := url.Values{
+				"grant_type":         {string(exchange.GrantTypeTokenExchange)},
+				"subject_token":      {f.jwtSVID(t, workloadID)},
+				"subject_token_type": {string(exchange.TokenTypeJWT)},
+				"audience":           {apiAud},
+			}
+			if tt.overrideParams != nil {
+				tt.overrideParams(t, params)
+			}
+			want := expected{status: 200, grpcCode: codes.OK, granted: "read"}
+			if params.Get("scope") == "" {
+				want.scope = "read"
+			}
+			if tt.overrideExpected != nil {
+				tt.overrideExpected(&want)
+			}
+			caller := workloadID
+			if tt.caller != "" {
+				caller = tt.caller
+			}
+			var svid *x509svid.SVID
+			switch {
+			case caller == "-":
+			case strings.HasPrefix(caller, "spiffe://evil.example/"):
+				svid = f.evil.SVID(t, caller, time.Hour)
+			default:
+				svid = f.svid(t, caller)
+			}
+
+			// HTTP.
+			req, err := http.NewRequest(http.MethodPost, f.issuerURL+exchange.PathToken, strings.NewReader(params.Encode()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", formType)
+			if tt.authorization != "" {
+				req.Header.Set("Authorization", tt.authorization)
+			}
+			resp, err := f.client(svid).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var httpBody struct {
+				exchange.Error
+				exchange.Response
+			}
+			if err := json.Unmarshal(raw, &httpBody); err != nil {
+				t.Fatalf("HTTP response is not JSON: %q", raw)
+			}
+			if resp.StatusCode != want.status {
+				t.Fatalf("HTTP status = %d, want %d; body %s", resp.StatusCode, want.status, raw)
+			}
+
+			// gRPC.
+			callCtx := ctx
+			if tt.authorization != "" {
+				callCtx = metadata.AppendToOutgoingContext(ctx, "authorization", tt.authorization)
+			}
+			got, err := f.GRPCClient(t, svid).Exchange(callCtx, protoFromForm(params))
+			st := status.Convert(err)
+			if st.Code() != want.grpcCode {
+				t.Fatalf("gRPC code = %v, want %v; status %v", st.Code(), want.grpcCode, st)
+			}
+
+			if want.code != "" {
+				info := errorInfo(t, st)
+				if info.GetDomain() != exchange.ErrorDomain || info.GetReason() != want.code {
+					t.Errorf("ErrorInfo domain, reason = %q, %q; want %q, %q", info.GetDomain(), info.GetReason(), exchange.ErrorDomain, want.code)
+				}
+				desc := info.GetMetadata()["error_description"]
+				if want.desc != "*" && desc != want.desc {
+					t.Errorf("ErrorInfo error_description = %q, want %q", desc, want.desc)
+				}
+				if msg := want.code + ": " + desc; st.Message() != msg {
+					t.Errorf("status message = %q, want %q", st.Message(), msg)
+				}
+				oauthErr, ok := exchange.ErrorFromStatus(st)
+				if !ok || oauthErr != (exchange.Error{Code: want.code, Description: desc}) {
+					t.Errorf("ErrorFromStatus = %v, %v", oauthErr, ok)
+				}
+				// The same request over HTTP gets the same error.
+				if httpBody.Error != oauthErr {
+					t.Errorf("HTTP error %+v, gRPC error %+v; want the same", httpBody.Error, oauthErr)
+				}
+				if got != nil {
+					t.Error("an error carries a response")
+				}
+				return
+			}
+
+			// Both succeed alike; each token is bound to the caller.
+			if got.GetScope() != want.scope || httpBody.Scope != want.scope {
+				t.Errorf("scope = %q over gRPC, %q over HTTP; want %q", got.GetScope(), httpBody.Scope, want.scope)
+			}
+			if got.GetTokenType() != "Bearer" || got.GetIssuedTokenType() != string(httpBody.IssuedTokenType) {
+				t.Errorf("token_type, issued_token_type = %q, %q over gRPC; %q, %q over HTTP",
+					got.GetTokenType(), got.GetIssuedTokenType(), httpBody.TokenType, httpBody.IssuedTokenType)
+			}
+			if d := got.GetExpiresIn() - httpBody.ExpiresIn; got.GetExpiresIn() <= 0 || d < -1 || d > 1 {
+				t.Errorf("expires_in = %d over gRPC, %d over HTTP", got.GetExpiresIn(), httpBody.ExpiresIn)
+			}
+			for api, tok := range map[string]string{"gRPC": got.GetAccessToken(), "HTTP": httpBody.AccessToken} {
+				claims, err := f.verifier(apiAud).Verify(ctx, tok, svid.Certificates[0])
+				if err != nil {
+					t.Fatalf("%s token does not verify for the caller's certificate: %v", api, err)
+				}
+				if claims.Subject != caller || claims.ClientID != caller || claims.Scope != want.granted {
+					t.Errorf("%s token sub, client_id, scope = %q, %q, %q", api, claims.Subject, claims.ClientID, claims.Scope)
+				}
+				if _, err := f.verifier(apiAud).Verify(ctx, tok, f.svid(t, otherID).Certificates[0]); err == nil {
+					t.Errorf("the %s token verifies with another workload's certificate", api)
+				}
+			}
+		})
+	}
+}
+
+func errorInfo(t *testing.T, st *status.Status) *errdetails.ErrorInfo {
+	t.Helper()
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info
+		}
+	}
+	t.Fatalf("status %v has no ErrorInfo; details %v", st, st.Details())
+	return nil
+}
+
+// TestErrorGRPCStatus checks the mapping of every OAuth error code to a
+// gRPC status and back.
+func TestErrorGRPCStatus(t *testing.T) {
+	tests := []struct {
+		err      exchange.Error
+		grpcCode codes.Code
+	}{
+		{exchange.ErrInvalidRequest, codes.InvalidArgument},
+		{exchange.ErrInvalidScope, codes.InvalidArgument},
+		{exchange.ErrInvalidTarget, codes.InvalidArgument},
+		{exchange.ErrUnsupportedGrantType, codes.InvalidArgument},
+		{exchange.ErrInvalidClient, codes.Unauthenticated},
+		{exchange.ErrInvalidGrant, codes.PermissionDenied},
+		{exchange.ErrUnauthorizedClient, codes.PermissionDenied},
+		{exchange.ErrServerError, codes.Internal},
+		{exchange.Error{Code: "temporarily_unavailable"}, codes.InvalidArgument},
+	}
+	for _, tt := range tests {
+		for _, desc := range []string{"", "a description"} {
+			t.Run(tt.err.Code+"/"+desc, func(t *testing.T) {
+				e := tt.err
+				if desc != "" {
+					e = e.WithDescription("%s", desc)
+				}
+				// status.FromError finds the status through wrapping.
+				st, ok := status.FromError(errors.Join(errors.New("context"), e))
+				if !ok || st.Code() != tt.grpcCode {
+					t.Fatalf("status.FromError = %v, %v; want code %v", st, ok, tt.grpcCode)
+				}
+				// Through the wire form and back.
+				back, ok := exchange.ErrorFromStatus(status.FromProto(st.Proto()))
+				if !ok || back != e {
+					t.Errorf("ErrorFromStatus = %+v, %v; want %+v", back, ok, e)
+				}
+				if !errors.Is(back, tt.err) {
+					t.Errorf("errors.Is(%v, %v) = false", back, tt.err)
+				}
+			})
+		}
+	}
+}
+
+func TestErrorFromStatusWithoutErrorInfo(t *testing.T) {
+	foreign, err := status.New(codes.PermissionDenied, "denied").WithDetails(&errdetails.ErrorInfo{Reason: "invalid_grant", Domain: "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range map[string]*status.Status{
+		"nil":            nil,
+		"no details":     status.New(codes.Unavailable, "connection refused"),
+		"foreign domain": foreign,
+		"context":        status.FromContextError(context.Canceled),
+	} {
+		if e, ok := exchange.ErrorFromStatus(st); ok {
+			t.Errorf("%s: ErrorFromStatus = %+v, true; want false", name, e)
+		}
+	}
+}
