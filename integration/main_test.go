@@ -44,7 +44,7 @@ policy "spiffe://example.org/ns/prod/sa/*" {
 )
 
 // binaries built once for the whole run.
-var bin struct{ sts, stsctl, resourceServer string }
+var bin struct{ sts, stsctl, resourceServer, oidcIssuer string }
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
@@ -71,6 +71,10 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		if bin.resourceServer, err = harness.BuildBinary(ctx, "./examples/resource-server", dir, "resource-server"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if bin.oidcIssuer, err = harness.BuildBinary(ctx, "./integration/oidcissuer", dir, "oidcissuer"); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

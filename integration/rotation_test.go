@@ -45,11 +45,18 @@ type resourceServer struct {
 // for apiAud, trusting the STS s.
 func (e *env) startResourceServer(s *sts) *resourceServer {
 	e.t.Helper()
-	path, err := harness.CopyExecutable(bin.resourceServer, e.spire.Dir(), "orders")
+	return e.startResourceServerAs(s, "orders-rs", resourceServerID, apiAud)
+}
+
+// startResourceServerAs registers a copy of the example resource server
+// named name as id, accepting tokens for audience.
+func (e *env) startResourceServerAs(s *sts, name, id, audience string) *resourceServer {
+	e.t.Helper()
+	path, err := harness.CopyExecutable(bin.resourceServer, e.spire.Dir(), name)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.register(harness.Entry{SPIFFEID: resourceServerID, Selectors: []string{"unix:path:" + path}})
+	e.register(harness.Entry{SPIFFEID: id, Selectors: []string{"unix:path:" + path}})
 	grpcPort, err := harness.FreePort()
 	if err != nil {
 		e.t.Fatal(err)
@@ -61,7 +68,7 @@ func (e *env) startResourceServer(s *sts) *resourceServer {
 	rs := &resourceServer{grpcAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort), httpURL: fmt.Sprintf("https://127.0.0.1:%d", httpPort)}
 	rs.proc, err = harness.StartProcess(path, []string{
 		"-grpc-addr", rs.grpcAddr, "-http-addr", strings.TrimPrefix(rs.httpURL, "https://"),
-		"-sts", s.url, "-sts-id", stsID, "-audience", apiAud, "-max-connection-age", "2s",
+		"-sts", s.url, "-sts-id", stsID, "-audience", audience, "-max-connection-age", "2s",
 	}, []string{"SPIFFE_ENDPOINT_SOCKET=" + e.spire.WorkloadAPIAddr()}, filepath.Join(e.t.TempDir(), "rs.log"))
 	if err != nil {
 		e.t.Fatal(err)

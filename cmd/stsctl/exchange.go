@@ -62,6 +62,7 @@ type exchangeFlags struct {
 	subjectTokenType exchange.TokenType
 	output           string
 	verify           bool
+	impersonate      bool
 	timeout          time.Duration
 }
 
@@ -80,6 +81,7 @@ func parseExchangeFlags(args []string, stderr io.Writer) (f exchangeFlags, code 
 	fs.StringVar(&f.subjectTokenFile, "subject-token-file", "", "exchange the token in this `file` (\"-\" for stdin) instead of a JWT-SVID")
 	subjectTokenType := fs.String("subject-token-type", "", "`type` of -subject-token-file: jwt (default), access_token or an RFC 8693 URN")
 	fs.StringVar(&f.output, "output", outputToken, "output `format`: token, json or claims")
+	fs.BoolVar(&f.impersonate, "impersonate", false, "ask for a token for the subject without act (impersonation), where policy allows it")
 	fs.BoolVar(&f.verify, "verify", false, "verify the issued token with the STS's JWKS and this workload's certificate")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "time limit for the whole command")
 	positional, code, ok := parseArgs(fs, args)
@@ -212,7 +214,7 @@ func exchangeWithSource(ctx context.Context, f *exchangeFlags, source exchangecl
 	}
 	defer client.Close()
 
-	req := exchangeclient.Request{Audience: f.audiences, Resource: f.resources, Scope: f.scope}
+	req := exchangeclient.Request{Audience: f.audiences, Resource: f.resources, Scope: f.scope, Impersonate: f.impersonate}
 	if f.grant == grantJWTSVID {
 		req.SubjectToken, req.SubjectTokenType = subjectToken, f.subjectTokenType
 	}

@@ -180,6 +180,9 @@ type Request struct {
 	// RequestedTokenType is the type of token wanted; the server's default
 	// (exchange.TokenTypeAccessToken) when zero.
 	RequestedTokenType exchange.TokenType
+	// Impersonate asks for a token for the subject without an act claim,
+	// where the caller's policy allows impersonation.
+	Impersonate bool
 }
 
 // Token is an issued access token.
@@ -210,6 +213,7 @@ func (req *Request) params(clientID spiffeid.ID) (exchange.Request, error) {
 		Audience:           req.Audience,
 		Resource:           req.Resource,
 		RequestedTokenType: req.RequestedTokenType,
+		Impersonate:        req.Impersonate,
 	}
 	if req.SubjectToken == "" {
 		if !req.SubjectTokenType.IsZero() {
@@ -245,6 +249,9 @@ func encodeForm(p *exchange.Request) string {
 	}
 	form["audience"] = p.Audience
 	form["resource"] = p.Resource
+	if p.Impersonate {
+		form.Set("impersonate", "true")
+	}
 	return form.Encode()
 }
 

@@ -82,6 +82,7 @@ func (c *Client) exchangeGRPC(ctx context.Context, api exchangepb.TokenExchangeC
 		SubjectToken:       p.SubjectToken,
 		SubjectTokenType:   p.SubjectTokenType.String(),
 		RequestedTokenType: p.RequestedTokenType.String(),
+		Impersonate:        p.Impersonate,
 	})
 	if err != nil {
 		if oauthErr, ok := exchange.ErrorFromStatus(status.Convert(err)); ok {
