@@ -159,8 +159,10 @@ func TestGRPCRotation(t *testing.T) {
 	t.Parallel()
 	s := ststest.Start(t, nil)
 	rs := newResourceServer(s)
+	// Connections are replaced several times per rotation interval (gRPC
+	// jitters MaxConnectionAge by ±10%), so every certificate gets used.
 	addr := startGRPC(t, s, rs, grpc.KeepaliveParams(keepalive.ServerParameters{
-		MaxConnectionAge:      time.Second,
+		MaxConnectionAge:      250 * time.Millisecond,
 		MaxConnectionAgeGrace: 5 * time.Second,
 	}))
 	src := newRotatingSource(s.CA.Bundle(), s.WorkloadSVID(t, ststest.WorkloadID))
