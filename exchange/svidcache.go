@@ -62,28 +62,37 @@ func (c *svidCache) get(token string, bundles jwtbundle.Source, now time.Time) (
 	return e, true
 }
 
-// put adds a validated token. When the cache is full it first drops
-// expired entries, then arbitrary ones (map order is random), so it stays
+// put adds a validated token. When the cache is full it looks at a few
+// entries (map iteration order is random) and drops the expired ones among
+// them, or else the first: constant work per insert, and the cache stays
 // within its bound whatever callers send.
 func (c *svidCache) put(token string, e svidCacheEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.entries) >= c.max {
 		now := time.Now()
+		var victim string
+		sampled, dropped := 0, false
 		for k, v := range c.entries {
 			if !now.Before(v.expiry) {
 				delete(c.entries, k)
+				dropped = true
+			} else if victim == "" {
+				victim = k
 			}
-		}
-		for k := range c.entries {
-			if len(c.entries) < c.max {
+			if sampled++; sampled == evictionSample {
 				break
 			}
-			delete(c.entries, k)
+		}
+		if !dropped {
+			delete(c.entries, victim)
 		}
 	}
 	c.entries[token] = e
 }
+
+// evictionSample is how many entries a full cache looks at per insert.
+const evictionSample = 8
 
 func (c *svidCache) len() int {
 	c.mu.RLock()
