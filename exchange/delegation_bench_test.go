@@ -2,11 +2,7 @@ package exchange_test
 
 import (
 	"context"
-	"crypto/tls"
-	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"strings"
 	"testing"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
@@ -31,17 +27,9 @@ func BenchmarkDelegatedExchange(b *testing.B) {
 	}
 	body := url.Values{"grant_type": {string(exchange.GrantTypeTokenExchange)}, "subject_token": {raw},
 		"subject_token_type": {string(exchange.TokenTypeAccessToken)}, "audience": {paymentsID}}.Encode()
-	state := &tls.ConnectionState{PeerCertificates: s.WorkloadSVID(b, ordersID).Certificates}
-	connCtx := s.Server.ConnContext(context.Background(), nil)
+	conn := newKeepAliveConn(b, s, ordersID)
 	b.ReportAllocs()
 	for b.Loop() {
-		req := httptest.NewRequestWithContext(connCtx, http.MethodPost, exchange.PathToken, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.TLS = state
-		rec := httptest.NewRecorder()
-		s.Server.ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			b.Fatalf("status %d: %s", rec.Code, rec.Body)
-		}
+		conn.serve(b, body)
 	}
 }

@@ -190,25 +190,15 @@ func (c *Config) validate() error {
 // (OpenID Connect Discovery 1.0 §3, RFC 8414 §2): an https URL with a host
 // and without user info, query or fragment. A path, and a trailing slash,
 // are allowed: issuers such as Entra ID and Auth0 have them.
-func CheckIssuerURL(raw string) error {
-	u, err := url.Parse(raw)
-	switch {
-	case raw == "":
-		return errors.New("is required")
-	case err != nil:
-		return fmt.Errorf("invalid URL %q", raw)
-	case u.Scheme != "https" || u.Host == "" || u.Opaque != "":
-		return fmt.Errorf("%q is not an https URL", raw)
-	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return fmt.Errorf("%q must not have user info, a query or a fragment", raw)
-	}
-	return nil
-}
+func CheckIssuerURL(raw string) error { return checkHTTPSURL(raw, false) }
 
 // CheckJWKSURL reports whether raw can be a JWKS URL: an https URL with a
-// host and without user info or fragment.
-func CheckJWKSURL(raw string) error {
+// host and without user info or fragment; a query is allowed.
+func CheckJWKSURL(raw string) error { return checkHTTPSURL(raw, true) }
+
+func checkHTTPSURL(raw string, queryAllowed bool) error {
 	u, err := url.Parse(raw)
+	hasQuery := err == nil && (u.RawQuery != "" || u.ForceQuery)
 	switch {
 	case raw == "":
 		return errors.New("is required")
@@ -216,6 +206,8 @@ func CheckJWKSURL(raw string) error {
 		return fmt.Errorf("invalid URL %q", raw)
 	case u.Scheme != "https" || u.Host == "" || u.Opaque != "":
 		return fmt.Errorf("%q is not an https URL", raw)
+	case !queryAllowed && (u.User != nil || hasQuery || u.Fragment != ""):
+		return fmt.Errorf("%q must not have user info, a query or a fragment", raw)
 	case u.User != nil || u.Fragment != "":
 		return fmt.Errorf("%q must not have user info or a fragment", raw)
 	}
