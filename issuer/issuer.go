@@ -243,7 +243,7 @@ func (i *Issuer) Mint(ctx context.Context, claims *accesstoken.Claims, leaf *x50
 	if i.log.IsDebug() {
 		i.log.Debug("minted access token",
 			logKeyJTI, c.JWTID,
-			logKeySPIFFEID, c.Subject,
+			logKeySubject, c.Subject,
 			logKeyX5TS256, c.Confirmation.X5TS256,
 			logKeyKID, i.kid,
 		)

@@ -383,12 +383,12 @@ func TestMintLogs(t *testing.T) {
 		t.Fatalf("no mint log line in %s", buf.String())
 	}
 	for k, want := range map[string]any{
-		"@module":   "issuer",
-		"@level":    "debug",
-		"jti":       claims.JWTID,
-		"spiffe_id": testSPIFFEID,
-		"x5t_s256":  accesstoken.Thumbprint(leaf),
-		"kid":       cfg.Signer.KeyID(),
+		"@module":  "issuer",
+		"@level":   "debug",
+		"jti":      claims.JWTID,
+		"subject":  testSPIFFEID,
+		"x5t_s256": accesstoken.Thumbprint(leaf),
+		"kid":      cfg.Signer.KeyID(),
 	} {
 		if minted[k] != want {
 			t.Errorf("log %q = %v, want %v", k, minted[k], want)
