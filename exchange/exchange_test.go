@@ -69,6 +69,35 @@ func (f *fixture) jwtSVID(t testing.TB, sub string) string { return f.JWTSVID(t,
 
 func (f *fixture) verifier(aud string) *accesstoken.Verifier { return f.Verifier(aud) }
 
+// exchangeParams is the baseline token request: the workload's JWT-SVID
+// for a token for apiAud.
+func (f *fixture) exchangeParams(t testing.TB) url.Values {
+	return url.Values{
+		"grant_type":         {string(exchange.GrantTypeTokenExchange)},
+		"subject_token":      {f.jwtSVID(t, workloadID)},
+		"subject_token_type": {string(exchange.TokenTypeJWT)},
+		"audience":           {apiAud},
+	}
+}
+
+// caller returns the SPIFFE ID a test case calls as, workloadID when
+// override is "", and the X509-SVID it presents: none for "-", one from
+// the untrusted CA for an evil.example ID.
+func (f *fixture) caller(t testing.TB, override string) (id string, svid *x509svid.SVID) {
+	id = workloadID
+	if override != "" {
+		id = override
+	}
+	switch {
+	case id == "-":
+		return id, nil
+	case strings.HasPrefix(id, "spiffe://evil.example/"):
+		return id, f.evil.SVID(t, id, time.Hour)
+	default:
+		return id, f.svid(t, id)
+	}
+}
+
 const formType = "application/x-www-form-urlencoded"
 
 func TestTokenEndpoint(t *testing.T) {
@@ -430,12 +459,7 @@ func TestTokenEndpoint(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			params := url.Values{
-				"grant_type":         {string(exchange.GrantTypeTokenExchange)},
-				"subject_token":      {f.jwtSVID(t, workloadID)},
-				"subject_token_type": {string(exchange.TokenTypeJWT)},
-				"audience":           {apiAud},
-			}
+			params := f.exchangeParams(t)
 			if tt.overrideParams != nil {
 				tt.overrideParams(t, params)
 			}
@@ -446,19 +470,8 @@ func TestTokenEndpoint(t *testing.T) {
 			if tt.overrideExpected != nil {
 				tt.overrideExpected(&want)
 			}
-			caller := workloadID
-			if tt.caller != "" {
-				caller = tt.caller
-			}
-			var client *http.Client
-			switch {
-			case caller == "-":
-				client = f.client(nil)
-			case strings.HasPrefix(caller, "spiffe://evil.example/"):
-				client = f.client(f.evil.SVID(t, caller, time.Hour))
-			default:
-				client = f.client(f.svid(t, caller))
-			}
+			caller, svid := f.caller(t, tt.caller)
+			client := f.client(svid)
 			contentType := formType
 			if tt.contentType != "" {
 				contentType = tt.contentType

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -167,12 +166,7 @@ func TestGRPCExchange(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			params := url.Values{
-				"grant_type":         {string(exchange.GrantTypeTokenExchange)},
-				"subject_token":      {f.jwtSVID(t, workloadID)},
-				"subject_token_type": {string(exchange.TokenTypeJWT)},
-				"audience":           {apiAud},
-			}
+			params := f.exchangeParams(t)
 			if tt.overrideParams != nil {
 				tt.overrideParams(t, params)
 			}
@@ -183,18 +177,7 @@ func TestGRPCExchange(t *testing.T) {
 			if tt.overrideExpected != nil {
 				tt.overrideExpected(&want)
 			}
-			caller := workloadID
-			if tt.caller != "" {
-				caller = tt.caller
-			}
-			var svid *x509svid.SVID
-			switch {
-			case caller == "-":
-			case strings.HasPrefix(caller, "spiffe://evil.example/"):
-				svid = f.evil.SVID(t, caller, time.Hour)
-			default:
-				svid = f.svid(t, caller)
-			}
+			caller, svid := f.caller(t, tt.caller)
 
 			// HTTP.
 			req, err := http.NewRequest(http.MethodPost, f.issuerURL+exchange.PathToken, strings.NewReader(params.Encode()))

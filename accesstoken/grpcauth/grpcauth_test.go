@@ -93,15 +93,6 @@ func startServer(t *testing.T, s *ststest.STS, v *accesstoken.Verifier, opts ...
 	return dial, seen
 }
 
-func mint(t *testing.T, s *ststest.STS, claims accesstoken.Claims, boundTo *x509svid.SVID) string {
-	t.Helper()
-	raw, err := s.Issuer.Mint(context.Background(), &claims, boundTo.Certificates[0], time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
-}
-
 func TestInterceptors(t *testing.T) {
 	s := ststest.Start(t, nil)
 	caller := s.WorkloadSVID(t, ststest.WorkloadID)
@@ -109,51 +100,37 @@ func TestInterceptors(t *testing.T) {
 	// sameIDOtherKey has the caller's SPIFFE ID but another certificate.
 	sameIDOtherKey := s.CA.SVID(t, ststest.WorkloadID, time.Hour)
 
-	type params struct {
-		claims accesstoken.Claims
-		// boundTo is the SVID the token is bound to, client the one the
-		// caller's connection presents.
-		boundTo, client *x509svid.SVID
-		// header is the authorization metadata; "" sends none.
-		header func(token string) string
-	}
-	baseline := func() params {
-		return params{
-			claims: accesstoken.Claims{
-				Subject: ststest.WorkloadID, ClientID: ststest.WorkloadID,
-				Audience: accesstoken.Audience{ststest.APIAudience}, Scope: "read",
-				Actor: &accesstoken.Actor{Subject: "spiffe://example.org/ns/prod/sa/gw"},
-			},
-			boundTo: caller, client: caller,
-			header: func(token string) string { return "Bearer " + token },
-		}
+	baseline := func() ststest.BearerCall {
+		p := ststest.NewBearerCall(caller, "read")
+		p.Claims.Actor = &accesstoken.Actor{Subject: "spiffe://example.org/ns/prod/sa/gw"}
+		return p
 	}
 	tests := []struct {
 		name           string
-		overrideParams func(*params)
+		overrideParams func(*ststest.BearerCall)
 		overrideConfig func(*accesstoken.Config)
 		expectCode     codes.Code
 		expectMsg      string
 	}{
 		{name: "baseline"},
-		{name: "scheme is case-insensitive", overrideParams: func(p *params) { p.header = func(tok string) string { return "bEaReR " + tok } }},
-		{name: "missing token", overrideParams: func(p *params) { p.header = func(string) string { return "" } },
+		{name: "scheme is case-insensitive", overrideParams: func(p *ststest.BearerCall) { p.Header = func(tok string) string { return "bEaReR " + tok } }},
+		{name: "missing token", overrideParams: func(p *ststest.BearerCall) { p.Header = func(string) string { return "" } },
 			expectCode: codes.Unauthenticated, expectMsg: "missing bearer token"},
-		{name: "another scheme", overrideParams: func(p *params) { p.header = func(tok string) string { return "Basic " + tok } },
+		{name: "another scheme", overrideParams: func(p *ststest.BearerCall) { p.Header = func(tok string) string { return "Basic " + tok } },
 			expectCode: codes.Unauthenticated, expectMsg: "missing bearer token"},
-		{name: "bearer without token", overrideParams: func(p *params) { p.header = func(string) string { return "Bearer " } },
+		{name: "bearer without token", overrideParams: func(p *ststest.BearerCall) { p.Header = func(string) string { return "Bearer " } },
 			expectCode: codes.Unauthenticated, expectMsg: "malformed bearer credentials"},
-		{name: "not a token", overrideParams: func(p *params) { p.header = func(string) string { return "Bearer abc" } },
+		{name: "not a token", overrideParams: func(p *ststest.BearerCall) { p.Header = func(string) string { return "Bearer abc" } },
 			expectCode: codes.Unauthenticated, expectMsg: "invalid token: the token is malformed"},
-		{name: "bound to another certificate of the same ID", overrideParams: func(p *params) { p.boundTo = sameIDOtherKey },
+		{name: "bound to another certificate of the same ID", overrideParams: func(p *ststest.BearerCall) { p.BoundTo = sameIDOtherKey },
 			expectCode: codes.Unauthenticated, expectMsg: "invalid token: the token is not bound to the client certificate"},
-		{name: "replayed by another workload", overrideParams: func(p *params) { p.client = other },
+		{name: "replayed by another workload", overrideParams: func(p *ststest.BearerCall) { p.Client = other },
 			expectCode: codes.Unauthenticated, expectMsg: "invalid token: the token is not bound to the client certificate"},
-		{name: "wrong audience", overrideParams: func(p *params) { p.claims.Audience = accesstoken.Audience{ststest.OrdersResource} },
+		{name: "wrong audience", overrideParams: func(p *ststest.BearerCall) { p.Claims.Audience = accesstoken.Audience{ststest.OrdersResource} },
 			expectCode: codes.Unauthenticated, expectMsg: "invalid token: the token is not for this resource server"},
 		{name: "expired", overrideConfig: func(c *accesstoken.Config) { c.Now = func() time.Time { return time.Now().Add(time.Hour) } },
 			expectCode: codes.Unauthenticated, expectMsg: "invalid token: the token has expired"},
-		{name: "missing scope", overrideParams: func(p *params) { p.claims.Scope = "write admin" },
+		{name: "missing scope", overrideParams: func(p *ststest.BearerCall) { p.Claims.Scope = "write admin" },
 			expectCode: codes.PermissionDenied, expectMsg: "insufficient scope: missing read"},
 	}
 	for _, tt := range tests {
@@ -162,19 +139,15 @@ func TestInterceptors(t *testing.T) {
 			if tt.overrideParams != nil {
 				tt.overrideParams(&p)
 			}
-			cfg := accesstoken.Config{Audiences: []string{ststest.APIAudience}}
-			if tt.overrideConfig != nil {
-				tt.overrideConfig(&cfg)
-			}
-			v := accesstoken.NewVerifier(s.URL, s.Issuer.KeySet(), &cfg)
+			v := s.VerifierWith(ststest.APIAudience, tt.overrideConfig)
 			dial, seen := startServer(t, s, v,
 				grpcauth.WithMethodScopes(checkRPC, "read"),
 				grpcauth.WithMethodScopes(watchRPC, "read"))
-			client := healthpb.NewHealthClient(dial(p.client))
-			token := mint(t, s, p.claims, p.boundTo)
+			client := healthpb.NewHealthClient(dial(p.Client))
+			token := s.Mint(t, p.Claims, p.BoundTo)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if h := p.header(token); h != "" {
+			if h := p.Header(token); h != "" {
 				ctx = metadata.AppendToOutgoingContext(ctx, "authorization", h)
 			}
 
@@ -258,7 +231,7 @@ func TestMethodScopes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			token := mint(t, s, accesstoken.Claims{Subject: ststest.WorkloadID, ClientID: ststest.WorkloadID,
+			token := s.Mint(t, accesstoken.Claims{Subject: ststest.WorkloadID, ClientID: ststest.WorkloadID,
 				Audience: accesstoken.Audience{ststest.APIAudience}, Scope: tt.scope}, caller)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -279,7 +252,7 @@ func TestNoTransportSecurity(t *testing.T) {
 	s := ststest.Start(t, nil)
 	caller := s.WorkloadSVID(t, ststest.WorkloadID)
 	v := accesstoken.NewVerifier(s.URL, s.Issuer.KeySet(), &accesstoken.Config{Audiences: []string{ststest.APIAudience}})
-	token := mint(t, s, accesstoken.Claims{Subject: ststest.WorkloadID, ClientID: ststest.WorkloadID,
+	token := s.Mint(t, accesstoken.Claims{Subject: ststest.WorkloadID, ClientID: ststest.WorkloadID,
 		Audience: accesstoken.Audience{ststest.APIAudience}}, caller)
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+token))
 	_, err := grpcauth.UnaryServerInterceptor(v)(ctx, nil, &grpc.UnaryServerInfo{FullMethod: checkRPC},

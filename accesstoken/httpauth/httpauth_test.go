@@ -1,7 +1,6 @@
 package httpauth_test
 
 import (
-	"context"
 	"io"
 	"log"
 	"net"
@@ -55,52 +54,39 @@ func TestMiddleware(t *testing.T) {
 	other := s.WorkloadSVID(t, otherPeer)
 	sameIDOtherKey := s.CA.SVID(t, ststest.WorkloadID, time.Hour)
 
-	type params struct {
-		claims          accesstoken.Claims
-		boundTo, client *x509svid.SVID
-		// header is the Authorization header; "" sends none.
-		header func(token string) string
-	}
-	baseline := func() params {
-		return params{
-			claims: accesstoken.Claims{
-				Subject: ststest.WorkloadID, ClientID: ststest.WorkloadID,
-				Audience: accesstoken.Audience{ststest.APIAudience}, Scope: "read write",
-			},
-			boundTo: caller, client: caller,
-			header: func(token string) string { return "Bearer " + token },
-		}
-	}
+	baseline := func() ststest.BearerCall { return ststest.NewBearerCall(caller, "read write") }
 	const invalidToken = `Bearer error="invalid_token", error_description=`
 	tests := []struct {
 		name            string
-		overrideParams  func(*params)
+		overrideParams  func(*ststest.BearerCall)
 		overrideConfig  func(*accesstoken.Config)
 		expectStatus    int
 		expectChallenge string
 	}{
 		{name: "baseline", expectStatus: http.StatusOK},
-		{name: "scheme is case-insensitive", overrideParams: func(p *params) { p.header = func(tok string) string { return "bearer " + tok } },
+		{name: "scheme is case-insensitive", overrideParams: func(p *ststest.BearerCall) { p.Header = func(tok string) string { return "bearer " + tok } },
 			expectStatus: http.StatusOK},
-		{name: "missing token", overrideParams: func(p *params) { p.header = func(string) string { return "" } },
+		{name: "missing token", overrideParams: func(p *ststest.BearerCall) { p.Header = func(string) string { return "" } },
 			expectStatus: http.StatusUnauthorized, expectChallenge: "Bearer"},
-		{name: "another scheme", overrideParams: func(p *params) { p.header = func(string) string { return "Basic dXNlcjpwYXNz" } },
+		{name: "another scheme", overrideParams: func(p *ststest.BearerCall) { p.Header = func(string) string { return "Basic dXNlcjpwYXNz" } },
 			expectStatus: http.StatusUnauthorized, expectChallenge: "Bearer"},
-		{name: "bearer without token", overrideParams: func(p *params) { p.header = func(string) string { return "Bearer" } },
+		{name: "bearer without token", overrideParams: func(p *ststest.BearerCall) { p.Header = func(string) string { return "Bearer" } },
 			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is malformed"`},
-		{name: "bad token", overrideParams: func(p *params) { p.header = func(string) string { return "Bearer not-a-jwt" } },
+		{name: "bad token", overrideParams: func(p *ststest.BearerCall) { p.Header = func(string) string { return "Bearer not-a-jwt" } },
 			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is malformed"`},
-		{name: "tampered token", overrideParams: func(p *params) { p.header = func(tok string) string { return "Bearer " + tok[:len(tok)-4] + "AAAA" } },
+		{name: "tampered token", overrideParams: func(p *ststest.BearerCall) {
+			p.Header = func(tok string) string { return "Bearer " + tok[:len(tok)-4] + "AAAA" }
+		},
 			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token signature does not verify"`},
-		{name: "bound to another certificate of the same ID", overrideParams: func(p *params) { p.boundTo = sameIDOtherKey },
+		{name: "bound to another certificate of the same ID", overrideParams: func(p *ststest.BearerCall) { p.BoundTo = sameIDOtherKey },
 			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate"`},
-		{name: "replayed by another workload", overrideParams: func(p *params) { p.client = other },
+		{name: "replayed by another workload", overrideParams: func(p *ststest.BearerCall) { p.Client = other },
 			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate"`},
-		{name: "wrong audience", overrideParams: func(p *params) { p.claims.Audience = accesstoken.Audience{ststest.OrdersResource} },
+		{name: "wrong audience", overrideParams: func(p *ststest.BearerCall) { p.Claims.Audience = accesstoken.Audience{ststest.OrdersResource} },
 			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not for this resource server"`},
 		{name: "expired", overrideConfig: func(c *accesstoken.Config) { c.Now = func() time.Time { return time.Now().Add(time.Hour) } },
 			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token has expired"`},
-		{name: "missing scope", overrideParams: func(p *params) { p.claims.Scope = "read" },
+		{name: "missing scope", overrideParams: func(p *ststest.BearerCall) { p.Claims.Scope = "read" },
 			expectStatus:    http.StatusForbidden,
 			expectChallenge: `Bearer error="insufficient_scope", error_description="the token lacks a required scope", scope="read write"`},
 	}
@@ -110,11 +96,7 @@ func TestMiddleware(t *testing.T) {
 			if tt.overrideParams != nil {
 				tt.overrideParams(&p)
 			}
-			cfg := accesstoken.Config{Audiences: []string{ststest.APIAudience}}
-			if tt.overrideConfig != nil {
-				tt.overrideConfig(&cfg)
-			}
-			v := accesstoken.NewVerifier(s.URL, s.Issuer.KeySet(), &cfg)
+			v := s.VerifierWith(ststest.APIAudience, tt.overrideConfig)
 			var seen *accesstoken.Claims
 			handler := httpauth.Middleware(v, httpauth.WithScopes("read"), httpauth.WithScopes("write"))(
 				http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -122,18 +104,15 @@ func TestMiddleware(t *testing.T) {
 					_, _ = io.WriteString(w, "ok")
 				}))
 			url, client := startServer(t, s, handler)
-			token, err := s.Issuer.Mint(context.Background(), &p.claims, p.boundTo.Certificates[0], time.Minute)
-			if err != nil {
-				t.Fatal(err)
-			}
+			token := s.Mint(t, p.Claims, p.BoundTo)
 			req, err := http.NewRequest(http.MethodGet, url+"/orders", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if h := p.header(token); h != "" {
+			if h := p.Header(token); h != "" {
 				req.Header.Set("Authorization", h)
 			}
-			resp, err := client(p.client).Do(req)
+			resp, err := client(p.Client).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,10 +147,7 @@ func TestMiddlewareWithoutClientCertificate(t *testing.T) {
 	s := ststest.Start(t, nil)
 	caller := s.WorkloadSVID(t, ststest.WorkloadID)
 	claims := accesstoken.Claims{Subject: ststest.WorkloadID, ClientID: ststest.WorkloadID, Audience: accesstoken.Audience{ststest.APIAudience}}
-	token, err := s.Issuer.Mint(context.Background(), &claims, caller.Certificates[0], time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := s.Mint(t, claims, caller)
 	v := accesstoken.NewVerifier(s.URL, s.Issuer.KeySet(), &accesstoken.Config{Audiences: []string{ststest.APIAudience}})
 	handler := httpauth.Middleware(v)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Fatal("handler called") }))
 	tests := []struct {

@@ -458,28 +458,35 @@ func TestParseConfig(t *testing.T) {
 			if tc.overrideExpected != nil {
 				tc.overrideExpected(expected)
 			}
-
-			cfg, err := parseConfig("sts.hcl", []byte(src))
-			if tc.expectErr != "" {
-				if err == nil {
-					t.Fatalf("parseConfig succeeded, want error:\n%s", tc.expectErr)
-				}
-				if got := err.Error(); got != tc.expectErr {
-					t.Fatalf("parseConfig error:\n%s\nwant:\n%s", got, tc.expectErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("parseConfig: %v", err)
-			}
-			if cfg.Policy == nil {
-				t.Fatal("Policy is nil")
-			}
-			cfg.Policy = nil
-			if !reflect.DeepEqual(cfg, expected) {
-				t.Fatalf("parseConfig:\n%+v\nwant:\n%+v", cfg, expected)
-			}
+			checkParseConfig(t, src, expected, tc.expectErr)
 		})
+	}
+}
+
+// checkParseConfig parses src as sts.hcl and checks that it fails with
+// expectErr or, when expectErr is "", that it gives expected (with a policy,
+// which is not compared).
+func checkParseConfig(t *testing.T, src string, expected *config, expectErr string) {
+	t.Helper()
+	cfg, err := parseConfig("sts.hcl", []byte(src))
+	if expectErr != "" {
+		if err == nil {
+			t.Fatalf("parseConfig succeeded, want error:\n%s", expectErr)
+		}
+		if got := err.Error(); got != expectErr {
+			t.Fatalf("parseConfig error:\n%s\nwant:\n%s", got, expectErr)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if cfg.Policy == nil {
+		t.Fatal("Policy is nil")
+	}
+	cfg.Policy = nil
+	if !reflect.DeepEqual(cfg, expected) {
+		t.Fatalf("parseConfig:\n%+v\nwant:\n%+v", cfg, expected)
 	}
 }
 
@@ -830,27 +837,7 @@ func TestParseConfigExternalIssuers(t *testing.T) {
 			if tc.overrideExpected != nil {
 				tc.overrideExpected(expected)
 			}
-
-			cfg, err := parseConfig("sts.hcl", []byte(src))
-			if tc.expectErr != "" {
-				if err == nil {
-					t.Fatalf("parseConfig succeeded, want error:\n%s", tc.expectErr)
-				}
-				if got := err.Error(); got != tc.expectErr {
-					t.Fatalf("parseConfig error:\n%s\nwant:\n%s", got, tc.expectErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("parseConfig: %v", err)
-			}
-			if cfg.Policy == nil {
-				t.Fatal("Policy is nil")
-			}
-			cfg.Policy = nil
-			if !reflect.DeepEqual(cfg, expected) {
-				t.Fatalf("parseConfig:\n%+v\nwant:\n%+v", cfg, expected)
-			}
+			checkParseConfig(t, src, expected, tc.expectErr)
 		})
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -18,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +28,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/internal/fakeworkloadapi"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
+	"github.com/spiffe-sts/spiffe-sts/internal/testrun"
 	"github.com/spiffe-sts/spiffe-sts/issuer/diskkey"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
@@ -290,16 +289,7 @@ policy "spiffe://example.org/ns/prod/sa/api" {
 			case tc.expectErr != "" && !strings.Contains(err.Error(), tc.expectErr):
 				t.Fatalf("reload error %q, want one containing %q", err, tc.expectErr)
 			}
-			for _, want := range tc.expectLog {
-				if !strings.Contains(logs.String(), want) {
-					t.Errorf("log lacks %q:\n%s", want, logs.String())
-				}
-			}
-			for _, unwanted := range tc.expectNotLog {
-				if strings.Contains(logs.String(), unwanted) {
-					t.Errorf("log has %q:\n%s", unwanted, logs.String())
-				}
-			}
+			checkLogs(t, logs.String(), tc.expectLog, tc.expectNotLog)
 			if tc.checkPolicy == nil {
 				if len(setter.policies) != 0 {
 					t.Fatalf("SetPolicy called %d times; the old policy must stay", len(setter.policies))
@@ -317,12 +307,40 @@ policy "spiffe://example.org/ns/prod/sa/api" {
 	}
 }
 
+// checkLogs reports each of want that logs lacks and each of unwanted that
+// it has.
+func checkLogs(t *testing.T, logs string, want, unwanted []string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(logs, w) {
+			t.Errorf("log lacks %q:\n%s", w, logs)
+		}
+	}
+	for _, u := range unwanted {
+		if strings.Contains(logs, u) {
+			t.Errorf("log has %q:\n%s", u, logs)
+		}
+	}
+}
+
 // TestReloadExternal reloads a configuration with external issuers and
 // delegation: delegation takes effect, external_issuer changes need a
 // restart.
 func TestReloadExternal(t *testing.T) {
 	t.Setenv(endpointSocketEnv, "")
 	frontendID := spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/frontend")
+	// externalChangedLog is what a reload that changes external_issuer logs.
+	externalChangedLog := []string{
+		`[WARN]  changes outside policy blocks take effect only after a restart: sections=["external_issuer"]`,
+		`[INFO]  policy reloaded: rules=3`,
+	}
+	mayActFor := func(issuer, whom string) func(*testing.T, *stsid.Rule) {
+		return func(t *testing.T, r *stsid.Rule) {
+			if !r.MayActForIssuer(issuer) {
+				t.Errorf("the frontend may not act for %s", whom)
+			}
+		}
+	}
 	for _, tc := range []struct {
 		name         string
 		running      string
@@ -362,29 +380,15 @@ func TestReloadExternal(t *testing.T) {
 			name:      "external issuer changed",
 			running:   externalConfig,
 			newConfig: replace(`"https://idp.example.com/jwks"`, `"https://idp.example.com/keys"`),
-			expectLog: []string{
-				`[WARN]  changes outside policy blocks take effect only after a restart: sections=["external_issuer"]`,
-				`[INFO]  policy reloaded: rules=3`,
-			},
-			checkRule: func(t *testing.T, r *stsid.Rule) {
-				if !r.MayActForIssuer("corp") {
-					t.Error("the frontend may not act for corp users")
-				}
-			},
+			expectLog: externalChangedLog,
+			checkRule: mayActFor("corp", "corp users"),
 		},
 		{
 			name:      "external issuer and delegation added",
 			running:   baselineConfig,
 			newConfig: func(string) string { return externalConfig },
-			expectLog: []string{
-				`[WARN]  changes outside policy blocks take effect only after a restart: sections=["external_issuer"]`,
-				`[INFO]  policy reloaded: rules=3`,
-			},
-			checkRule: func(t *testing.T, r *stsid.Rule) {
-				if !r.MayActForIssuer("k8s") {
-					t.Error("the frontend may not act for k8s subjects")
-				}
-			},
+			expectLog: externalChangedLog,
+			checkRule: mayActFor("k8s", "k8s subjects"),
 		},
 		{
 			name:         "unknown issuer in delegation",
@@ -410,16 +414,7 @@ func TestReloadExternal(t *testing.T) {
 			if (err == nil) != (tc.checkRule != nil) {
 				t.Fatalf("reload: %v", err)
 			}
-			for _, want := range tc.expectLog {
-				if !strings.Contains(logs.String(), want) {
-					t.Errorf("log lacks %q:\n%s", want, logs.String())
-				}
-			}
-			for _, unwanted := range tc.expectNotLog {
-				if strings.Contains(logs.String(), unwanted) {
-					t.Errorf("log has %q:\n%s", unwanted, logs.String())
-				}
-			}
+			checkLogs(t, logs.String(), tc.expectLog, tc.expectNotLog)
 			if tc.checkRule == nil {
 				if len(setter.policies) != 0 {
 					t.Fatal("the policy was replaced")
@@ -482,24 +477,6 @@ func TestHealthHandler(t *testing.T) {
 	check("/readyz", http.StatusOK, "ready\n")
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // freeAddr returns a loopback address with a port that was free a moment
 // ago.
 func freeAddr(t *testing.T) string {
@@ -534,27 +511,11 @@ policy "spiffe://example.org/ns/prod/sa/*" {
 
 // startRun runs the server in the background until the test ends and
 // returns its log and a function that stops it and returns run's error.
-func startRun(t *testing.T, configSrc string) (logs *syncBuffer, stop func() error) {
+func startRun(t *testing.T, configSrc string) (logs *testrun.Buffer, stop func() error) {
 	t.Helper()
 	path := writeConfig(t, configSrc)
-	ctx, cancel := context.WithCancel(context.Background())
-	logs = new(syncBuffer)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, path, io.Discard, logs) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(15 * time.Second):
-				err = errors.New("run did not return")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
+	logs = new(testrun.Buffer)
+	stop = testrun.Start(t, "run", 15*time.Second, func(ctx context.Context) error { return run(ctx, path, io.Discard, logs) })
 	return logs, stop
 }
 
@@ -849,7 +810,7 @@ func TestRunExternalIssuerErrors(t *testing.T) {
 			path := writeConfig(t, externalRunConfig(t, socket, freeAddr(t), freeAddr(t), tc.blocks))
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
-			var logs syncBuffer
+			var logs testrun.Buffer
 			err := run(ctx, path, io.Discard, &logs)
 			switch {
 			case err == nil:

@@ -31,23 +31,7 @@ func TestTokensOverGRPC(t *testing.T) {
 	s := ststest.Start(t, nil)
 	ctx := context.Background()
 	verifier := s.Verifier(ststest.APIAudience)
-	tests := []struct {
-		name        string
-		newID       string
-		expectKinds []exchangeclient.EventKind
-	}{
-		{
-			name:        "re-bound",
-			newID:       ststest.WorkloadID,
-			expectKinds: []exchangeclient.EventKind{exchangeclient.EventRebound},
-		},
-		{
-			name:        "re-bind refused, original grant",
-			newID:       ststest.OtherID,
-			expectKinds: []exchangeclient.EventKind{exchangeclient.EventFailed, exchangeclient.EventObtained},
-		},
-	}
-	for _, tt := range tests {
+	for _, tt := range rotationCases {
 		t.Run(tt.name, func(t *testing.T) {
 			oldSVID := s.CA.SVID(t, ststest.WorkloadID, time.Hour)
 			oldLeaf := oldSVID.Certificates[0]

@@ -308,32 +308,35 @@ func countKind(events []exchangeclient.Event, kind exchangeclient.EventKind) int
 	return n
 }
 
+// rotationCases are the rotations to a new SVID that the rotation tests
+// make, with the events each gives.
+var rotationCases = []struct {
+	name string
+	// newID is the SPIFFE ID of the rotated SVID.
+	newID string
+	// expectKinds are the events for the new certificate, in order.
+	expectKinds []exchangeclient.EventKind
+}{
+	{
+		name:        "re-bound",
+		newID:       ststest.WorkloadID,
+		expectKinds: []exchangeclient.EventKind{exchangeclient.EventRebound},
+	},
+	{
+		// The STS re-binds only for the client the token was issued
+		// to, so a new SPIFFE ID falls back to the original grant.
+		name:        "re-bind refused, original grant",
+		newID:       ststest.OtherID,
+		expectKinds: []exchangeclient.EventKind{exchangeclient.EventFailed, exchangeclient.EventObtained},
+	},
+}
+
 func TestTokensRotation(t *testing.T) {
 	t.Parallel()
 	s := ststest.Start(t, nil)
 	ctx := context.Background()
 	verifier := s.Verifier(ststest.APIAudience)
-	tests := []struct {
-		name string
-		// newID is the SPIFFE ID of the rotated SVID.
-		newID string
-		// expectKinds are the events for the new certificate, in order.
-		expectKinds []exchangeclient.EventKind
-	}{
-		{
-			name:        "re-bound",
-			newID:       ststest.WorkloadID,
-			expectKinds: []exchangeclient.EventKind{exchangeclient.EventRebound},
-		},
-		{
-			// The STS re-binds only for the client the token was issued
-			// to, so a new SPIFFE ID falls back to the original grant.
-			name:        "re-bind refused, original grant",
-			newID:       ststest.OtherID,
-			expectKinds: []exchangeclient.EventKind{exchangeclient.EventFailed, exchangeclient.EventObtained},
-		},
-	}
-	for _, tt := range tests {
+	for _, tt := range rotationCases {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			// The first SVID expires soon, to see its token dropped.

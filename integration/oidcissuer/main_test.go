@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,27 +21,10 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
+	"github.com/spiffe-sts/spiffe-sts/internal/testrun"
 )
 
 const frontendID = "spiffe://example.org/ns/shop/sa/frontend"
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // startServe runs serve in the background until the test ends and returns
 // the issuer URL, the client trusting its certificate, and the function
@@ -51,24 +32,10 @@ func (b *syncBuffer) String() string {
 func startServe(t *testing.T, alg jwa.SignatureAlgorithm) (issuer string, client *http.Client, stop func() error) {
 	t.Helper()
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	out := new(syncBuffer)
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, options{Addr: "127.0.0.1:0", CertOut: dir, Alg: alg}, out) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(10 * time.Second):
-				err = errors.New("serve did not return")
-			}
-		})
-		return err
-	}
-	t.Cleanup(func() { _ = stop() })
+	out := new(testrun.Buffer)
+	stop = testrun.Start(t, "serve", 10*time.Second, func(ctx context.Context) error {
+		return serve(ctx, options{Addr: "127.0.0.1:0", CertOut: dir, Alg: alg}, out)
+	})
 
 	const ready = "oidcissuer: serving "
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), ready); {

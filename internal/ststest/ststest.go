@@ -180,5 +180,5 @@ func (s *STS) Post(t testing.TB, c *http.Client, contentType, body string) (*htt
 
 // Verifier returns a resource-server verifier for aud.
 func (s *STS) Verifier(aud string) *accesstoken.Verifier {
-	return accesstoken.NewVerifier(s.URL, s.Issuer.KeySet(), &accesstoken.Config{Audiences: []string{aud}})
+	return s.VerifierWith(aud, nil)
 }
