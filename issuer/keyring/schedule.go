@@ -48,6 +48,9 @@ func (s State) String() string {
 	return fmt.Sprintf("State(%d)", int(s))
 }
 
+// MarshalText encodes s as its name, for listings in JSON.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 // Published reports whether a key in state s belongs in the JWKS.
 func (s State) Published() bool {
 	return s == StateNext || s == StateActive || s == StateRetired

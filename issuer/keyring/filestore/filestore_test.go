@@ -2,6 +2,10 @@ package filestore_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,5 +83,42 @@ func TestRefuses(t *testing.T) {
 				t.Error("Open changed the file it refused")
 			}
 		})
+	}
+}
+
+// TestManager runs the ring on the file store without a key-encryption
+// key: the file holds plain PKCS#8, readable by its owner only, and a
+// second process on the same file adopts the same keys.
+func TestManager(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), filestore.FileName)
+	clock := func() time.Time { return time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC) }
+	cfg := keyring.Config{
+		Store: open(t, path),
+		KeyID: func(pub crypto.PublicKey) (string, error) {
+			der, err := x509.MarshalPKIXPublicKey(pub)
+			return fmt.Sprintf("%x", sha256.Sum256(der)), err
+		},
+		Algorithm: keyring.EdDSA,
+		Schedule:  keyring.Schedule{MaxTokenTTL: time.Hour},
+		Clock:     clock,
+	}
+	m, err := keyring.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := m.Rotate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Store = open(t, path)
+	m2, err := keyring.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, k1, _ := m.Active()
+	_, k2, _ := m2.Active()
+	if k1 != k2 || len(m2.Published()) != 2 || m2.Published()[1].KeyID != info.KeyID {
+		t.Fatalf("second process sees %s and %+v, want %s and the rotated key %s", k2, m2.Published(), k1, info.KeyID)
 	}
 }
