@@ -1,0 +1,23 @@
+package keyring_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
+)
+
+// BenchmarkActive measures the signing hot path's key lookup: a pointer
+// load, a clock read and a scan of the ring in memory.
+func BenchmarkActive(b *testing.B) {
+	clk := newClock()
+	m, err := keyring.New(context.Background(), baseConfig(&memStore{}, clk.Now))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if s, _, _ := m.Active(); s == nil {
+			b.Fatal("no active key")
+		}
+	}
+}
