@@ -11,9 +11,9 @@
 // subject_token_type has a verifier behind a small interface that only
 // establishes the subject; none can skip a shared step.
 //
-// Errors are Error values (RFC 6749 §5.2, RFC 8693 §2.2.2), mapped at the
-// edge to the HTTP JSON error body (Error.HTTPStatus) or to the gRPC
-// status (Error.GRPCStatus):
+// Errors are protocol.Error values (RFC 6749 §5.2, RFC 8693 §2.2.2),
+// mapped at the edge to the HTTP JSON error body (protocol.Error.HTTPStatus)
+// or to the gRPC status (protocol.Error.GRPCStatus):
 //
 //	OAuth error code          HTTP  gRPC
 //	invalid_request           400   InvalidArgument
@@ -26,9 +26,11 @@
 //	server_error              500   Internal
 //
 // The gRPC status carries the OAuth error in a google.rpc.ErrorInfo
-// detail: Domain "spiffe-sts" (ErrorDomain), Reason the code,
-// Metadata["error_description"] the description. ErrorFromStatus turns
-// such a status back into an Error.
+// detail: Domain "spiffe-sts" (protocol.ErrorDomain), Reason the code,
+// Metadata["error_description"] the description. protocol.ErrorFromStatus
+// turns such a status back into a protocol.Error. The identifiers,
+// parameter names, paths and the issuer URL rule are in package protocol
+// too, which clients import instead of this package.
 //
 // # gRPC
 //

@@ -10,23 +10,25 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // Request is a token request (RFC 8693 §2.1, RFC 6749 §4.4.2) as the
 // token endpoint parses it from a form or JSON body, or as the gRPC API
 // receives it.
 type Request struct {
-	GrantType GrantType
+	GrantType protocol.GrantType
 	ClientID  string
 	// Scope is the space-separated scope list (RFC 6749 §3.3).
 	Scope              string
 	Audience           []string
 	Resource           []string
 	SubjectToken       string
-	SubjectTokenType   TokenType
+	SubjectTokenType   protocol.TokenType
 	ActorToken         string
-	ActorTokenType     TokenType
-	RequestedTokenType TokenType
+	ActorTokenType     protocol.TokenType
+	RequestedTokenType protocol.TokenType
 	// Impersonate asks for a token for the subject without an act claim
 	// (the extension parameter "impersonate=true"); policy must allow it.
 	Impersonate bool
@@ -36,21 +38,6 @@ type Request struct {
 	otherClientAuth string
 }
 
-// Parameter names (RFC 6749 §4.4, RFC 8693 §2.1).
-const (
-	paramGrantType          = "grant_type"
-	paramClientID           = "client_id"
-	paramScope              = "scope"
-	paramAudience           = "audience"
-	paramResource           = "resource"
-	paramSubjectToken       = "subject_token"
-	paramSubjectTokenType   = "subject_token_type"
-	paramActorToken         = "actor_token"
-	paramActorTokenType     = "actor_token_type"
-	paramRequestedTokenType = "requested_token_type"
-	paramImpersonate        = "impersonate"
-)
-
 // parseTokenRequest reads and parses the body of r: an
 // application/x-www-form-urlencoded form (RFC 6749 §3.2) or, for clients
 // such as gRPC-Go's credentials/sts, a JSON object with the same
@@ -59,17 +46,17 @@ func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Requ
 	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	isJSON := err == nil && mediaType == "application/json"
 	if !isJSON && (err != nil || mediaType != "application/x-www-form-urlencoded") {
-		return Request{}, ErrInvalidRequest.WithDescription("content type must be application/x-www-form-urlencoded or application/json")
+		return Request{}, protocol.ErrInvalidRequest.WithDescription("content type must be application/x-www-form-urlencoded or application/json")
 	}
 	if r.ContentLength > maxBytes {
-		return Request{}, ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
+		return Request{}, protocol.ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, maxBytes+1))
 	if err != nil {
-		return Request{}, ErrInvalidRequest.WithDescription("reading the request body failed")
+		return Request{}, protocol.ErrInvalidRequest.WithDescription("reading the request body failed")
 	}
 	if n > maxBytes {
-		return Request{}, ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
+		return Request{}, protocol.ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
 	}
 	if isJSON {
 		return parseJSON(buf.Bytes())
@@ -87,34 +74,34 @@ func (b *requestBuilder) set(key, value string) error {
 	req := &b.req
 	var field *string
 	switch key {
-	case paramAudience:
+	case protocol.ParamAudience:
 		req.Audience = append(req.Audience, value)
 		return nil
-	case paramResource:
+	case protocol.ParamResource:
 		req.Resource = append(req.Resource, value)
 		return nil
-	case paramGrantType:
+	case protocol.ParamGrantType:
 		field = (*string)(&req.GrantType)
-	case paramClientID:
+	case protocol.ParamClientID:
 		field = &req.ClientID
-	case paramScope:
+	case protocol.ParamScope:
 		field = &req.Scope
-	case paramSubjectToken:
+	case protocol.ParamSubjectToken:
 		field = &req.SubjectToken
-	case paramSubjectTokenType:
+	case protocol.ParamSubjectTokenType:
 		field = (*string)(&req.SubjectTokenType)
-	case paramActorToken:
+	case protocol.ParamActorToken:
 		field = &req.ActorToken
-	case paramActorTokenType:
+	case protocol.ParamActorTokenType:
 		field = (*string)(&req.ActorTokenType)
-	case paramRequestedTokenType:
+	case protocol.ParamRequestedTokenType:
 		field = (*string)(&req.RequestedTokenType)
-	case paramImpersonate:
+	case protocol.ParamImpersonate:
 		if req.Impersonate {
-			return ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
+			return protocol.ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
 		}
 		if value != "true" {
-			return ErrInvalidRequest.WithDescription("parameter %s must be true when sent", key)
+			return protocol.ErrInvalidRequest.WithDescription("parameter %s must be true when sent", key)
 		}
 		req.Impersonate = true
 		return nil
@@ -125,10 +112,10 @@ func (b *requestBuilder) set(key, value string) error {
 		return nil
 	}
 	if *field != "" {
-		return ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
+		return protocol.ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
 	}
 	if value == "" {
-		return ErrInvalidRequest.WithDescription("parameter %s is empty", key)
+		return protocol.ErrInvalidRequest.WithDescription("parameter %s is empty", key)
 	}
 	*field = value
 	return nil
@@ -138,7 +125,7 @@ func (b *requestBuilder) done() (Request, error) {
 	for _, list := range [][]string{b.req.Audience, b.req.Resource} {
 		for _, v := range list {
 			if v == "" {
-				return Request{}, ErrInvalidRequest.WithDescription("audience and resource values must not be empty")
+				return Request{}, protocol.ErrInvalidRequest.WithDescription("audience and resource values must not be empty")
 			}
 		}
 	}
@@ -157,11 +144,11 @@ func parseForm(body string) (Request, error) {
 		rawKey, rawValue, _ := strings.Cut(pair, "=")
 		key, err := url.QueryUnescape(rawKey)
 		if err != nil {
-			return Request{}, ErrInvalidRequest.WithDescription("malformed form encoding")
+			return Request{}, protocol.ErrInvalidRequest.WithDescription("malformed form encoding")
 		}
 		value, err := url.QueryUnescape(rawValue)
 		if err != nil {
-			return Request{}, ErrInvalidRequest.WithDescription("malformed form encoding of %s", safeName(key))
+			return Request{}, protocol.ErrInvalidRequest.WithDescription("malformed form encoding of %s", safeName(key))
 		}
 		if err := b.set(key, value); err != nil {
 			return Request{}, err
@@ -174,7 +161,7 @@ func parseForm(body string) (Request, error) {
 // strings, or for audience and resource also arrays of strings. A member
 // that appears twice is refused like a repeated form parameter.
 func parseJSON(body []byte) (Request, error) {
-	malformed := ErrInvalidRequest.WithDescription("the JSON body must be an object of string parameters")
+	malformed := protocol.ErrInvalidRequest.WithDescription("the JSON body must be an object of string parameters")
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return Request{}, malformed
@@ -188,7 +175,7 @@ func parseJSON(body []byte) (Request, error) {
 			return Request{}, malformed
 		}
 		if seen[key] {
-			return Request{}, ErrInvalidRequest.WithDescription("parameter %s is repeated", safeName(key))
+			return Request{}, protocol.ErrInvalidRequest.WithDescription("parameter %s is repeated", safeName(key))
 		}
 		seen[key] = true
 		var raw json.RawMessage
@@ -200,14 +187,14 @@ func parseJSON(body []byte) (Request, error) {
 		switch {
 		case json.Unmarshal(raw, &one) == nil:
 			values = []string{one}
-		case (key == paramAudience || key == paramResource) && json.Unmarshal(raw, &values) == nil:
-		case key == paramImpersonate && string(raw) == "true":
+		case (key == protocol.ParamAudience || key == protocol.ParamResource) && json.Unmarshal(raw, &values) == nil:
+		case key == protocol.ParamImpersonate && string(raw) == "true":
 			values = []string{"true"}
 		default:
 			if !isKnownParam(key) {
 				continue // unknown members are ignored, whatever their type
 			}
-			return Request{}, ErrInvalidRequest.WithDescription("parameter %s must be a string", safeName(key))
+			return Request{}, protocol.ErrInvalidRequest.WithDescription("parameter %s must be a string", safeName(key))
 		}
 		for _, v := range values {
 			if err := b.set(key, v); err != nil {
@@ -226,8 +213,8 @@ func parseJSON(body []byte) (Request, error) {
 
 func isKnownParam(key string) bool {
 	switch key {
-	case paramGrantType, paramClientID, paramScope, paramAudience, paramResource, paramSubjectToken,
-		paramSubjectTokenType, paramActorToken, paramActorTokenType, paramRequestedTokenType, paramImpersonate:
+	case protocol.ParamGrantType, protocol.ParamClientID, protocol.ParamScope, protocol.ParamAudience, protocol.ParamResource, protocol.ParamSubjectToken,
+		protocol.ParamSubjectTokenType, protocol.ParamActorToken, protocol.ParamActorTokenType, protocol.ParamRequestedTokenType, protocol.ParamImpersonate:
 		return true
 	}
 	return false

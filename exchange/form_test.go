@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"slices"
 	"testing"
+
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 func TestParseForm(t *testing.T) {
@@ -28,7 +30,7 @@ func FuzzParseForm(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body string) {
 		req, err := parseForm(body)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidRequest) {
+			if !errors.Is(err, protocol.ErrInvalidRequest) {
 				t.Fatalf("error %v is not invalid_request", err)
 			}
 			return
@@ -38,8 +40,8 @@ func FuzzParseForm(f *testing.F) {
 			return // net/url refuses some bodies (';') that are unambiguous here
 		}
 		for name, got := range map[string]string{
-			paramGrantType: string(req.GrantType), paramScope: req.Scope, paramSubjectToken: req.SubjectToken,
-			paramClientID: req.ClientID, paramRequestedTokenType: string(req.RequestedTokenType),
+			protocol.ParamGrantType: string(req.GrantType), protocol.ParamScope: req.Scope, protocol.ParamSubjectToken: req.SubjectToken,
+			protocol.ParamClientID: req.ClientID, protocol.ParamRequestedTokenType: string(req.RequestedTokenType),
 		} {
 			if len(values[name]) > 1 {
 				t.Fatalf("%s repeated but accepted", name)
@@ -48,8 +50,8 @@ func FuzzParseForm(f *testing.F) {
 				t.Fatalf("%s = %q, net/url says %q", name, got, values.Get(name))
 			}
 		}
-		if !slices.Equal(values[paramAudience], req.Audience) && len(values[paramAudience])+len(req.Audience) > 0 {
-			t.Fatalf("audience = %q, net/url says %q", req.Audience, values[paramAudience])
+		if !slices.Equal(values[protocol.ParamAudience], req.Audience) && len(values[protocol.ParamAudience])+len(req.Audience) > 0 {
+			t.Fatalf("audience = %q, net/url says %q", req.Audience, values[protocol.ParamAudience])
 		}
 	})
 }
@@ -63,12 +65,12 @@ func TestParseJSON(t *testing.T) {
 	}{
 		{name: "credentials/sts shape", body: `{"grant_type":"urn:ietf:params:oauth:grant-type:token-exchange","audience":"a","scope":"read","subject_token":"t","subject_token_type":"urn:ietf:params:oauth:token-type:jwt"}`,
 			check: func(r Request) bool {
-				return r.GrantType == GrantTypeTokenExchange && slices.Equal(r.Audience, []string{"a"}) && r.SubjectToken == "t" && r.Scope == "read"
+				return r.GrantType == protocol.GrantTypeTokenExchange && slices.Equal(r.Audience, []string{"a"}) && r.SubjectToken == "t" && r.Scope == "read"
 			}},
 		{name: "audience array", body: `{"audience":["a","b"],"resource":"https://r"}`, check: func(r Request) bool {
 			return slices.Equal(r.Audience, []string{"a", "b"}) && slices.Equal(r.Resource, []string{"https://r"})
 		}},
-		{name: "unknown members ignored", body: `{"grant_type":"client_credentials","x":{"y":1}}`, check: func(r Request) bool { return r.GrantType == GrantTypeClientCredentials }},
+		{name: "unknown members ignored", body: `{"grant_type":"client_credentials","x":{"y":1}}`, check: func(r Request) bool { return r.GrantType == protocol.GrantTypeClientCredentials }},
 		{name: "impersonate as a boolean", body: `{"impersonate":true}`, check: func(r Request) bool { return r.Impersonate }},
 		{name: "repeated member", body: `{"scope":"a","scope":"b"}`, expectErr: `exchange: invalid_request: parameter "scope" is repeated`},
 		{name: "number", body: `{"scope":1}`, expectErr: `exchange: invalid_request: parameter "scope" must be a string`},

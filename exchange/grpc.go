@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // grpcService is the gRPC API, exchangepb.TokenExchange, served by
@@ -50,7 +51,7 @@ func (s *Server) exchangeGRPC(ctx context.Context, in *exchangepb.ExchangeReques
 	}
 	// RFC 6749 §2.3: one authentication method per request, as on /token.
 	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("authorization")) > 0 {
-		return nil, ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
+		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
 	}
 	resp, err := s.Exchange(ctx, caller, &req)
 	if err != nil {
@@ -72,14 +73,14 @@ func (s *Server) exchangeGRPC(ctx context.Context, in *exchangepb.ExchangeReques
 func requestFromProto(in *exchangepb.ExchangeRequest) (Request, error) {
 	var b requestBuilder
 	for _, p := range []struct{ key, value string }{
-		{paramGrantType, in.GetGrantType()},
-		{paramClientID, in.GetClientId()},
-		{paramScope, in.GetScope()},
-		{paramSubjectToken, in.GetSubjectToken()},
-		{paramSubjectTokenType, in.GetSubjectTokenType()},
-		{paramActorToken, in.GetActorToken()},
-		{paramActorTokenType, in.GetActorTokenType()},
-		{paramRequestedTokenType, in.GetRequestedTokenType()},
+		{protocol.ParamGrantType, in.GetGrantType()},
+		{protocol.ParamClientID, in.GetClientId()},
+		{protocol.ParamScope, in.GetScope()},
+		{protocol.ParamSubjectToken, in.GetSubjectToken()},
+		{protocol.ParamSubjectTokenType, in.GetSubjectTokenType()},
+		{protocol.ParamActorToken, in.GetActorToken()},
+		{protocol.ParamActorTokenType, in.GetActorTokenType()},
+		{protocol.ParamRequestedTokenType, in.GetRequestedTokenType()},
 	} {
 		if p.value == "" {
 			continue
@@ -89,7 +90,7 @@ func requestFromProto(in *exchangepb.ExchangeRequest) (Request, error) {
 		}
 	}
 	if in.GetImpersonate() {
-		if err := b.set(paramImpersonate, "true"); err != nil {
+		if err := b.set(protocol.ParamImpersonate, "true"); err != nil {
 			return Request{}, err
 		}
 	}

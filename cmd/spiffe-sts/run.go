@@ -24,6 +24,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/diskkey"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
@@ -364,10 +365,10 @@ func (h *healthState) ready() error {
 // returns nil and 503 otherwise, for kubelet probes.
 func healthHandler(ready func() error) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+exchange.PathHealthz, func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET "+protocol.PathHealthz, func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("GET "+exchange.PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET "+protocol.PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
 		if err := ready(); err != nil {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return

@@ -20,8 +20,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
-	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 const exchangeHelp = `Gets an access token for this workload from the STS. The workload's
@@ -59,7 +59,7 @@ type exchangeFlags struct {
 	scope            []string
 	grant            string
 	subjectTokenFile string
-	subjectTokenType exchange.TokenType
+	subjectTokenType protocol.TokenType
 	output           string
 	verify           bool
 	impersonate      bool
@@ -140,14 +140,14 @@ func parseExchangeFlags(args []string, stderr io.Writer) (f exchangeFlags, code 
 }
 
 // parseTokenType accepts the short names jwt and access_token or a URN.
-func parseTokenType(s string) (exchange.TokenType, error) {
+func parseTokenType(s string) (protocol.TokenType, error) {
 	switch s {
 	case "jwt":
-		return exchange.TokenTypeJWT, nil
+		return protocol.TokenTypeJWT, nil
 	case "access_token":
-		return exchange.TokenTypeAccessToken, nil
+		return protocol.TokenTypeAccessToken, nil
 	}
-	return exchange.ParseTokenType(s)
+	return protocol.ParseTokenType(s)
 }
 
 func runExchange(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -220,7 +220,7 @@ func exchangeWithSource(ctx context.Context, f *exchangeFlags, source exchangecl
 	}
 	tok, err := client.Exchange(ctx, req)
 	if err != nil {
-		var oauthErr exchange.Error
+		var oauthErr protocol.Error
 		if errors.As(err, &oauthErr) {
 			fmt.Fprintf(stderr, "stsctl exchange: token refused: %s\n", strings.TrimPrefix(oauthErr.Error(), "exchange: "))
 			return exitInvalid
@@ -269,7 +269,7 @@ func verifyIssued(ctx context.Context, f *exchangeFlags, source exchangeclient.X
 		ForceAttemptHTTP2: true,
 	}
 	defer transport.CloseIdleConnections()
-	jwksURL := f.stsURL + exchange.PathJWKS
+	jwksURL := f.stsURL + protocol.PathJWKS
 	keys, err := fetchJWKS(ctx, &http.Client{Transport: transport, Timeout: f.timeout}, jwksURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "stsctl exchange: %v\n", err)
@@ -305,7 +305,7 @@ func stsAuthorizer(source x509svid.Source, id spiffeid.ID) tlsconfig.Authorizer 
 // absolute expiry added.
 type tokenJSON struct {
 	AccessToken     string             `json:"access_token"`
-	IssuedTokenType exchange.TokenType `json:"issued_token_type,omitempty"`
+	IssuedTokenType protocol.TokenType `json:"issued_token_type,omitempty"`
 	TokenType       string             `json:"token_type"`
 	ExpiresIn       int64              `json:"expires_in"`
 	Scope           string             `json:"scope,omitempty"`

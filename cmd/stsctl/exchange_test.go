@@ -256,7 +256,7 @@ func TestExchangeUsage(t *testing.T) {
 		{name: "bad -grant", args: []string{"-sts", sts, "-audience", "a", "-grant", "password"}, code: exitUsage, stderrHas: "-grant must be jwt-svid or client-credentials"},
 		{name: "bad -output", args: []string{"-sts", sts, "-audience", "a", "-output", "yaml"}, code: exitUsage, stderrHas: "-output must be token, json or claims"},
 		{name: "type without file", args: []string{"-sts", sts, "-audience", "a", "-subject-token-type", "jwt"}, code: exitUsage, stderrHas: "-subject-token-type needs -subject-token-file"},
-		{name: "bad type", args: []string{"-sts", sts, "-audience", "a", "-subject-token-file", "f", "-subject-token-type", "saml"}, code: exitUsage, stderrHas: `-subject-token-type: exchange: unsupported token type "saml"`},
+		{name: "bad type", args: []string{"-sts", sts, "-audience", "a", "-subject-token-file", "f", "-subject-token-type", "saml"}, code: exitUsage, stderrHas: `-subject-token-type: protocol: unsupported token type "saml"`},
 		{name: "file with client credentials", args: []string{"-sts", sts, "-audience", "a", "-grant", "client-credentials", "-subject-token-file", "f"}, code: exitUsage, stderrHas: "-subject-token-file does not apply to -grant client-credentials"},
 		{name: "argument", args: []string{"-sts", sts, "-audience", "a", "extra"}, code: exitUsage, stderrHas: `unexpected argument "extra"`},
 		{name: "zero timeout", args: []string{"-sts", sts, "-audience", "a", "-timeout", "0s"}, code: exitUsage, stderrHas: "-timeout must be positive"},
