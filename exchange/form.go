@@ -64,72 +64,76 @@ func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Requ
 	return parseForm(buf.String())
 }
 
-// requestBuilder collects parameters, refusing repeated single-valued ones
-// and empty values (RFC 6749 §3.2: parameters sent without a value are
-// treated as omitted, which is ambiguous for a security decision, so they
-// are refused). Unknown parameters are ignored (RFC 6749 §3.2).
-type requestBuilder struct{ req Request }
+// requestBuilder collects parameters for every API: the form, the JSON
+// body and the gRPC message. RFC 6749 §3.2: "Parameters sent without a
+// value MUST be treated as if they were omitted from the request", so an
+// empty value, of any parameter, is dropped; an empty audience or
+// resource value is one audience or resource fewer. A single-valued
+// parameter sent twice is refused, even when one copy is empty, since
+// which copy counts would be ambiguous. Unknown parameters are ignored
+// (RFC 6749 §3.2).
+type requestBuilder struct {
+	req Request
+	// seen has a bit per single-valued parameter received, empty or not.
+	seen uint16
+}
 
 func (b *requestBuilder) set(key, value string) error {
 	req := &b.req
 	var field *string
+	var bit uint16
 	switch key {
 	case protocol.ParamAudience:
-		req.Audience = append(req.Audience, value)
+		if value != "" {
+			req.Audience = append(req.Audience, value)
+		}
 		return nil
 	case protocol.ParamResource:
-		req.Resource = append(req.Resource, value)
+		if value != "" {
+			req.Resource = append(req.Resource, value)
+		}
 		return nil
 	case protocol.ParamGrantType:
-		field = (*string)(&req.GrantType)
+		field, bit = (*string)(&req.GrantType), 1<<0
 	case protocol.ParamClientID:
-		field = &req.ClientID
+		field, bit = &req.ClientID, 1<<1
 	case protocol.ParamScope:
-		field = &req.Scope
+		field, bit = &req.Scope, 1<<2
 	case protocol.ParamSubjectToken:
-		field = &req.SubjectToken
+		field, bit = &req.SubjectToken, 1<<3
 	case protocol.ParamSubjectTokenType:
-		field = (*string)(&req.SubjectTokenType)
+		field, bit = (*string)(&req.SubjectTokenType), 1<<4
 	case protocol.ParamActorToken:
-		field = &req.ActorToken
+		field, bit = &req.ActorToken, 1<<5
 	case protocol.ParamActorTokenType:
-		field = (*string)(&req.ActorTokenType)
+		field, bit = (*string)(&req.ActorTokenType), 1<<6
 	case protocol.ParamRequestedTokenType:
-		field = (*string)(&req.RequestedTokenType)
+		field, bit = (*string)(&req.RequestedTokenType), 1<<7
 	case protocol.ParamImpersonate:
-		if req.Impersonate {
-			return protocol.ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
+		bit = 1 << 8
+	case protocol.ParamClientSecret, protocol.ParamClientAssertion, protocol.ParamClientAssertionType:
+		if value != "" {
+			req.otherClientAuth = key
 		}
-		if value != "true" {
-			return protocol.ErrInvalidRequest.WithDescription("parameter %s must be true when sent", key)
-		}
-		req.Impersonate = true
-		return nil
-	case "client_secret", "client_assertion", "client_assertion_type":
-		req.otherClientAuth = key
 		return nil
 	default:
 		return nil
 	}
-	if *field != "" {
+	if b.seen&bit != 0 {
 		return protocol.ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
 	}
-	if value == "" {
-		return protocol.ErrInvalidRequest.WithDescription("parameter %s is empty", key)
+	b.seen |= bit
+	switch {
+	case value == "":
+		return nil // as omitted
+	case field != nil:
+		*field = value
+	case value != "true":
+		return protocol.ErrInvalidRequest.WithDescription("parameter %s must be true when sent", key)
+	default:
+		req.Impersonate = true
 	}
-	*field = value
 	return nil
-}
-
-func (b *requestBuilder) done() (Request, error) {
-	for _, list := range [][]string{b.req.Audience, b.req.Resource} {
-		for _, v := range list {
-			if v == "" {
-				return Request{}, protocol.ErrInvalidRequest.WithDescription("audience and resource values must not be empty")
-			}
-		}
-	}
-	return b.req, nil
 }
 
 // parseForm decodes an application/x-www-form-urlencoded body.
@@ -154,7 +158,7 @@ func parseForm(body string) (Request, error) {
 			return Request{}, err
 		}
 	}
-	return b.done()
+	return b.req, nil
 }
 
 // parseJSON decodes a JSON object whose members are the form parameters:
@@ -174,8 +178,8 @@ func parseJSON(body []byte) (Request, error) {
 		if err != nil || !ok {
 			return Request{}, malformed
 		}
-		if seen[key] {
-			return Request{}, protocol.ErrInvalidRequest.WithDescription("parameter %s is repeated", safeName(key))
+		if seen[key] && isKnownParam(key) {
+			return Request{}, protocol.ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
 		}
 		seen[key] = true
 		var raw json.RawMessage
@@ -208,7 +212,7 @@ func parseJSON(body []byte) (Request, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Request{}, malformed
 	}
-	return b.done()
+	return b.req, nil
 }
 
 func isKnownParam(key string) bool {

@@ -3,6 +3,7 @@ package exchange
 import (
 	"errors"
 	"net/url"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -27,6 +28,7 @@ func FuzzParseForm(f *testing.F) {
 	f.Add("subject_token=x&subject_token=y")
 	f.Add("scope=%zz")
 	f.Add("a=b;c=d&scope=")
+	f.Add("audience=&audience=a&scope=&client_id=")
 	f.Fuzz(func(t *testing.T, body string) {
 		req, err := parseForm(body)
 		if err != nil {
@@ -50,8 +52,10 @@ func FuzzParseForm(f *testing.F) {
 				t.Fatalf("%s = %q, net/url says %q", name, got, values.Get(name))
 			}
 		}
-		if !slices.Equal(values[protocol.ParamAudience], req.Audience) && len(values[protocol.ParamAudience])+len(req.Audience) > 0 {
-			t.Fatalf("audience = %q, net/url says %q", req.Audience, values[protocol.ParamAudience])
+		// Empty values are omitted (RFC 6749 §3.2).
+		audience := slices.DeleteFunc(values[protocol.ParamAudience], func(v string) bool { return v == "" })
+		if !slices.Equal(audience, req.Audience) && len(audience)+len(req.Audience) > 0 {
+			t.Fatalf("audience = %q, net/url says %q", req.Audience, audience)
 		}
 	})
 }
@@ -72,10 +76,19 @@ func TestParseJSON(t *testing.T) {
 		}},
 		{name: "unknown members ignored", body: `{"grant_type":"client_credentials","x":{"y":1}}`, check: func(r Request) bool { return r.GrantType == protocol.GrantTypeClientCredentials }},
 		{name: "impersonate as a boolean", body: `{"impersonate":true}`, check: func(r Request) bool { return r.Impersonate }},
-		{name: "repeated member", body: `{"scope":"a","scope":"b"}`, expectErr: `exchange: invalid_request: parameter "scope" is repeated`},
+		{name: "repeated member", body: `{"scope":"a","scope":"b"}`, expectErr: "exchange: invalid_request: parameter scope is repeated"},
+		{name: "repeated member, one empty", body: `{"scope":"","scope":"b"}`, expectErr: "exchange: invalid_request: parameter scope is repeated"},
+		{name: "repeated audience member", body: `{"audience":"a","audience":["b"]}`, expectErr: "exchange: invalid_request: parameter audience is repeated"},
+		{name: "repeated unknown member ignored", body: `{"x":1,"x":2,"scope":"a"}`, check: func(r Request) bool { return r.Scope == "a" }},
+		{name: "empty audience values dropped", body: `{"audience":["","a",""],"resource":""}`, check: func(r Request) bool {
+			return slices.Equal(r.Audience, []string{"a"}) && r.Resource == nil
+		}},
+		{name: "empty impersonate as omitted", body: `{"impersonate":""}`, check: func(r Request) bool { return !r.Impersonate }},
 		{name: "number", body: `{"scope":1}`, expectErr: `exchange: invalid_request: parameter "scope" must be a string`},
 		{name: "array for a single-valued parameter", body: `{"scope":["a"]}`, expectErr: `exchange: invalid_request: parameter "scope" must be a string`},
-		{name: "empty value", body: `{"scope":""}`, expectErr: "exchange: invalid_request: parameter scope is empty"},
+		{name: "empty value as omitted", body: `{"scope":"","grant_type":"client_credentials"}`, check: func(r Request) bool {
+			return reflect.DeepEqual(r, Request{GrantType: protocol.GrantTypeClientCredentials})
+		}},
 		{name: "not an object", body: `["a"]`, expectErr: "exchange: invalid_request: the JSON body must be an object of string parameters"},
 		{name: "trailing data", body: `{} {}`, expectErr: "exchange: invalid_request: the JSON body must be an object of string parameters"},
 	}
@@ -90,6 +103,46 @@ func TestParseJSON(t *testing.T) {
 			}
 			if err != nil || !tt.check(req) {
 				t.Fatalf("parsed %+v, err %v", req, err)
+			}
+		})
+	}
+}
+
+// TestParseEmptyParameters checks at the parser, for every parameter and
+// every body, that an empty value is the parameter omitted (RFC 6749
+// §3.2) and that a repeated single-valued one is refused even when a copy
+// is empty. TestEmptyParameters checks the same through the server.
+func TestParseEmptyParameters(t *testing.T) {
+	singleValued := []string{
+		protocol.ParamGrantType, protocol.ParamClientID, protocol.ParamScope, protocol.ParamSubjectToken,
+		protocol.ParamSubjectTokenType, protocol.ParamActorToken, protocol.ParamActorTokenType,
+		protocol.ParamRequestedTokenType, protocol.ParamImpersonate,
+	}
+	for _, key := range append(singleValued, protocol.ParamAudience, protocol.ParamResource,
+		protocol.ParamClientSecret, protocol.ParamClientAssertion, protocol.ParamClientAssertionType) {
+		t.Run(key, func(t *testing.T) {
+			for name, parse := range map[string]func() (Request, error){
+				"form": func() (Request, error) { return parseForm(key + "=") },
+				"JSON": func() (Request, error) { return parseJSON([]byte(`{"` + key + `":""}`)) },
+			} {
+				got, err := parse()
+				if err != nil || !reflect.DeepEqual(got, Request{}) {
+					t.Errorf("%s: empty %s parsed as %+v, %v; want as omitted", name, key, got, err)
+				}
+			}
+		})
+	}
+	for _, key := range singleValued {
+		t.Run(key+"/repeated", func(t *testing.T) {
+			want := "exchange: invalid_request: parameter " + key + " is repeated"
+			for _, body := range []string{key + "=&" + key + "=true", key + "=true&" + key + "=", key + "=&" + key + "="} {
+				if _, err := parseForm(body); err == nil || err.Error() != want {
+					t.Errorf("form %q: err = %v, want %s", body, err, want)
+				}
+			}
+			body := `{"` + key + `":"","` + key + `":"true"}`
+			if _, err := parseJSON([]byte(body)); err == nil || err.Error() != want {
+				t.Errorf("JSON %s: err = %v, want %s", body, err, want)
 			}
 		})
 	}

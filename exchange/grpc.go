@@ -68,11 +68,12 @@ func (s *Server) exchangeGRPC(ctx context.Context, in *exchangepb.ExchangeReques
 
 // requestFromProto builds a Request from the message through the form's
 // requestBuilder, so both APIs accept exactly the same parameters. An
-// empty string is a parameter not sent; an empty audience or resource
-// value is refused, as in a form.
+// empty string (proto3 cannot tell it from a field not sent) is a
+// parameter omitted, and an empty audience or resource value is dropped,
+// as in a form (RFC 6749 §3.2).
 func requestFromProto(in *exchangepb.ExchangeRequest) (Request, error) {
 	var b requestBuilder
-	for _, p := range []struct{ key, value string }{
+	params := []struct{ key, value string }{
 		{protocol.ParamGrantType, in.GetGrantType()},
 		{protocol.ParamClientID, in.GetClientId()},
 		{protocol.ParamScope, in.GetScope()},
@@ -81,20 +82,24 @@ func requestFromProto(in *exchangepb.ExchangeRequest) (Request, error) {
 		{protocol.ParamActorToken, in.GetActorToken()},
 		{protocol.ParamActorTokenType, in.GetActorTokenType()},
 		{protocol.ParamRequestedTokenType, in.GetRequestedTokenType()},
-	} {
-		if p.value == "" {
-			continue
-		}
+	}
+	if in.GetImpersonate() {
+		params = append(params, struct{ key, value string }{protocol.ParamImpersonate, "true"})
+	}
+	for _, p := range params {
 		if err := b.set(p.key, p.value); err != nil {
 			return Request{}, err
 		}
 	}
-	if in.GetImpersonate() {
-		if err := b.set(protocol.ParamImpersonate, "true"); err != nil {
-			return Request{}, err
+	for _, list := range []struct {
+		key    string
+		values []string
+	}{{protocol.ParamAudience, in.GetAudience()}, {protocol.ParamResource, in.GetResource()}} {
+		for _, v := range list.values {
+			if err := b.set(list.key, v); err != nil {
+				return Request{}, err
+			}
 		}
 	}
-	b.req.Audience = append(b.req.Audience, in.GetAudience()...)
-	b.req.Resource = append(b.req.Resource, in.GetResource()...)
-	return b.done()
+	return b.req, nil
 }
