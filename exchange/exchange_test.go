@@ -668,8 +668,8 @@ func TestNewValidation(t *testing.T) {
 		expectErr      string
 	}{
 		{name: "baseline"},
-		{name: "no issuer", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "" }, expectErr: "exchange: IssuerURL is required"},
-		{name: "http issuer", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "http://sts" }, expectErr: `exchange: IssuerURL "http://sts" must be an https URL with a host`},
+		{name: "no issuer", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "" }, expectErr: `exchange: IssuerURL "" is required`},
+		{name: "http issuer", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "http://sts" }, expectErr: `exchange: IssuerURL "http://sts" must be an https URL`},
 		{name: "issuer with path", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "https://sts/x" }, expectErr: `exchange: IssuerURL "https://sts/x" must not have a path`},
 		{name: "issuer with slash", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "https://sts/" }, expectErr: `exchange: IssuerURL "https://sts/" must not end in a slash`},
 		{name: "issuer with query", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "https://sts?a=b" }, expectErr: `exchange: IssuerURL "https://sts?a=b" must not have user info, a query or a fragment`},

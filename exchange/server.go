@@ -11,7 +11,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -70,7 +69,8 @@ type PublicKeys interface {
 // Workload API (workloadapi.X509Source, workloadapi.BundleSource).
 type Config struct {
 	// IssuerURL is the issuer identifier exactly as clients reach it
-	// (RFC 8414 §2): an https URL without query or fragment.
+	// (RFC 8414 §2): https://host[:port], without a path (see
+	// protocol.CheckIssuerURL).
 	IssuerURL string
 	// TrustDomain is this server's own trust domain.
 	TrustDomain spiffeid.TrustDomain
@@ -317,21 +317,11 @@ func (s *Server) metadataDocument() map[string]any {
 	}
 }
 
+// validateIssuerURL applies protocol.CheckIssuerURL, the one issuer URL
+// rule (RFC 8414 §2, §3: no path).
 func validateIssuerURL(raw string) error {
-	u, err := url.Parse(raw)
-	switch {
-	case raw == "":
-		return errors.New("exchange: IssuerURL is required")
-	case err != nil:
-		return fmt.Errorf("exchange: IssuerURL: %w", err)
-	case u.Scheme != "https" || u.Host == "":
-		return fmt.Errorf("exchange: IssuerURL %q must be an https URL with a host", raw)
-	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
-		return fmt.Errorf("exchange: IssuerURL %q must not have user info, a query or a fragment", raw)
-	case u.Path != "" && u.Path != "/":
-		return fmt.Errorf("exchange: IssuerURL %q must not have a path", raw)
-	case u.Path == "/":
-		return fmt.Errorf("exchange: IssuerURL %q must not end in a slash", raw)
+	if err := protocol.CheckIssuerURL(raw); err != nil {
+		return fmt.Errorf("exchange: IssuerURL %q %w", raw, err)
 	}
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -94,9 +93,10 @@ func parseExchangeFlags(args []string, stderr io.Writer) (f exchangeFlags, code 
 	if len(positional) > 0 {
 		return fail("unexpected argument %q", positional[0])
 	}
-	f.stsURL = strings.TrimSuffix(*stsURL, "/")
-	if u, err := url.Parse(f.stsURL); f.stsURL == "" || err != nil || u.Scheme != "https" || u.Host == "" {
-		return fail("-sts must be the https URL of the STS")
+	// The issuer URL rule of the server (protocol.CheckIssuerURL).
+	f.stsURL = *stsURL
+	if err := protocol.CheckIssuerURL(f.stsURL); err != nil {
+		return fail("-sts %v (the STS issuer URL, https://host[:port])", err)
 	}
 	if *stsID != "" {
 		id, err := spiffeid.FromString(*stsID)

@@ -147,19 +147,17 @@ func serverAuthorizer(src x509svid.Source, id spiffeid.ID) tlsconfig.Authorizer 
 	}
 }
 
-// tokenEndpoint validates the issuer URL and returns the token endpoint.
+// tokenEndpoint validates the issuer URL with the server's rule,
+// protocol.CheckIssuerURL (https://host[:port], no path), and returns the
+// token endpoint.
 func tokenEndpoint(issuer string) (string, error) {
 	if issuer == "" {
 		return "", errors.New("exchangeclient: the issuer URL is required (WithIssuerURL)")
 	}
-	u, err := url.Parse(issuer)
-	if err != nil {
-		return "", fmt.Errorf("exchangeclient: issuer URL: %w", err)
+	if err := protocol.CheckIssuerURL(issuer); err != nil {
+		return "", fmt.Errorf("exchangeclient: issuer URL %q %w", issuer, err)
 	}
-	if u.Scheme != "https" || u.Host == "" || u.User != nil || strings.ContainsAny(issuer, "?#") {
-		return "", fmt.Errorf("exchangeclient: issuer URL %q must be an https URL without user info, query or fragment", issuer)
-	}
-	return strings.TrimSuffix(issuer, "/") + protocol.PathToken, nil
+	return issuer + protocol.PathToken, nil
 }
 
 // Request is a token request. With a SubjectToken it is an RFC 8693 §2.1

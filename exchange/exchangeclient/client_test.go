@@ -109,12 +109,6 @@ func TestExchange(t *testing.T) {
 			},
 		},
 		{
-			name: "issuer URL with a trailing slash",
-			overrideConfig: func(c *config) {
-				c.opts = append(c.opts, exchangeclient.WithIssuerURL(s.URL+"/"))
-			},
-		},
-		{
 			name:           "audience not allowed",
 			overrideParams: func(r *exchangeclient.Request) { r.Audience = []string{"spiffe://example.org/other"} },
 			expectErr:      `exchange: invalid_target: audience "spiffe://example.org/other" is not allowed for this client`,
@@ -325,12 +319,23 @@ func TestNew(t *testing.T) {
 			overrideConfig: func(o *[]exchangeclient.Option) {
 				*o = append(*o, exchangeclient.WithIssuerURL("http://127.0.0.1:8443"))
 			},
-			expectErr: `exchangeclient: issuer URL "http://127.0.0.1:8443" must be an https URL without user info, query or fragment`,
+			expectErr: `exchangeclient: issuer URL "http://127.0.0.1:8443" must be an https URL`,
 		},
 		{
 			name:           "issuer URL with a query",
 			overrideConfig: func(o *[]exchangeclient.Option) { *o = append(*o, exchangeclient.WithIssuerURL(s.URL+"?x=1")) },
-			expectErr:      `exchangeclient: issuer URL "` + s.URL + `?x=1" must be an https URL without user info, query or fragment`,
+			expectErr:      `exchangeclient: issuer URL "` + s.URL + `?x=1" must not have user info, a query or a fragment`,
+		},
+		{
+			// The server's issuer URL rule (protocol.CheckIssuerURL).
+			name:           "issuer URL with a trailing slash",
+			overrideConfig: func(o *[]exchangeclient.Option) { *o = append(*o, exchangeclient.WithIssuerURL(s.URL+"/")) },
+			expectErr:      `exchangeclient: issuer URL "` + s.URL + `/" must not end in a slash`,
+		},
+		{
+			name:           "issuer URL with a path",
+			overrideConfig: func(o *[]exchangeclient.Option) { *o = append(*o, exchangeclient.WithIssuerURL(s.URL+"/sts")) },
+			expectErr:      `exchangeclient: issuer URL "` + s.URL + `/sts" must not have a path`,
 		},
 		{
 			name:           "nil source",

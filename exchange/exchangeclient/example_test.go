@@ -104,7 +104,7 @@ func ExampleNew() {
 	_, err := exchangeclient.New(context.Background(), exchangeclient.WithIssuerURL("http://sts.example.org"))
 	fmt.Println(err)
 	// Output:
-	// exchangeclient: issuer URL "http://sts.example.org" must be an https URL without user info, query or fragment
+	// exchangeclient: issuer URL "http://sts.example.org" must be an https URL
 }
 
 // This example calls a gRPC service with tokens bound to the certificate of

@@ -28,8 +28,10 @@ type optionFunc func(*clientConfig)
 func (fn optionFunc) configureClient(c *clientConfig) { fn(c) }
 
 // WithIssuerURL sets the STS issuer URL, for example
-// https://sts.example.org:8443. It is required. The token endpoint is the
-// issuer URL followed by protocol.PathToken ("/token").
+// https://sts.example.org:8443. It is required, and New checks it with the
+// server's rule, protocol.CheckIssuerURL: https://host[:port], without a
+// path or a trailing slash. The token endpoint is the issuer URL followed
+// by protocol.PathToken ("/token").
 func WithIssuerURL(url string) Option {
 	return optionFunc(func(c *clientConfig) { c.issuerURL = url })
 }
