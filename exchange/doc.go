@@ -39,9 +39,9 @@
 // requests whose Content-Type is application/grpc to an internal
 // grpc.Server. The client is authenticated by the same function, from the
 // same TLS state and per-connection cache, and the request goes through
-// the form's parameter checks and Exchange, so both APIs accept and refuse
-// exactly the same requests. A gRPC client connects with the TLS
-// credentials of its X509-SVID:
+// the form's parameter checks and the same pipeline, so both APIs accept
+// and refuse exactly the same requests. A gRPC client connects with the
+// TLS credentials of its X509-SVID:
 //
 //	creds := credentials.NewTLS(tlsconfig.MTLSClientConfig(x509Source, x509Source, tlsconfig.AuthorizeID(stsID)))
 //	conn, err := grpc.NewClient("sts.example.org:8443", grpc.WithTransportCredentials(creds))

@@ -15,7 +15,7 @@ import (
 // grpcService is the gRPC API, exchangepb.TokenExchange, served by
 // Server.ServeHTTP on the HTTPS listener. It runs the HTTP token endpoint's
 // steps: client authentication by the connection's X509-SVID, the request
-// parameters through the same builder as the form, then Exchange.
+// parameters through the same builder as the form, then exchange.
 type grpcService struct {
 	exchangepb.UnimplementedTokenExchangeServer
 	s *Server
@@ -53,7 +53,7 @@ func (s *Server) exchangeGRPC(ctx context.Context, in *exchangepb.ExchangeReques
 	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("authorization")) > 0 {
 		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
 	}
-	resp, err := s.Exchange(ctx, caller, &req)
+	resp, err := s.exchange(ctx, caller, &req)
 	if err != nil {
 		return nil, err
 	}

@@ -87,7 +87,7 @@ func (s *Server) protocolError(err error) protocol.Error {
 }
 
 // serveTokenRequest authenticates the client of r and parses its body,
-// then runs Exchange.
+// then runs exchange.
 func (s *Server) serveTokenRequest(r *http.Request) (*protocol.Response, error) {
 	caller, err := s.authenticate(r.Context(), r.TLS)
 	if err != nil {
@@ -103,16 +103,19 @@ func (s *Server) serveTokenRequest(r *http.Request) (*protocol.Response, error) 
 	if req.otherClientAuth != "" || r.Header.Get("Authorization") != "" {
 		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
 	}
-	return s.Exchange(r.Context(), caller, &req)
+	return s.exchange(r.Context(), caller, &req)
 }
 
-// Exchange issues a token to caller, an mTLS client already authenticated
-// by its X509-SVID; the HTTP token endpoint and the gRPC API both call it.
-// It runs the steps every request
-// goes through, in order: client_id, the grant's subject, the actor token,
-// the policy, delegation, the target, the scope, the lifetime and the
-// certificate binding. Protocol errors are Error values.
-func (s *Server) Exchange(ctx context.Context, caller stsid.Peer, req *Request) (*protocol.Response, error) {
+// exchange issues a token to caller, an mTLS client already authenticated
+// by its X509-SVID; the HTTP token endpoint and the gRPC API both call it,
+// after authentication and parsing. It runs the steps every request goes
+// through (RFC 8693 §2.1), in order: client_id (RFC 8705 §2.1), the
+// grant's subject, the actor token, the policy, delegation (RFC 8693
+// §4.1), the target (RFC 8693 §2.2.2 invalid_target), the scope (RFC 6749
+// §3.3), the issued token type, the lifetime and the claims with the
+// certificate binding (RFC 8705 §3). Protocol errors are protocol.Error
+// values.
+func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request) (*protocol.Response, error) {
 	// RFC 8705 §2.1: the client_id, when sent, names the certificate's
 	// subject; here the SPIFFE ID in its SAN URI.
 	if req.ClientID != "" && req.ClientID != caller.ID.String() {
@@ -150,24 +153,43 @@ func (s *Server) Exchange(ctx context.Context, caller stsid.Peer, req *Request) 
 	if err != nil {
 		return nil, err
 	}
+	expiry, err := s.lifetime(caller, &subj)
+	if err != nil {
+		return nil, err
+	}
+	claims := tokenClaims(caller, &subj, audience, scopes, act, expiry)
+	raw, err := s.cfg.Minter.Mint(ctx, &claims, caller.Leaf, rule.MaxTTL)
+	if err != nil {
+		return nil, err
+	}
+	s.logIssued(req, &claims)
+	return response(req, &claims, raw, issuedType), nil
+}
 
-	// The lifetime never exceeds the subject token's remaining life, nor
-	// the client certificate's. The caller's own JWT-SVID only proves who
-	// it is, as its certificate does, and does not cap the lifetime.
+// lifetime returns the issued token's expiry cap, zero for none: the
+// subject token's remaining life, except for the caller's own JWT-SVID,
+// which only proves who it is, as its certificate does. The Minter caps
+// the token at the client certificate's NotAfter too; together they must
+// leave at least a second (expires_in > 0, RFC 8693 §2.2.1).
+func (s *Server) lifetime(caller stsid.Peer, subj *subject) (time.Time, error) {
 	expiry := subj.expiry
 	if subj.selfAsserted && subj.id == caller.ID {
 		expiry = time.Time{}
 	}
-	// A token must live at least a second (expires_in > 0, RFC 8693
-	// §2.2.1).
 	deadline := caller.Leaf.NotAfter
 	if !expiry.IsZero() && expiry.Before(deadline) {
 		deadline = expiry
 	}
 	if deadline.Sub(s.cfg.Clock()) < time.Second {
-		return nil, protocol.ErrInvalidGrant.WithDescription("the client certificate or subject token expires in under a second")
+		return time.Time{}, protocol.ErrInvalidGrant.WithDescription("the client certificate or subject token expires in under a second")
 	}
+	return expiry, nil
+}
 
+// tokenClaims are the claims of the issued token (RFC 9068 §2.2, RFC 8693
+// §4.1 act) before the Minter adds iss, iat, nbf, exp, jti and the cnf
+// binding to the caller's certificate (RFC 8705 §3.1).
+func tokenClaims(caller stsid.Peer, subj *subject, audience accesstoken.Audience, scopes []string, act *accesstoken.Actor, expiry time.Time) accesstoken.Claims {
 	claims := accesstoken.Claims{
 		Subject:   subj.name(),
 		SubjectID: subj.external,
@@ -179,14 +201,20 @@ func (s *Server) Exchange(ctx context.Context, caller stsid.Peer, req *Request) 
 	if !expiry.IsZero() {
 		claims.Expiry = expiry.Unix()
 	}
-	raw, err := s.cfg.Minter.Mint(ctx, &claims, caller.Leaf, rule.MaxTTL)
-	if err != nil {
-		return nil, err
-	}
+	return claims
+}
+
+// logIssued records the issued token, never the token itself.
+func (s *Server) logIssued(req *Request, claims *accesstoken.Claims) {
 	s.log.Info("token issued",
 		logKeySPIFFEID, claims.ClientID, logKeySubject, claims.Subject, logKeyGrantType, string(req.GrantType),
-		logKeyJTI, claims.JWTID, logKeyX5TS256, claims.Confirmation.X5TS256, logKeyAudience, []string(audience),
+		logKeyJTI, claims.JWTID, logKeyX5TS256, claims.Confirmation.X5TS256, logKeyAudience, []string(claims.Audience),
 		logKeyScope, claims.Scope, logKeyActors, claims.ActorChain(), logKeyExpiresIn, claims.Expiry-claims.IssuedAt)
+}
+
+// response is the RFC 8693 §2.2.1 success response for the minted claims;
+// client_credentials has no issued_token_type (RFC 6749 §5.1).
+func response(req *Request, claims *accesstoken.Claims, raw string, issuedType protocol.TokenType) *protocol.Response {
 	resp := &protocol.Response{
 		AccessToken:     raw,
 		IssuedTokenType: issuedType,
@@ -200,7 +228,7 @@ func (s *Server) Exchange(ctx context.Context, caller stsid.Peer, req *Request) 
 	if req.GrantType == protocol.GrantTypeClientCredentials {
 		resp.IssuedTokenType = ""
 	}
-	return resp, nil
+	return resp
 }
 
 // subjectOf dispatches on grant_type and, for token exchange, on
