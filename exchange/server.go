@@ -181,8 +181,9 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET "+protocol.PathJWKS, s.serveJWKS)
 	s.mux.HandleFunc("GET "+protocol.PathOAuthMetadata, s.serveMetadata)
 	s.mux.HandleFunc("GET "+protocol.PathOpenIDMetadata, s.serveMetadata)
-	s.mux.HandleFunc("GET "+protocol.PathHealthz, serveHealthz)
-	s.mux.HandleFunc("GET "+protocol.PathReadyz, s.serveReadyz)
+	health := HealthHandler(s.Ready)
+	s.mux.Handle("GET "+protocol.PathHealthz, health)
+	s.mux.Handle("GET "+protocol.PathReadyz, health)
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(min(cfg.MaxBodyBytes, math.MaxInt32))))
 	exchangepb.RegisterTokenExchangeServer(s.grpc, grpcService{s: s})
 	return s, nil
@@ -340,16 +341,24 @@ func writeRaw(w http.ResponseWriter, body []byte, cacheControl string) {
 	_, _ = w.Write(body)
 }
 
-func serveHealthz(w http.ResponseWriter, _ *http.Request) {
-	_, _ = w.Write([]byte("ok\n"))
-}
-
-func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
-	if err := s.Ready(); err != nil {
-		http.Error(w, "not ready", http.StatusServiceUnavailable)
-		return
-	}
-	_, _ = w.Write([]byte("ready\n"))
+// HealthHandler serves protocol.PathHealthz, always 200 "ok", and
+// protocol.PathReadyz, 200 "ready" when ready returns nil and 503
+// otherwise, for kubelet probes. The Server serves it with Server.Ready;
+// cmd/spiffe-sts serves the same handler on its plain-HTTP health
+// listener.
+func HealthHandler(ready func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+protocol.PathHealthz, func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET "+protocol.PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
 }
 
 func serveMethodNotAllowed(w http.ResponseWriter, _ *http.Request) {

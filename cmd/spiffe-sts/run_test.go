@@ -436,7 +436,7 @@ func TestReloadExternal(t *testing.T) {
 
 func TestHealthHandler(t *testing.T) {
 	var state healthState
-	h := healthHandler(state.ready)
+	h := exchange.HealthHandler(state.ready)
 	get := func(path string) (int, string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
