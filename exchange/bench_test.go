@@ -11,16 +11,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 )
 
 // exchangeForm is a JWT-SVID exchange request body for the workload.
 func exchangeForm(s *ststest.STS, b *testing.B) string {
 	return url.Values{
-		"grant_type":         {string(exchange.GrantTypeTokenExchange)},
+		"grant_type":         {string(protocol.GrantTypeTokenExchange)},
 		"subject_token":      {s.CA.JWTSVID(b, ststest.WorkloadID, []string{s.URL}, time.Now().Add(time.Hour))},
-		"subject_token_type": {string(exchange.TokenTypeJWT)},
+		"subject_token_type": {string(protocol.TokenTypeJWT)},
 		"audience":           {ststest.APIAudience},
 	}.Encode()
 }
@@ -74,7 +74,7 @@ func BenchmarkTokenExchangeMTLS(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: s.TLSConfig(s.WorkloadSVID(b, ststest.WorkloadID))}}
 	b.ReportAllocs()
 	for b.Loop() {
-		req, _ := http.NewRequest(http.MethodPost, s.URL+exchange.PathToken, strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, s.URL+protocol.PathToken, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		resp, err := client.Do(req)
 		if err != nil {
@@ -124,7 +124,7 @@ func newKeepAliveConn(b *testing.B, s *ststest.STS, id string) keepAliveConn {
 
 // serve sends body to the token endpoint and fails b unless it gets 200.
 func (c keepAliveConn) serve(b *testing.B, body string) {
-	req := httptest.NewRequestWithContext(c.ctx, http.MethodPost, exchange.PathToken, strings.NewReader(body))
+	req := httptest.NewRequestWithContext(c.ctx, http.MethodPost, protocol.PathToken, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.TLS = c.state
 	rec := httptest.NewRecorder()

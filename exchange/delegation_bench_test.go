@@ -7,6 +7,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 )
 
@@ -25,8 +26,8 @@ func BenchmarkDelegatedExchange(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	body := url.Values{"grant_type": {string(exchange.GrantTypeTokenExchange)}, "subject_token": {raw},
-		"subject_token_type": {string(exchange.TokenTypeAccessToken)}, "audience": {paymentsID}}.Encode()
+	body := url.Values{"grant_type": {string(protocol.GrantTypeTokenExchange)}, "subject_token": {raw},
+		"subject_token_type": {string(protocol.TokenTypeAccessToken)}, "audience": {paymentsID}}.Encode()
 	conn := newKeepAliveConn(b, s, ordersID)
 	b.ReportAllocs()
 	for b.Loop() {

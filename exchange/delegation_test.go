@@ -15,6 +15,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
@@ -97,9 +98,9 @@ func TestDelegation(t *testing.T) {
 		// params builds the request from the previous step's token.
 		params func(t *testing.T, prev string) url.Values
 	}
-	exchangeOf := func(tokenType exchange.TokenType, aud, scope string) func(*testing.T, string) url.Values {
+	exchangeOf := func(tokenType protocol.TokenType, aud, scope string) func(*testing.T, string) url.Values {
 		return func(_ *testing.T, prev string) url.Values {
-			v := url.Values{"grant_type": {string(exchange.GrantTypeTokenExchange)}, "subject_token": {prev},
+			v := url.Values{"grant_type": {string(protocol.GrantTypeTokenExchange)}, "subject_token": {prev},
 				"subject_token_type": {string(tokenType)}, "audience": {aud}}
 			if scope != "" {
 				v.Set("scope", scope)
@@ -107,8 +108,8 @@ func TestDelegation(t *testing.T) {
 			return v
 		}
 	}
-	userExchange := exchangeOf(exchange.TokenTypeJWT, ordersID, "")
-	ordersExchange := exchangeOf(exchange.TokenTypeAccessToken, paymentsID, "")
+	userExchange := exchangeOf(protocol.TokenTypeJWT, ordersID, "")
+	ordersExchange := exchangeOf(protocol.TokenTypeAccessToken, paymentsID, "")
 
 	tests := []struct {
 		name             string
@@ -129,7 +130,7 @@ func TestDelegation(t *testing.T) {
 		},
 		{
 			name:             "scopes narrow along the chain",
-			steps:            []step{{frontendID, exchangeOf(exchange.TokenTypeJWT, ordersID, "read")}, {ordersID, exchangeOf(exchange.TokenTypeAccessToken, paymentsID, "read write")}},
+			steps:            []step{{frontendID, exchangeOf(protocol.TokenTypeJWT, ordersID, "read")}, {ordersID, exchangeOf(protocol.TokenTypeAccessToken, paymentsID, "read write")}},
 			overrideExpected: func(e *expected) { e.scope = "read" },
 		},
 		{
@@ -172,7 +173,7 @@ func TestDelegation(t *testing.T) {
 		},
 		{
 			name:  "an issuer the caller's policy does not name",
-			steps: []step{{adminID, exchangeOf(exchange.TokenTypeJWT, paymentsID, "")}},
+			steps: []step{{adminID, exchangeOf(protocol.TokenTypeJWT, paymentsID, "")}},
 			overrideExpected: func(e *expected) {
 				e.code, e.desc = "invalid_request", `policy does not let this client act for subjects of issuer "corp"`
 			},
@@ -324,8 +325,8 @@ func TestDelegationJWTSVID(t *testing.T) {
 			svid := s.CA.JWTSVID(t, batchID, aud, time.Now().Add(time.Minute))
 			target := map[string]string{frontendID: ordersID, ordersID: paymentsID}[tt.caller]
 			resp, raw := s.Post(t, s.Client(s.WorkloadSVID(t, tt.caller)), "application/x-www-form-urlencoded", url.Values{
-				"grant_type": {string(exchange.GrantTypeTokenExchange)}, "subject_token": {svid},
-				"subject_token_type": {string(exchange.TokenTypeJWT)}, "audience": {target},
+				"grant_type": {string(protocol.GrantTypeTokenExchange)}, "subject_token": {svid},
+				"subject_token_type": {string(protocol.TokenTypeJWT)}, "audience": {target},
 			}.Encode())
 			var body map[string]any
 			_ = json.Unmarshal(raw, &body)

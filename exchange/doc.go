@@ -11,9 +11,9 @@
 // subject_token_type has a verifier behind a small interface that only
 // establishes the subject; none can skip a shared step.
 //
-// Errors are Error values (RFC 6749 §5.2, RFC 8693 §2.2.2), mapped at the
-// edge to the HTTP JSON error body (Error.HTTPStatus) or to the gRPC
-// status (Error.GRPCStatus):
+// Errors are protocol.Error values (RFC 6749 §5.2, RFC 8693 §2.2.2),
+// mapped at the edge to the HTTP JSON error body (protocol.Error.HTTPStatus)
+// or to the gRPC status (protocol.Error.GRPCStatus):
 //
 //	OAuth error code          HTTP  gRPC
 //	invalid_request           400   InvalidArgument
@@ -26,9 +26,11 @@
 //	server_error              500   Internal
 //
 // The gRPC status carries the OAuth error in a google.rpc.ErrorInfo
-// detail: Domain "spiffe-sts" (ErrorDomain), Reason the code,
-// Metadata["error_description"] the description. ErrorFromStatus turns
-// such a status back into an Error.
+// detail: Domain "spiffe-sts" (protocol.ErrorDomain), Reason the code,
+// Metadata["error_description"] the description. protocol.ErrorFromStatus
+// turns such a status back into a protocol.Error. The identifiers,
+// parameter names, paths and the issuer URL rule are in package protocol
+// too, which clients import instead of this package.
 //
 // # gRPC
 //
@@ -37,9 +39,9 @@
 // requests whose Content-Type is application/grpc to an internal
 // grpc.Server. The client is authenticated by the same function, from the
 // same TLS state and per-connection cache, and the request goes through
-// the form's parameter checks and Exchange, so both APIs accept and refuse
-// exactly the same requests. A gRPC client connects with the TLS
-// credentials of its X509-SVID:
+// the form's parameter checks and the same pipeline, so both APIs accept
+// and refuse exactly the same requests. A gRPC client connects with the
+// TLS credentials of its X509-SVID:
 //
 //	creds := credentials.NewTLS(tlsconfig.MTLSClientConfig(x509Source, x509Source, tlsconfig.AuthorizeID(stsID)))
 //	conn, err := grpc.NewClient("sts.example.org:8443", grpc.WithTransportCredentials(creds))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
@@ -73,9 +74,9 @@ func (f *fixture) verifier(aud string) *accesstoken.Verifier { return f.Verifier
 // for a token for apiAud.
 func (f *fixture) exchangeParams(t testing.TB) url.Values {
 	return url.Values{
-		"grant_type":         {string(exchange.GrantTypeTokenExchange)},
+		"grant_type":         {string(protocol.GrantTypeTokenExchange)},
 		"subject_token":      {f.jwtSVID(t, workloadID)},
-		"subject_token_type": {string(exchange.TokenTypeJWT)},
+		"subject_token_type": {string(protocol.TokenTypeJWT)},
 		"audience":           {apiAud},
 	}
 }
@@ -226,11 +227,10 @@ func TestTokenEndpoint(t *testing.T) {
 			},
 		},
 		{
+			// RFC 6749 §3.2: as if omitted, so the default scopes apply
+			// (TestEmptyParameters covers every parameter).
 			name:           "empty parameter",
 			overrideParams: func(_ *testing.T, p url.Values) { p.Set("scope", "") },
-			overrideExpected: func(e *expected) {
-				e.status, e.code, e.desc = 400, "invalid_request", "parameter scope is empty"
-			},
 		},
 		{
 			name:         "malformed encoding",
@@ -378,14 +378,14 @@ func TestTokenEndpoint(t *testing.T) {
 			name: "actor_token naming the caller",
 			overrideParams: func(t *testing.T, p url.Values) {
 				p.Set("actor_token", f.jwtSVID(t, workloadID))
-				p.Set("actor_token_type", string(exchange.TokenTypeJWT))
+				p.Set("actor_token_type", string(protocol.TokenTypeJWT))
 			},
 		},
 		{
 			name: "actor_token naming someone else",
 			overrideParams: func(t *testing.T, p url.Values) {
 				p.Set("actor_token", f.jwtSVID(t, otherID))
-				p.Set("actor_token_type", string(exchange.TokenTypeJWT))
+				p.Set("actor_token_type", string(protocol.TokenTypeJWT))
 			},
 			overrideExpected: func(e *expected) {
 				e.status, e.code, e.desc = 400, "invalid_request", "actor_token must name the caller, "+workloadID
@@ -407,7 +407,7 @@ func TestTokenEndpoint(t *testing.T) {
 		},
 		{
 			name:           "requested_token_type jwt",
-			overrideParams: func(_ *testing.T, p url.Values) { p.Set("requested_token_type", string(exchange.TokenTypeJWT)) },
+			overrideParams: func(_ *testing.T, p url.Values) { p.Set("requested_token_type", string(protocol.TokenTypeJWT)) },
 		},
 		{
 			name: "unsupported requested_token_type",
@@ -423,7 +423,7 @@ func TestTokenEndpoint(t *testing.T) {
 			name: "own access token keeps its audience and scope",
 			overrideParams: func(t *testing.T, p url.Values) {
 				p.Set("subject_token", issued(t, workloadID, "read write", time.Minute))
-				p.Set("subject_token_type", string(exchange.TokenTypeAccessToken))
+				p.Set("subject_token_type", string(protocol.TokenTypeAccessToken))
 				p.Del("audience")
 			},
 			overrideExpected: func(e *expected) { e.scope = "read write" },
@@ -432,7 +432,7 @@ func TestTokenEndpoint(t *testing.T) {
 			name: "own access token never widens its scope",
 			overrideParams: func(t *testing.T, p url.Values) {
 				p.Set("subject_token", issued(t, workloadID, "read", time.Minute))
-				p.Set("subject_token_type", string(exchange.TokenTypeAccessToken))
+				p.Set("subject_token_type", string(protocol.TokenTypeAccessToken))
 				p.Set("scope", "read admin")
 			},
 			overrideExpected: func(e *expected) { e.scope = "read" },
@@ -441,7 +441,7 @@ func TestTokenEndpoint(t *testing.T) {
 			name: "access token issued to another client",
 			overrideParams: func(t *testing.T, p url.Values) {
 				p.Set("subject_token", issued(t, otherID, "read", time.Minute))
-				p.Set("subject_token_type", string(exchange.TokenTypeAccessToken))
+				p.Set("subject_token_type", string(protocol.TokenTypeAccessToken))
 			},
 			overrideExpected: func(e *expected) {
 				e.status, e.code, e.desc = 400, "invalid_grant", "the subject token was neither issued nor sent to this client"
@@ -450,7 +450,7 @@ func TestTokenEndpoint(t *testing.T) {
 		{
 			name: "JWT-SVID presented as an access token",
 			overrideParams: func(_ *testing.T, p url.Values) {
-				p.Set("subject_token_type", string(exchange.TokenTypeAccessToken))
+				p.Set("subject_token_type", string(protocol.TokenTypeAccessToken))
 			},
 			overrideExpected: func(e *expected) {
 				e.status, e.code, e.desc = 400, "invalid_grant", "the subject token is not an access token issued by this server"
@@ -555,7 +555,7 @@ func TestExpiredClientCertificate(t *testing.T) {
 
 func TestTokenEndpointRejectsGet(t *testing.T) {
 	f := newFixture(t, nil)
-	resp, err := f.client(f.svid(t, workloadID)).Get(f.issuerURL + exchange.PathToken)
+	resp, err := f.client(f.svid(t, workloadID)).Get(f.issuerURL + protocol.PathToken)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,7 +570,7 @@ func TestTokenEndpointRejectsGet(t *testing.T) {
 func TestMetadataAndJWKSWithoutClientCertificate(t *testing.T) {
 	f := newFixture(t, nil)
 	c := f.client(nil)
-	for _, path := range []string{exchange.PathOAuthMetadata, exchange.PathOpenIDMetadata} {
+	for _, path := range []string{protocol.PathOAuthMetadata, protocol.PathOpenIDMetadata} {
 		resp, err := c.Get(f.issuerURL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -599,7 +599,7 @@ func TestMetadataAndJWKSWithoutClientCertificate(t *testing.T) {
 			t.Errorf("%s: grant types %v, auth methods %v", path, md["grant_types_supported"], md["token_endpoint_auth_methods_supported"])
 		}
 	}
-	resp, err := c.Get(f.issuerURL + exchange.PathJWKS)
+	resp, err := c.Get(f.issuerURL + protocol.PathJWKS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -617,7 +617,7 @@ func TestMetadataAndJWKSWithoutClientCertificate(t *testing.T) {
 func TestReadiness(t *testing.T) {
 	f := newFixture(t, nil)
 	c := f.client(nil)
-	for _, path := range []string{exchange.PathHealthz, exchange.PathReadyz} {
+	for _, path := range []string{protocol.PathHealthz, protocol.PathReadyz} {
 		resp, err := c.Get(f.issuerURL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -668,8 +668,8 @@ func TestNewValidation(t *testing.T) {
 		expectErr      string
 	}{
 		{name: "baseline"},
-		{name: "no issuer", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "" }, expectErr: "exchange: IssuerURL is required"},
-		{name: "http issuer", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "http://sts" }, expectErr: `exchange: IssuerURL "http://sts" must be an https URL with a host`},
+		{name: "no issuer", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "" }, expectErr: `exchange: IssuerURL "" is required`},
+		{name: "http issuer", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "http://sts" }, expectErr: `exchange: IssuerURL "http://sts" must be an https URL`},
 		{name: "issuer with path", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "https://sts/x" }, expectErr: `exchange: IssuerURL "https://sts/x" must not have a path`},
 		{name: "issuer with slash", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "https://sts/" }, expectErr: `exchange: IssuerURL "https://sts/" must not end in a slash`},
 		{name: "issuer with query", overrideConfig: func(c *exchange.Config) { c.IssuerURL = "https://sts?a=b" }, expectErr: `exchange: IssuerURL "https://sts?a=b" must not have user info, a query or a fragment`},

@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
@@ -47,9 +48,9 @@ func TestFederatedTrustDomain(t *testing.T) {
 			})
 			svid := partner.SVID(t, partnerWorkload, time.Hour)
 			resp, raw := s.Post(t, s.Client(svid), formType, url.Values{
-				"grant_type": {string(exchange.GrantTypeTokenExchange)}, "audience": {ststest.APIAudience},
+				"grant_type": {string(protocol.GrantTypeTokenExchange)}, "audience": {ststest.APIAudience},
 				"subject_token":      {partner.JWTSVID(t, partnerWorkload, []string{s.URL}, time.Now().Add(time.Minute))},
-				"subject_token_type": {string(exchange.TokenTypeJWT)},
+				"subject_token_type": {string(protocol.TokenTypeJWT)},
 			}.Encode())
 			var body map[string]any
 			if err := json.Unmarshal(raw, &body); err != nil {

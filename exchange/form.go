@@ -10,23 +10,25 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // Request is a token request (RFC 8693 §2.1, RFC 6749 §4.4.2) as the
 // token endpoint parses it from a form or JSON body, or as the gRPC API
 // receives it.
 type Request struct {
-	GrantType GrantType
+	GrantType protocol.GrantType
 	ClientID  string
 	// Scope is the space-separated scope list (RFC 6749 §3.3).
 	Scope              string
 	Audience           []string
 	Resource           []string
 	SubjectToken       string
-	SubjectTokenType   TokenType
+	SubjectTokenType   protocol.TokenType
 	ActorToken         string
-	ActorTokenType     TokenType
-	RequestedTokenType TokenType
+	ActorTokenType     protocol.TokenType
+	RequestedTokenType protocol.TokenType
 	// Impersonate asks for a token for the subject without an act claim
 	// (the extension parameter "impersonate=true"); policy must allow it.
 	Impersonate bool
@@ -36,21 +38,6 @@ type Request struct {
 	otherClientAuth string
 }
 
-// Parameter names (RFC 6749 §4.4, RFC 8693 §2.1).
-const (
-	paramGrantType          = "grant_type"
-	paramClientID           = "client_id"
-	paramScope              = "scope"
-	paramAudience           = "audience"
-	paramResource           = "resource"
-	paramSubjectToken       = "subject_token"
-	paramSubjectTokenType   = "subject_token_type"
-	paramActorToken         = "actor_token"
-	paramActorTokenType     = "actor_token_type"
-	paramRequestedTokenType = "requested_token_type"
-	paramImpersonate        = "impersonate"
-)
-
 // parseTokenRequest reads and parses the body of r: an
 // application/x-www-form-urlencoded form (RFC 6749 §3.2) or, for clients
 // such as gRPC-Go's credentials/sts, a JSON object with the same
@@ -59,17 +46,17 @@ func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Requ
 	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	isJSON := err == nil && mediaType == "application/json"
 	if !isJSON && (err != nil || mediaType != "application/x-www-form-urlencoded") {
-		return Request{}, ErrInvalidRequest.WithDescription("content type must be application/x-www-form-urlencoded or application/json")
+		return Request{}, protocol.ErrInvalidRequest.WithDescription("content type must be application/x-www-form-urlencoded or application/json")
 	}
 	if r.ContentLength > maxBytes {
-		return Request{}, ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
+		return Request{}, protocol.ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, maxBytes+1))
 	if err != nil {
-		return Request{}, ErrInvalidRequest.WithDescription("reading the request body failed")
+		return Request{}, protocol.ErrInvalidRequest.WithDescription("reading the request body failed")
 	}
 	if n > maxBytes {
-		return Request{}, ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
+		return Request{}, protocol.ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
 	}
 	if isJSON {
 		return parseJSON(buf.Bytes())
@@ -77,72 +64,76 @@ func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Requ
 	return parseForm(buf.String())
 }
 
-// requestBuilder collects parameters, refusing repeated single-valued ones
-// and empty values (RFC 6749 §3.2: parameters sent without a value are
-// treated as omitted, which is ambiguous for a security decision, so they
-// are refused). Unknown parameters are ignored (RFC 6749 §3.2).
-type requestBuilder struct{ req Request }
+// requestBuilder collects parameters for every API: the form, the JSON
+// body and the gRPC message. RFC 6749 §3.2: "Parameters sent without a
+// value MUST be treated as if they were omitted from the request", so an
+// empty value, of any parameter, is dropped; an empty audience or
+// resource value is one audience or resource fewer. A single-valued
+// parameter sent twice is refused, even when one copy is empty, since
+// which copy counts would be ambiguous. Unknown parameters are ignored
+// (RFC 6749 §3.2).
+type requestBuilder struct {
+	req Request
+	// seen has a bit per single-valued parameter received, empty or not.
+	seen uint16
+}
 
 func (b *requestBuilder) set(key, value string) error {
 	req := &b.req
 	var field *string
+	var bit uint16
 	switch key {
-	case paramAudience:
-		req.Audience = append(req.Audience, value)
-		return nil
-	case paramResource:
-		req.Resource = append(req.Resource, value)
-		return nil
-	case paramGrantType:
-		field = (*string)(&req.GrantType)
-	case paramClientID:
-		field = &req.ClientID
-	case paramScope:
-		field = &req.Scope
-	case paramSubjectToken:
-		field = &req.SubjectToken
-	case paramSubjectTokenType:
-		field = (*string)(&req.SubjectTokenType)
-	case paramActorToken:
-		field = &req.ActorToken
-	case paramActorTokenType:
-		field = (*string)(&req.ActorTokenType)
-	case paramRequestedTokenType:
-		field = (*string)(&req.RequestedTokenType)
-	case paramImpersonate:
-		if req.Impersonate {
-			return ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
+	case protocol.ParamAudience:
+		if value != "" {
+			req.Audience = append(req.Audience, value)
 		}
-		if value != "true" {
-			return ErrInvalidRequest.WithDescription("parameter %s must be true when sent", key)
-		}
-		req.Impersonate = true
 		return nil
-	case "client_secret", "client_assertion", "client_assertion_type":
-		req.otherClientAuth = key
+	case protocol.ParamResource:
+		if value != "" {
+			req.Resource = append(req.Resource, value)
+		}
+		return nil
+	case protocol.ParamGrantType:
+		field, bit = (*string)(&req.GrantType), 1<<0
+	case protocol.ParamClientID:
+		field, bit = &req.ClientID, 1<<1
+	case protocol.ParamScope:
+		field, bit = &req.Scope, 1<<2
+	case protocol.ParamSubjectToken:
+		field, bit = &req.SubjectToken, 1<<3
+	case protocol.ParamSubjectTokenType:
+		field, bit = (*string)(&req.SubjectTokenType), 1<<4
+	case protocol.ParamActorToken:
+		field, bit = &req.ActorToken, 1<<5
+	case protocol.ParamActorTokenType:
+		field, bit = (*string)(&req.ActorTokenType), 1<<6
+	case protocol.ParamRequestedTokenType:
+		field, bit = (*string)(&req.RequestedTokenType), 1<<7
+	case protocol.ParamImpersonate:
+		bit = 1 << 8
+	case protocol.ParamClientSecret, protocol.ParamClientAssertion, protocol.ParamClientAssertionType:
+		if value != "" {
+			req.otherClientAuth = key
+		}
 		return nil
 	default:
 		return nil
 	}
-	if *field != "" {
-		return ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
+	if b.seen&bit != 0 {
+		return protocol.ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
 	}
-	if value == "" {
-		return ErrInvalidRequest.WithDescription("parameter %s is empty", key)
+	b.seen |= bit
+	switch {
+	case value == "":
+		return nil // as omitted
+	case field != nil:
+		*field = value
+	case value != "true":
+		return protocol.ErrInvalidRequest.WithDescription("parameter %s must be true when sent", key)
+	default:
+		req.Impersonate = true
 	}
-	*field = value
 	return nil
-}
-
-func (b *requestBuilder) done() (Request, error) {
-	for _, list := range [][]string{b.req.Audience, b.req.Resource} {
-		for _, v := range list {
-			if v == "" {
-				return Request{}, ErrInvalidRequest.WithDescription("audience and resource values must not be empty")
-			}
-		}
-	}
-	return b.req, nil
 }
 
 // parseForm decodes an application/x-www-form-urlencoded body.
@@ -157,24 +148,24 @@ func parseForm(body string) (Request, error) {
 		rawKey, rawValue, _ := strings.Cut(pair, "=")
 		key, err := url.QueryUnescape(rawKey)
 		if err != nil {
-			return Request{}, ErrInvalidRequest.WithDescription("malformed form encoding")
+			return Request{}, protocol.ErrInvalidRequest.WithDescription("malformed form encoding")
 		}
 		value, err := url.QueryUnescape(rawValue)
 		if err != nil {
-			return Request{}, ErrInvalidRequest.WithDescription("malformed form encoding of %s", safeName(key))
+			return Request{}, protocol.ErrInvalidRequest.WithDescription("malformed form encoding of %s", safeName(key))
 		}
 		if err := b.set(key, value); err != nil {
 			return Request{}, err
 		}
 	}
-	return b.done()
+	return b.req, nil
 }
 
 // parseJSON decodes a JSON object whose members are the form parameters:
 // strings, or for audience and resource also arrays of strings. A member
 // that appears twice is refused like a repeated form parameter.
 func parseJSON(body []byte) (Request, error) {
-	malformed := ErrInvalidRequest.WithDescription("the JSON body must be an object of string parameters")
+	malformed := protocol.ErrInvalidRequest.WithDescription("the JSON body must be an object of string parameters")
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return Request{}, malformed
@@ -187,8 +178,8 @@ func parseJSON(body []byte) (Request, error) {
 		if err != nil || !ok {
 			return Request{}, malformed
 		}
-		if seen[key] {
-			return Request{}, ErrInvalidRequest.WithDescription("parameter %s is repeated", safeName(key))
+		if seen[key] && isKnownParam(key) {
+			return Request{}, protocol.ErrInvalidRequest.WithDescription("parameter %s is repeated", key)
 		}
 		seen[key] = true
 		var raw json.RawMessage
@@ -200,14 +191,14 @@ func parseJSON(body []byte) (Request, error) {
 		switch {
 		case json.Unmarshal(raw, &one) == nil:
 			values = []string{one}
-		case (key == paramAudience || key == paramResource) && json.Unmarshal(raw, &values) == nil:
-		case key == paramImpersonate && string(raw) == "true":
+		case (key == protocol.ParamAudience || key == protocol.ParamResource) && json.Unmarshal(raw, &values) == nil:
+		case key == protocol.ParamImpersonate && string(raw) == "true":
 			values = []string{"true"}
 		default:
 			if !isKnownParam(key) {
 				continue // unknown members are ignored, whatever their type
 			}
-			return Request{}, ErrInvalidRequest.WithDescription("parameter %s must be a string", safeName(key))
+			return Request{}, protocol.ErrInvalidRequest.WithDescription("parameter %s must be a string", safeName(key))
 		}
 		for _, v := range values {
 			if err := b.set(key, v); err != nil {
@@ -221,13 +212,13 @@ func parseJSON(body []byte) (Request, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Request{}, malformed
 	}
-	return b.done()
+	return b.req, nil
 }
 
 func isKnownParam(key string) bool {
 	switch key {
-	case paramGrantType, paramClientID, paramScope, paramAudience, paramResource, paramSubjectToken,
-		paramSubjectTokenType, paramActorToken, paramActorTokenType, paramRequestedTokenType, paramImpersonate:
+	case protocol.ParamGrantType, protocol.ParamClientID, protocol.ParamScope, protocol.ParamAudience, protocol.ParamResource, protocol.ParamSubjectToken,
+		protocol.ParamSubjectTokenType, protocol.ParamActorToken, protocol.ParamActorTokenType, protocol.ParamRequestedTokenType, protocol.ParamImpersonate:
 		return true
 	}
 	return false

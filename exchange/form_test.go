@@ -3,8 +3,11 @@ package exchange
 import (
 	"errors"
 	"net/url"
+	"reflect"
 	"slices"
 	"testing"
+
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 func TestParseForm(t *testing.T) {
@@ -25,10 +28,11 @@ func FuzzParseForm(f *testing.F) {
 	f.Add("subject_token=x&subject_token=y")
 	f.Add("scope=%zz")
 	f.Add("a=b;c=d&scope=")
+	f.Add("audience=&audience=a&scope=&client_id=")
 	f.Fuzz(func(t *testing.T, body string) {
 		req, err := parseForm(body)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidRequest) {
+			if !errors.Is(err, protocol.ErrInvalidRequest) {
 				t.Fatalf("error %v is not invalid_request", err)
 			}
 			return
@@ -38,8 +42,8 @@ func FuzzParseForm(f *testing.F) {
 			return // net/url refuses some bodies (';') that are unambiguous here
 		}
 		for name, got := range map[string]string{
-			paramGrantType: string(req.GrantType), paramScope: req.Scope, paramSubjectToken: req.SubjectToken,
-			paramClientID: req.ClientID, paramRequestedTokenType: string(req.RequestedTokenType),
+			protocol.ParamGrantType: string(req.GrantType), protocol.ParamScope: req.Scope, protocol.ParamSubjectToken: req.SubjectToken,
+			protocol.ParamClientID: req.ClientID, protocol.ParamRequestedTokenType: string(req.RequestedTokenType),
 		} {
 			if len(values[name]) > 1 {
 				t.Fatalf("%s repeated but accepted", name)
@@ -48,8 +52,10 @@ func FuzzParseForm(f *testing.F) {
 				t.Fatalf("%s = %q, net/url says %q", name, got, values.Get(name))
 			}
 		}
-		if !slices.Equal(values[paramAudience], req.Audience) && len(values[paramAudience])+len(req.Audience) > 0 {
-			t.Fatalf("audience = %q, net/url says %q", req.Audience, values[paramAudience])
+		// Empty values are omitted (RFC 6749 §3.2).
+		audience := slices.DeleteFunc(values[protocol.ParamAudience], func(v string) bool { return v == "" })
+		if !slices.Equal(audience, req.Audience) && len(audience)+len(req.Audience) > 0 {
+			t.Fatalf("audience = %q, net/url says %q", req.Audience, audience)
 		}
 	})
 }
@@ -63,17 +69,26 @@ func TestParseJSON(t *testing.T) {
 	}{
 		{name: "credentials/sts shape", body: `{"grant_type":"urn:ietf:params:oauth:grant-type:token-exchange","audience":"a","scope":"read","subject_token":"t","subject_token_type":"urn:ietf:params:oauth:token-type:jwt"}`,
 			check: func(r Request) bool {
-				return r.GrantType == GrantTypeTokenExchange && slices.Equal(r.Audience, []string{"a"}) && r.SubjectToken == "t" && r.Scope == "read"
+				return r.GrantType == protocol.GrantTypeTokenExchange && slices.Equal(r.Audience, []string{"a"}) && r.SubjectToken == "t" && r.Scope == "read"
 			}},
 		{name: "audience array", body: `{"audience":["a","b"],"resource":"https://r"}`, check: func(r Request) bool {
 			return slices.Equal(r.Audience, []string{"a", "b"}) && slices.Equal(r.Resource, []string{"https://r"})
 		}},
-		{name: "unknown members ignored", body: `{"grant_type":"client_credentials","x":{"y":1}}`, check: func(r Request) bool { return r.GrantType == GrantTypeClientCredentials }},
+		{name: "unknown members ignored", body: `{"grant_type":"client_credentials","x":{"y":1}}`, check: func(r Request) bool { return r.GrantType == protocol.GrantTypeClientCredentials }},
 		{name: "impersonate as a boolean", body: `{"impersonate":true}`, check: func(r Request) bool { return r.Impersonate }},
-		{name: "repeated member", body: `{"scope":"a","scope":"b"}`, expectErr: `exchange: invalid_request: parameter "scope" is repeated`},
+		{name: "repeated member", body: `{"scope":"a","scope":"b"}`, expectErr: "exchange: invalid_request: parameter scope is repeated"},
+		{name: "repeated member, one empty", body: `{"scope":"","scope":"b"}`, expectErr: "exchange: invalid_request: parameter scope is repeated"},
+		{name: "repeated audience member", body: `{"audience":"a","audience":["b"]}`, expectErr: "exchange: invalid_request: parameter audience is repeated"},
+		{name: "repeated unknown member ignored", body: `{"x":1,"x":2,"scope":"a"}`, check: func(r Request) bool { return r.Scope == "a" }},
+		{name: "empty audience values dropped", body: `{"audience":["","a",""],"resource":""}`, check: func(r Request) bool {
+			return slices.Equal(r.Audience, []string{"a"}) && r.Resource == nil
+		}},
+		{name: "empty impersonate as omitted", body: `{"impersonate":""}`, check: func(r Request) bool { return !r.Impersonate }},
 		{name: "number", body: `{"scope":1}`, expectErr: `exchange: invalid_request: parameter "scope" must be a string`},
 		{name: "array for a single-valued parameter", body: `{"scope":["a"]}`, expectErr: `exchange: invalid_request: parameter "scope" must be a string`},
-		{name: "empty value", body: `{"scope":""}`, expectErr: "exchange: invalid_request: parameter scope is empty"},
+		{name: "empty value as omitted", body: `{"scope":"","grant_type":"client_credentials"}`, check: func(r Request) bool {
+			return reflect.DeepEqual(r, Request{GrantType: protocol.GrantTypeClientCredentials})
+		}},
 		{name: "not an object", body: `["a"]`, expectErr: "exchange: invalid_request: the JSON body must be an object of string parameters"},
 		{name: "trailing data", body: `{} {}`, expectErr: "exchange: invalid_request: the JSON body must be an object of string parameters"},
 	}
@@ -88,6 +103,46 @@ func TestParseJSON(t *testing.T) {
 			}
 			if err != nil || !tt.check(req) {
 				t.Fatalf("parsed %+v, err %v", req, err)
+			}
+		})
+	}
+}
+
+// TestParseEmptyParameters checks at the parser, for every parameter and
+// every body, that an empty value is the parameter omitted (RFC 6749
+// §3.2) and that a repeated single-valued one is refused even when a copy
+// is empty. TestEmptyParameters checks the same through the server.
+func TestParseEmptyParameters(t *testing.T) {
+	singleValued := []string{
+		protocol.ParamGrantType, protocol.ParamClientID, protocol.ParamScope, protocol.ParamSubjectToken,
+		protocol.ParamSubjectTokenType, protocol.ParamActorToken, protocol.ParamActorTokenType,
+		protocol.ParamRequestedTokenType, protocol.ParamImpersonate,
+	}
+	for _, key := range append(singleValued, protocol.ParamAudience, protocol.ParamResource,
+		protocol.ParamClientSecret, protocol.ParamClientAssertion, protocol.ParamClientAssertionType) {
+		t.Run(key, func(t *testing.T) {
+			for name, parse := range map[string]func() (Request, error){
+				"form": func() (Request, error) { return parseForm(key + "=") },
+				"JSON": func() (Request, error) { return parseJSON([]byte(`{"` + key + `":""}`)) },
+			} {
+				got, err := parse()
+				if err != nil || !reflect.DeepEqual(got, Request{}) {
+					t.Errorf("%s: empty %s parsed as %+v, %v; want as omitted", name, key, got, err)
+				}
+			}
+		})
+	}
+	for _, key := range singleValued {
+		t.Run(key+"/repeated", func(t *testing.T) {
+			want := "exchange: invalid_request: parameter " + key + " is repeated"
+			for _, body := range []string{key + "=&" + key + "=true", key + "=true&" + key + "=", key + "=&" + key + "="} {
+				if _, err := parseForm(body); err == nil || err.Error() != want {
+					t.Errorf("form %q: err = %v, want %s", body, err, want)
+				}
+			}
+			body := `{"` + key + `":"","` + key + `":"true"}`
+			if _, err := parseJSON([]byte(body)); err == nil || err.Error() != want {
+				t.Errorf("JSON %s: err = %v, want %s", body, err, want)
 			}
 		})
 	}

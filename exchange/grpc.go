@@ -9,12 +9,13 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // grpcService is the gRPC API, exchangepb.TokenExchange, served by
 // Server.ServeHTTP on the HTTPS listener. It runs the HTTP token endpoint's
 // steps: client authentication by the connection's X509-SVID, the request
-// parameters through the same builder as the form, then Exchange.
+// parameters through the same builder as the form, then exchange.
 type grpcService struct {
 	exchangepb.UnimplementedTokenExchangeServer
 	s *Server
@@ -50,9 +51,9 @@ func (s *Server) exchangeGRPC(ctx context.Context, in *exchangepb.ExchangeReques
 	}
 	// RFC 6749 §2.3: one authentication method per request, as on /token.
 	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("authorization")) > 0 {
-		return nil, ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
+		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
 	}
-	resp, err := s.Exchange(ctx, caller, &req)
+	resp, err := s.exchange(ctx, caller, &req)
 	if err != nil {
 		return nil, err
 	}
@@ -67,33 +68,38 @@ func (s *Server) exchangeGRPC(ctx context.Context, in *exchangepb.ExchangeReques
 
 // requestFromProto builds a Request from the message through the form's
 // requestBuilder, so both APIs accept exactly the same parameters. An
-// empty string is a parameter not sent; an empty audience or resource
-// value is refused, as in a form.
+// empty string (proto3 cannot tell it from a field not sent) is a
+// parameter omitted, and an empty audience or resource value is dropped,
+// as in a form (RFC 6749 §3.2).
 func requestFromProto(in *exchangepb.ExchangeRequest) (Request, error) {
 	var b requestBuilder
-	for _, p := range []struct{ key, value string }{
-		{paramGrantType, in.GetGrantType()},
-		{paramClientID, in.GetClientId()},
-		{paramScope, in.GetScope()},
-		{paramSubjectToken, in.GetSubjectToken()},
-		{paramSubjectTokenType, in.GetSubjectTokenType()},
-		{paramActorToken, in.GetActorToken()},
-		{paramActorTokenType, in.GetActorTokenType()},
-		{paramRequestedTokenType, in.GetRequestedTokenType()},
-	} {
-		if p.value == "" {
-			continue
-		}
+	params := []struct{ key, value string }{
+		{protocol.ParamGrantType, in.GetGrantType()},
+		{protocol.ParamClientID, in.GetClientId()},
+		{protocol.ParamScope, in.GetScope()},
+		{protocol.ParamSubjectToken, in.GetSubjectToken()},
+		{protocol.ParamSubjectTokenType, in.GetSubjectTokenType()},
+		{protocol.ParamActorToken, in.GetActorToken()},
+		{protocol.ParamActorTokenType, in.GetActorTokenType()},
+		{protocol.ParamRequestedTokenType, in.GetRequestedTokenType()},
+	}
+	if in.GetImpersonate() {
+		params = append(params, struct{ key, value string }{protocol.ParamImpersonate, "true"})
+	}
+	for _, p := range params {
 		if err := b.set(p.key, p.value); err != nil {
 			return Request{}, err
 		}
 	}
-	if in.GetImpersonate() {
-		if err := b.set(paramImpersonate, "true"); err != nil {
-			return Request{}, err
+	for _, list := range []struct {
+		key    string
+		values []string
+	}{{protocol.ParamAudience, in.GetAudience()}, {protocol.ParamResource, in.GetResource()}} {
+		for _, v := range list.values {
+			if err := b.set(list.key, v); err != nil {
+				return Request{}, err
+			}
 		}
 	}
-	b.req.Audience = append(b.req.Audience, in.GetAudience()...)
-	b.req.Resource = append(b.req.Resource, in.GetResource()...)
-	return b.done()
+	return b.req, nil
 }

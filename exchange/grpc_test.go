@@ -3,7 +3,6 @@ package exchange_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -16,8 +15,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 )
 
@@ -81,7 +80,7 @@ func TestGRPCExchange(t *testing.T) {
 			name:           "unsupported grant type",
 			overrideParams: func(_ *testing.T, p url.Values) { p.Set("grant_type", "password") },
 			overrideExpected: refused("unsupported_grant_type", codes.InvalidArgument, 400,
-				"supported grant types are "+string(exchange.GrantTypeTokenExchange)+" and client_credentials"),
+				"supported grant types are "+string(protocol.GrantTypeTokenExchange)+" and client_credentials"),
 		},
 		{
 			name:           "grant type missing",
@@ -90,10 +89,9 @@ func TestGRPCExchange(t *testing.T) {
 				"grant_type is required"),
 		},
 		{
+			// RFC 6749 §3.2: an empty value is as if not sent.
 			name:           "empty audience value",
 			overrideParams: func(_ *testing.T, p url.Values) { p.Add("audience", "") },
-			overrideExpected: refused("invalid_request", codes.InvalidArgument, 400,
-				"audience and resource values must not be empty"),
 		},
 		{
 			name:          "another client authentication",
@@ -180,7 +178,7 @@ func TestGRPCExchange(t *testing.T) {
 			caller, svid := f.caller(t, tt.caller)
 
 			// HTTP.
-			req, err := http.NewRequest(http.MethodPost, f.issuerURL+exchange.PathToken, strings.NewReader(params.Encode()))
+			req, err := http.NewRequest(http.MethodPost, f.issuerURL+protocol.PathToken, strings.NewReader(params.Encode()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -198,8 +196,8 @@ func TestGRPCExchange(t *testing.T) {
 				t.Fatal(err)
 			}
 			var httpBody struct {
-				exchange.Error
-				exchange.Response
+				protocol.Error
+				protocol.Response
 			}
 			if err := json.Unmarshal(raw, &httpBody); err != nil {
 				t.Fatalf("HTTP response is not JSON: %q", raw)
@@ -221,8 +219,8 @@ func TestGRPCExchange(t *testing.T) {
 
 			if want.code != "" {
 				info := errorInfo(t, st)
-				if info.GetDomain() != exchange.ErrorDomain || info.GetReason() != want.code {
-					t.Errorf("ErrorInfo domain, reason = %q, %q; want %q, %q", info.GetDomain(), info.GetReason(), exchange.ErrorDomain, want.code)
+				if info.GetDomain() != protocol.ErrorDomain || info.GetReason() != want.code {
+					t.Errorf("ErrorInfo domain, reason = %q, %q; want %q, %q", info.GetDomain(), info.GetReason(), protocol.ErrorDomain, want.code)
 				}
 				desc := info.GetMetadata()["error_description"]
 				if want.desc != "*" && desc != want.desc {
@@ -231,8 +229,8 @@ func TestGRPCExchange(t *testing.T) {
 				if msg := want.code + ": " + desc; st.Message() != msg {
 					t.Errorf("status message = %q, want %q", st.Message(), msg)
 				}
-				oauthErr, ok := exchange.ErrorFromStatus(st)
-				if !ok || oauthErr != (exchange.Error{Code: want.code, Description: desc}) {
+				oauthErr, ok := protocol.ErrorFromStatus(st)
+				if !ok || oauthErr != (protocol.Error{Code: want.code, Description: desc}) {
 					t.Errorf("ErrorFromStatus = %v, %v", oauthErr, ok)
 				}
 				// The same request over HTTP gets the same error.
@@ -281,63 +279,4 @@ func errorInfo(t *testing.T, st *status.Status) *errdetails.ErrorInfo {
 	}
 	t.Fatalf("status %v has no ErrorInfo; details %v", st, st.Details())
 	return nil
-}
-
-// TestErrorGRPCStatus checks the mapping of every OAuth error code to a
-// gRPC status and back.
-func TestErrorGRPCStatus(t *testing.T) {
-	tests := []struct {
-		err      exchange.Error
-		grpcCode codes.Code
-	}{
-		{exchange.ErrInvalidRequest, codes.InvalidArgument},
-		{exchange.ErrInvalidScope, codes.InvalidArgument},
-		{exchange.ErrInvalidTarget, codes.InvalidArgument},
-		{exchange.ErrUnsupportedGrantType, codes.InvalidArgument},
-		{exchange.ErrInvalidClient, codes.Unauthenticated},
-		{exchange.ErrInvalidGrant, codes.PermissionDenied},
-		{exchange.ErrUnauthorizedClient, codes.PermissionDenied},
-		{exchange.ErrServerError, codes.Internal},
-		{exchange.Error{Code: "temporarily_unavailable"}, codes.InvalidArgument},
-	}
-	for _, tt := range tests {
-		for _, desc := range []string{"", "a description"} {
-			t.Run(tt.err.Code+"/"+desc, func(t *testing.T) {
-				e := tt.err
-				if desc != "" {
-					e = e.WithDescription("%s", desc)
-				}
-				// status.FromError finds the status through wrapping.
-				st, ok := status.FromError(errors.Join(errors.New("context"), e))
-				if !ok || st.Code() != tt.grpcCode {
-					t.Fatalf("status.FromError = %v, %v; want code %v", st, ok, tt.grpcCode)
-				}
-				// Through the wire form and back.
-				back, ok := exchange.ErrorFromStatus(status.FromProto(st.Proto()))
-				if !ok || back != e {
-					t.Errorf("ErrorFromStatus = %+v, %v; want %+v", back, ok, e)
-				}
-				if !errors.Is(back, tt.err) {
-					t.Errorf("errors.Is(%v, %v) = false", back, tt.err)
-				}
-			})
-		}
-	}
-}
-
-func TestErrorFromStatusWithoutErrorInfo(t *testing.T) {
-	foreign, err := status.New(codes.PermissionDenied, "denied").WithDetails(&errdetails.ErrorInfo{Reason: "invalid_grant", Domain: "example.org"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, st := range map[string]*status.Status{
-		"nil":            nil,
-		"no details":     status.New(codes.Unavailable, "connection refused"),
-		"foreign domain": foreign,
-		"context":        status.FromContextError(context.Canceled),
-	} {
-		if e, ok := exchange.ErrorFromStatus(st); ok {
-			t.Errorf("%s: ErrorFromStatus = %+v, true; want false", name, e)
-		}
-	}
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/sts"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
@@ -104,7 +105,7 @@ func TestOAuth2ClientCredentials(t *testing.T) {
 			}
 			cfg := clientcredentials.Config{
 				ClientID:       workloadID,
-				TokenURL:       f.issuerURL + exchange.PathToken,
+				TokenURL:       f.issuerURL + protocol.PathToken,
 				Scopes:         []string{"read", "write"},
 				EndpointParams: url.Values{"audience": {apiAud}},
 				AuthStyle:      oauth2.AuthStyleInParams,
@@ -300,7 +301,7 @@ func TestGRPCCredentialsSTS(t *testing.T) {
 				options: sts.Options{
 					Audience:         apiAud,
 					Scope:            "read",
-					SubjectTokenType: string(exchange.TokenTypeJWT),
+					SubjectTokenType: string(protocol.TokenTypeJWT),
 				},
 				sidecar:   true,
 				sidecarID: workloadID,
@@ -343,9 +344,9 @@ func TestGRPCCredentialsSTS(t *testing.T) {
 			}
 			sidecarURL, rec := mtlsSidecar(t, f, sidecarSVID)
 			if cfg.sidecar {
-				cfg.options.TokenExchangeServiceURI = sidecarURL + exchange.PathToken
+				cfg.options.TokenExchangeServiceURI = sidecarURL + protocol.PathToken
 			} else {
-				cfg.options.TokenExchangeServiceURI = f.issuerURL + exchange.PathToken
+				cfg.options.TokenExchangeServiceURI = f.issuerURL + protocol.PathToken
 			}
 
 			creds, err := sts.NewCredentials(cfg.options)
@@ -378,8 +379,8 @@ func TestGRPCCredentialsSTS(t *testing.T) {
 					t.Fatalf("GetRequestMetadata = %v, want an error", md)
 				}
 				if want.code != "" {
-					var body exchange.Error
-					if json.Unmarshal(rec.body, &body) != nil || body != (exchange.Error{Code: want.code, Description: want.desc}) {
+					var body protocol.Error
+					if json.Unmarshal(rec.body, &body) != nil || body != (protocol.Error{Code: want.code, Description: want.desc}) {
 						t.Errorf("STS answered %s, want %s: %s", rec.body, want.code, want.desc)
 					}
 				}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
-	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
@@ -120,9 +120,9 @@ func TestRebind(t *testing.T) {
 			}
 
 			resp, body := s.Post(t, s.Client(newSVID), formType, url.Values{
-				"grant_type":         {string(exchange.GrantTypeTokenExchange)},
+				"grant_type":         {string(protocol.GrantTypeTokenExchange)},
 				"subject_token":      {raw},
-				"subject_token_type": {string(exchange.TokenTypeAccessToken)},
+				"subject_token_type": {string(protocol.TokenTypeAccessToken)},
 			}.Encode())
 			var out map[string]any
 			if err := json.Unmarshal(body, &out); err != nil {

@@ -11,7 +11,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -28,17 +27,11 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
-// Endpoint paths.
 const (
-	PathToken            = "/token"
-	PathJWKS             = "/jwks"
-	PathOAuthMetadata    = "/.well-known/oauth-authorization-server"
-	PathOpenIDMetadata   = "/.well-known/openid-configuration"
-	PathHealthz          = "/healthz"
-	PathReadyz           = "/readyz"
 	defaultMaxBodyBytes  = 64 << 10
 	defaultTokenLifetime = 5 * time.Minute
 )
@@ -76,7 +69,8 @@ type PublicKeys interface {
 // Workload API (workloadapi.X509Source, workloadapi.BundleSource).
 type Config struct {
 	// IssuerURL is the issuer identifier exactly as clients reach it
-	// (RFC 8414 §2): an https URL without query or fragment.
+	// (RFC 8414 §2): https://host[:port], without a path (see
+	// protocol.CheckIssuerURL).
 	IssuerURL string
 	// TrustDomain is this server's own trust domain.
 	TrustDomain spiffeid.TrustDomain
@@ -117,7 +111,7 @@ type Server struct {
 	trusted    []spiffeid.TrustDomain
 	tokenURL   string
 	accessTV   *accesstoken.Verifier
-	subjects   map[TokenType]subjectVerifier
+	subjects   map[protocol.TokenType]subjectVerifier
 	external   map[string]ExternalIssuer // by "iss"
 	svids      *svidCache
 	metadata   []byte
@@ -157,15 +151,15 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.Named("exchange"),
 		trusted:  append([]spiffeid.TrustDomain{cfg.TrustDomain}, cfg.FederatedTrustDomains...),
-		tokenURL: cfg.IssuerURL + PathToken,
+		tokenURL: cfg.IssuerURL + protocol.PathToken,
 		accessTV: accesstoken.NewVerifier(cfg.IssuerURL, cfg.Keys, &accesstoken.Config{Now: cfg.Clock}),
 		svids:    newSVIDCache(svidCacheSize),
 	}
 	s.policy.Store(cfg.Policy)
 	s.bufferPool.New = func() any { return new(bytes.Buffer) }
-	s.subjects = map[TokenType]subjectVerifier{
-		TokenTypeJWT:         jwtVerifier{s},
-		TokenTypeAccessToken: accessTokenVerifier{s},
+	s.subjects = map[protocol.TokenType]subjectVerifier{
+		protocol.TokenTypeJWT:         jwtVerifier{s},
+		protocol.TokenTypeAccessToken: accessTokenVerifier{s},
 	}
 	s.external = make(map[string]ExternalIssuer, len(cfg.ExternalIssuers))
 	for _, ext := range cfg.ExternalIssuers {
@@ -182,13 +176,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("exchange: JWKS: %w", err)
 	}
 	s.mux = http.NewServeMux()
-	s.mux.HandleFunc("POST "+PathToken, s.serveToken)
-	s.mux.HandleFunc(PathToken, serveMethodNotAllowed)
-	s.mux.HandleFunc("GET "+PathJWKS, s.serveJWKS)
-	s.mux.HandleFunc("GET "+PathOAuthMetadata, s.serveMetadata)
-	s.mux.HandleFunc("GET "+PathOpenIDMetadata, s.serveMetadata)
-	s.mux.HandleFunc("GET "+PathHealthz, serveHealthz)
-	s.mux.HandleFunc("GET "+PathReadyz, s.serveReadyz)
+	s.mux.HandleFunc("POST "+protocol.PathToken, s.serveToken)
+	s.mux.HandleFunc(protocol.PathToken, serveMethodNotAllowed)
+	s.mux.HandleFunc("GET "+protocol.PathJWKS, s.serveJWKS)
+	s.mux.HandleFunc("GET "+protocol.PathOAuthMetadata, s.serveMetadata)
+	s.mux.HandleFunc("GET "+protocol.PathOpenIDMetadata, s.serveMetadata)
+	health := HealthHandler(s.Ready)
+	s.mux.Handle("GET "+protocol.PathHealthz, health)
+	s.mux.Handle("GET "+protocol.PathReadyz, health)
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(min(cfg.MaxBodyBytes, math.MaxInt32))))
 	exchangepb.RegisterTokenExchangeServer(s.grpc, grpcService{s: s})
 	return s, nil
@@ -279,7 +274,7 @@ func (s *Server) Ready() error {
 // leaf is checked on every request.
 func (s *Server) authenticate(ctx context.Context, state *tls.ConnectionState) (stsid.Peer, error) {
 	if state == nil || len(state.PeerCertificates) == 0 {
-		return stsid.Peer{}, ErrInvalidClient.WithDescription("a client certificate (X509-SVID) is required")
+		return stsid.Peer{}, protocol.ErrInvalidClient.WithDescription("a client certificate (X509-SVID) is required")
 	}
 	auth, ok := ctx.Value(connAuthKey{}).(*connAuth)
 	if !ok {
@@ -290,7 +285,7 @@ func (s *Server) authenticate(ctx context.Context, state *tls.ConnectionState) (
 		return stsid.Peer{}, auth.err
 	}
 	if !s.cfg.Clock().Before(auth.peer.Leaf.NotAfter) {
-		return stsid.Peer{}, ErrInvalidClient.WithDescription("the client certificate has expired")
+		return stsid.Peer{}, protocol.ErrInvalidClient.WithDescription("the client certificate has expired")
 	}
 	return auth.peer, nil
 }
@@ -299,11 +294,11 @@ func (s *Server) verifyClientChain(certs []*x509.Certificate) (stsid.Peer, error
 	peer, err := stsid.VerifyPeer(certs, s.cfg.X509Bundles)
 	if err != nil {
 		s.log.Warn("client authentication failed", logKeyReason, err.Error())
-		return stsid.Peer{}, ErrInvalidClient.WithDescription("the client certificate is not a valid X509-SVID of a trusted trust domain")
+		return stsid.Peer{}, protocol.ErrInvalidClient.WithDescription("the client certificate is not a valid X509-SVID of a trusted trust domain")
 	}
 	if !slices.Contains(s.trusted, peer.ID.TrustDomain()) {
 		s.log.Warn("client from untrusted trust domain", logKeySPIFFEID, peer.ID.String())
-		return stsid.Peer{}, ErrInvalidClient.WithDescription("trust domain %q is not trusted by this server", peer.ID.TrustDomain().Name())
+		return stsid.Peer{}, protocol.ErrInvalidClient.WithDescription("trust domain %q is not trusted by this server", peer.ID.TrustDomain().Name())
 	}
 	return peer, nil
 }
@@ -313,8 +308,8 @@ func (s *Server) metadataDocument() map[string]any {
 	return map[string]any{
 		"issuer":                                s.cfg.IssuerURL,
 		"token_endpoint":                        s.tokenURL,
-		"jwks_uri":                              s.cfg.IssuerURL + PathJWKS,
-		"grant_types_supported":                 []GrantType{GrantTypeTokenExchange, GrantTypeClientCredentials},
+		"jwks_uri":                              s.cfg.IssuerURL + protocol.PathJWKS,
+		"grant_types_supported":                 []protocol.GrantType{protocol.GrantTypeTokenExchange, protocol.GrantTypeClientCredentials},
 		"response_types_supported":              []string{},
 		"token_endpoint_auth_methods_supported": []string{"tls_client_auth"},
 		// RFC 8705 §3.3 and §5.
@@ -323,21 +318,11 @@ func (s *Server) metadataDocument() map[string]any {
 	}
 }
 
+// validateIssuerURL applies protocol.CheckIssuerURL, the one issuer URL
+// rule (RFC 8414 §2, §3: no path).
 func validateIssuerURL(raw string) error {
-	u, err := url.Parse(raw)
-	switch {
-	case raw == "":
-		return errors.New("exchange: IssuerURL is required")
-	case err != nil:
-		return fmt.Errorf("exchange: IssuerURL: %w", err)
-	case u.Scheme != "https" || u.Host == "":
-		return fmt.Errorf("exchange: IssuerURL %q must be an https URL with a host", raw)
-	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
-		return fmt.Errorf("exchange: IssuerURL %q must not have user info, a query or a fragment", raw)
-	case u.Path != "" && u.Path != "/":
-		return fmt.Errorf("exchange: IssuerURL %q must not have a path", raw)
-	case u.Path == "/":
-		return fmt.Errorf("exchange: IssuerURL %q must not end in a slash", raw)
+	if err := protocol.CheckIssuerURL(raw); err != nil {
+		return fmt.Errorf("exchange: IssuerURL %q %w", raw, err)
 	}
 	return nil
 }
@@ -356,19 +341,27 @@ func writeRaw(w http.ResponseWriter, body []byte, cacheControl string) {
 	_, _ = w.Write(body)
 }
 
-func serveHealthz(w http.ResponseWriter, _ *http.Request) {
-	_, _ = w.Write([]byte("ok\n"))
-}
-
-func (s *Server) serveReadyz(w http.ResponseWriter, _ *http.Request) {
-	if err := s.Ready(); err != nil {
-		http.Error(w, "not ready", http.StatusServiceUnavailable)
-		return
-	}
-	_, _ = w.Write([]byte("ready\n"))
+// HealthHandler serves protocol.PathHealthz, always 200 "ok", and
+// protocol.PathReadyz, 200 "ready" when ready returns nil and 503
+// otherwise, for kubelet probes. The Server serves it with Server.Ready;
+// cmd/spiffe-sts serves the same handler on its plain-HTTP health
+// listener.
+func HealthHandler(ready func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+protocol.PathHealthz, func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET "+protocol.PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
 }
 
 func serveMethodNotAllowed(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Allow", http.MethodPost)
-	writeJSON(w, http.StatusMethodNotAllowed, ErrInvalidRequest.WithDescription("the token endpoint accepts POST only"))
+	writeJSON(w, http.StatusMethodNotAllowed, protocol.ErrInvalidRequest.WithDescription("the token endpoint accepts POST only"))
 }

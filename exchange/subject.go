@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // jwtVerifier accepts JWT subject tokens (subject_token_type
@@ -49,10 +50,10 @@ func (s *Server) validateJWTSVID(token string) (svidCacheEntry, error) {
 	svid, err := jwtsvid.ParseAndValidate(token, s.cfg.JWTBundles, audiences)
 	if err != nil {
 		s.log.Warn("JWT-SVID refused", logKeyReason, err.Error())
-		return svidCacheEntry{}, ErrInvalidGrant.WithDescription("the subject token is not a valid JWT-SVID for this server: %s", err)
+		return svidCacheEntry{}, protocol.ErrInvalidGrant.WithDescription("the subject token is not a valid JWT-SVID for this server: %s", err)
 	}
 	if !slices.Contains(s.trusted, svid.ID.TrustDomain()) {
-		return svidCacheEntry{}, ErrInvalidGrant.WithDescription("the subject token's trust domain %q is not trusted", svid.ID.TrustDomain().Name())
+		return svidCacheEntry{}, protocol.ErrInvalidGrant.WithDescription("the subject token's trust domain %q is not trusted", svid.ID.TrustDomain().Name())
 	}
 	// go-spiffe allows a minute of skew on exp and nbf; this server
 	// allows none.
@@ -61,10 +62,10 @@ func (s *Server) validateJWTSVID(token string) (svidCacheEntry, error) {
 		e.notBefore = time.Unix(int64(nbf), 0)
 	}
 	if !now.Before(e.expiry) {
-		return svidCacheEntry{}, ErrInvalidGrant.WithDescription("the subject token has expired")
+		return svidCacheEntry{}, protocol.ErrInvalidGrant.WithDescription("the subject token has expired")
 	}
 	if now.Before(e.notBefore) {
-		return svidCacheEntry{}, ErrInvalidGrant.WithDescription("the subject token is not yet valid")
+		return svidCacheEntry{}, protocol.ErrInvalidGrant.WithDescription("the subject token is not yet valid")
 	}
 	s.rememberSVID(token, e)
 	return e, nil
@@ -123,10 +124,10 @@ func (s *Server) externalSubject(ctx context.Context, ext ExternalIssuer, token 
 	claims, err := ext.Verify(ctx, token)
 	if err != nil {
 		s.log.Warn("external subject token refused", logKeyIssuer, ext.Name(), logKeyReason, err.Error())
-		return subject{}, ErrInvalidGrant.WithDescription("the subject token was refused by issuer %q", ext.Name())
+		return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token was refused by issuer %q", ext.Name())
 	}
 	if claims.Subject == "" || claims.Expiry == 0 {
-		return subject{}, ErrInvalidGrant.WithDescription("the subject token of issuer %q has no sub or exp", ext.Name())
+		return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token of issuer %q has no sub or exp", ext.Name())
 	}
 	subj := subject{
 		external:           &accesstoken.SubjectID{Format: accesstoken.SubjectIDFormatIssSub, Issuer: ext.Issuer(), Subject: claims.Subject},
@@ -158,12 +159,12 @@ func (v accessTokenVerifier) verifySubject(ctx context.Context, token string) (s
 		var expired *accesstoken.ExpiredError
 		switch {
 		case errors.As(err, &expired):
-			return subject{}, ErrInvalidGrant.WithDescription("the subject token has expired")
+			return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token has expired")
 		case errors.Is(err, accesstoken.ErrNotYetValid):
-			return subject{}, ErrInvalidGrant.WithDescription("the subject token is not yet valid")
+			return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token is not yet valid")
 		default:
 			s.log.Warn("access token subject token refused", logKeyReason, err.Error())
-			return subject{}, ErrInvalidGrant.WithDescription("the subject token is not an access token issued by this server")
+			return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token is not an access token issued by this server")
 		}
 	}
 	subj := subject{
@@ -179,13 +180,13 @@ func (v accessTokenVerifier) verifySubject(ctx context.Context, token string) (s
 	if claims.SubjectID != nil {
 		ext, ok := s.external[claims.SubjectID.Issuer]
 		if !ok {
-			return subject{}, ErrInvalidGrant.WithDescription("the subject token's subject comes from an issuer this server no longer trusts")
+			return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token's subject comes from an issuer this server no longer trusts")
 		}
 		subj.external, subj.issuerName = claims.SubjectID, ext.Name()
 		return subj, nil
 	}
 	if subj.id, err = spiffeid.FromString(claims.Subject); err != nil {
-		return subject{}, ErrInvalidGrant.WithDescription("the subject token's subject is not a SPIFFE ID")
+		return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token's subject is not a SPIFFE ID")
 	}
 	return subj, nil
 }

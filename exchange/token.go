@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -64,15 +65,6 @@ type subjectVerifier interface {
 	verifySubject(ctx context.Context, token string) (subject, error)
 }
 
-// Response is the RFC 8693 §2.2.1 success response.
-type Response struct {
-	AccessToken     string    `json:"access_token"`
-	IssuedTokenType TokenType `json:"issued_token_type,omitempty"`
-	TokenType       string    `json:"token_type"`
-	ExpiresIn       int64     `json:"expires_in"`
-	Scope           string    `json:"scope,omitempty"`
-}
-
 // serveToken is the token endpoint.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	resp, err := s.serveTokenRequest(r)
@@ -85,18 +77,18 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 
 // protocolError returns err as an Error, hiding anything else behind
 // server_error.
-func (s *Server) protocolError(err error) Error {
-	var oauthErr Error
+func (s *Server) protocolError(err error) protocol.Error {
+	var oauthErr protocol.Error
 	if !errors.As(err, &oauthErr) {
 		s.log.Error("token request failed", logKeyError, err.Error())
-		oauthErr = ErrServerError.WithDescription("the token could not be issued")
+		oauthErr = protocol.ErrServerError.WithDescription("the token could not be issued")
 	}
 	return oauthErr
 }
 
 // serveTokenRequest authenticates the client of r and parses its body,
-// then runs Exchange.
-func (s *Server) serveTokenRequest(r *http.Request) (*Response, error) {
+// then runs exchange.
+func (s *Server) serveTokenRequest(r *http.Request) (*protocol.Response, error) {
 	caller, err := s.authenticate(r.Context(), r.TLS)
 	if err != nil {
 		return nil, err
@@ -109,22 +101,25 @@ func (s *Server) serveTokenRequest(r *http.Request) (*Response, error) {
 	}
 	// RFC 6749 §2.3: one authentication method per request.
 	if req.otherClientAuth != "" || r.Header.Get("Authorization") != "" {
-		return nil, ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
+		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
 	}
-	return s.Exchange(r.Context(), caller, &req)
+	return s.exchange(r.Context(), caller, &req)
 }
 
-// Exchange issues a token to caller, an mTLS client already authenticated
-// by its X509-SVID; the HTTP token endpoint and the gRPC API both call it.
-// It runs the steps every request
-// goes through, in order: client_id, the grant's subject, the actor token,
-// the policy, delegation, the target, the scope, the lifetime and the
-// certificate binding. Protocol errors are Error values.
-func (s *Server) Exchange(ctx context.Context, caller stsid.Peer, req *Request) (*Response, error) {
+// exchange issues a token to caller, an mTLS client already authenticated
+// by its X509-SVID; the HTTP token endpoint and the gRPC API both call it,
+// after authentication and parsing. It runs the steps every request goes
+// through (RFC 8693 §2.1), in order: client_id (RFC 8705 §2.1), the
+// grant's subject, the actor token, the policy, delegation (RFC 8693
+// §4.1), the target (RFC 8693 §2.2.2 invalid_target), the scope (RFC 6749
+// §3.3), the issued token type, the lifetime and the claims with the
+// certificate binding (RFC 8705 §3). Protocol errors are protocol.Error
+// values.
+func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request) (*protocol.Response, error) {
 	// RFC 8705 §2.1: the client_id, when sent, names the certificate's
 	// subject; here the SPIFFE ID in its SAN URI.
 	if req.ClientID != "" && req.ClientID != caller.ID.String() {
-		return nil, ErrInvalidClient.WithDescription("client_id does not match the client certificate's SPIFFE ID")
+		return nil, protocol.ErrInvalidClient.WithDescription("client_id does not match the client certificate's SPIFFE ID")
 	}
 	subj, err := s.subjectOf(ctx, caller, req)
 	if err != nil {
@@ -136,7 +131,7 @@ func (s *Server) Exchange(ctx context.Context, caller stsid.Peer, req *Request) 
 	rule, ok := s.policy.Load().RuleFor(caller.ID)
 	if !ok {
 		s.log.Info("caller denied by policy", logKeySPIFFEID, caller.ID.String())
-		return nil, ErrUnauthorizedClient.WithDescription("no policy rule allows %s", caller.ID)
+		return nil, protocol.ErrUnauthorizedClient.WithDescription("no policy rule allows %s", caller.ID)
 	}
 	act, err := s.actorChain(caller, rule, req, &subj)
 	if err != nil {
@@ -158,24 +153,43 @@ func (s *Server) Exchange(ctx context.Context, caller stsid.Peer, req *Request) 
 	if err != nil {
 		return nil, err
 	}
+	expiry, err := s.lifetime(caller, &subj)
+	if err != nil {
+		return nil, err
+	}
+	claims := tokenClaims(caller, &subj, audience, scopes, act, expiry)
+	raw, err := s.cfg.Minter.Mint(ctx, &claims, caller.Leaf, rule.MaxTTL)
+	if err != nil {
+		return nil, err
+	}
+	s.logIssued(req, &claims)
+	return response(req, &claims, raw, issuedType), nil
+}
 
-	// The lifetime never exceeds the subject token's remaining life, nor
-	// the client certificate's. The caller's own JWT-SVID only proves who
-	// it is, as its certificate does, and does not cap the lifetime.
+// lifetime returns the issued token's expiry cap, zero for none: the
+// subject token's remaining life, except for the caller's own JWT-SVID,
+// which only proves who it is, as its certificate does. The Minter caps
+// the token at the client certificate's NotAfter too; together they must
+// leave at least a second (expires_in > 0, RFC 8693 §2.2.1).
+func (s *Server) lifetime(caller stsid.Peer, subj *subject) (time.Time, error) {
 	expiry := subj.expiry
 	if subj.selfAsserted && subj.id == caller.ID {
 		expiry = time.Time{}
 	}
-	// A token must live at least a second (expires_in > 0, RFC 8693
-	// §2.2.1).
 	deadline := caller.Leaf.NotAfter
 	if !expiry.IsZero() && expiry.Before(deadline) {
 		deadline = expiry
 	}
 	if deadline.Sub(s.cfg.Clock()) < time.Second {
-		return nil, ErrInvalidGrant.WithDescription("the client certificate or subject token expires in under a second")
+		return time.Time{}, protocol.ErrInvalidGrant.WithDescription("the client certificate or subject token expires in under a second")
 	}
+	return expiry, nil
+}
 
+// tokenClaims are the claims of the issued token (RFC 9068 §2.2, RFC 8693
+// §4.1 act) before the Minter adds iss, iat, nbf, exp, jti and the cnf
+// binding to the caller's certificate (RFC 8705 §3.1).
+func tokenClaims(caller stsid.Peer, subj *subject, audience accesstoken.Audience, scopes []string, act *accesstoken.Actor, expiry time.Time) accesstoken.Claims {
 	claims := accesstoken.Claims{
 		Subject:   subj.name(),
 		SubjectID: subj.external,
@@ -187,15 +201,21 @@ func (s *Server) Exchange(ctx context.Context, caller stsid.Peer, req *Request) 
 	if !expiry.IsZero() {
 		claims.Expiry = expiry.Unix()
 	}
-	raw, err := s.cfg.Minter.Mint(ctx, &claims, caller.Leaf, rule.MaxTTL)
-	if err != nil {
-		return nil, err
-	}
+	return claims
+}
+
+// logIssued records the issued token, never the token itself.
+func (s *Server) logIssued(req *Request, claims *accesstoken.Claims) {
 	s.log.Info("token issued",
 		logKeySPIFFEID, claims.ClientID, logKeySubject, claims.Subject, logKeyGrantType, string(req.GrantType),
-		logKeyJTI, claims.JWTID, logKeyX5TS256, claims.Confirmation.X5TS256, logKeyAudience, []string(audience),
+		logKeyJTI, claims.JWTID, logKeyX5TS256, claims.Confirmation.X5TS256, logKeyAudience, []string(claims.Audience),
 		logKeyScope, claims.Scope, logKeyActors, claims.ActorChain(), logKeyExpiresIn, claims.Expiry-claims.IssuedAt)
-	resp := &Response{
+}
+
+// response is the RFC 8693 §2.2.1 success response for the minted claims;
+// client_credentials has no issued_token_type (RFC 6749 §5.1).
+func response(req *Request, claims *accesstoken.Claims, raw string, issuedType protocol.TokenType) *protocol.Response {
+	resp := &protocol.Response{
 		AccessToken:     raw,
 		IssuedTokenType: issuedType,
 		TokenType:       "Bearer",
@@ -205,36 +225,36 @@ func (s *Server) Exchange(ctx context.Context, caller stsid.Peer, req *Request) 
 	if claims.Scope != req.Scope {
 		resp.Scope = claims.Scope
 	}
-	if req.GrantType == GrantTypeClientCredentials {
+	if req.GrantType == protocol.GrantTypeClientCredentials {
 		resp.IssuedTokenType = ""
 	}
-	return resp, nil
+	return resp
 }
 
 // subjectOf dispatches on grant_type and, for token exchange, on
 // subject_token_type.
 func (s *Server) subjectOf(ctx context.Context, caller stsid.Peer, req *Request) (subject, error) {
 	switch req.GrantType {
-	case GrantTypeClientCredentials:
+	case protocol.GrantTypeClientCredentials:
 		if req.SubjectToken != "" || req.ActorToken != "" {
-			return subject{}, ErrInvalidRequest.WithDescription("client_credentials takes no subject_token or actor_token")
+			return subject{}, protocol.ErrInvalidRequest.WithDescription("client_credentials takes no subject_token or actor_token")
 		}
 		return subject{id: caller.ID, selfAsserted: true}, nil
-	case GrantTypeTokenExchange:
+	case protocol.GrantTypeTokenExchange:
 	case "":
-		return subject{}, ErrInvalidRequest.WithDescription("grant_type is required")
+		return subject{}, protocol.ErrInvalidRequest.WithDescription("grant_type is required")
 	default:
-		return subject{}, ErrUnsupportedGrantType.WithDescription("supported grant types are %s and %s", GrantTypeTokenExchange, GrantTypeClientCredentials)
+		return subject{}, protocol.ErrUnsupportedGrantType.WithDescription("supported grant types are %s and %s", protocol.GrantTypeTokenExchange, protocol.GrantTypeClientCredentials)
 	}
 	switch {
 	case req.SubjectToken == "":
-		return subject{}, ErrInvalidRequest.WithDescription("subject_token is required")
+		return subject{}, protocol.ErrInvalidRequest.WithDescription("subject_token is required")
 	case req.SubjectTokenType == "":
-		return subject{}, ErrInvalidRequest.WithDescription("subject_token_type is required")
+		return subject{}, protocol.ErrInvalidRequest.WithDescription("subject_token_type is required")
 	}
 	verifier, ok := s.subjects[req.SubjectTokenType]
 	if !ok {
-		return subject{}, ErrInvalidRequest.WithDescription("subject_token_type must be %s or %s", TokenTypeJWT, TokenTypeAccessToken)
+		return subject{}, protocol.ErrInvalidRequest.WithDescription("subject_token_type must be %s or %s", protocol.TokenTypeJWT, protocol.TokenTypeAccessToken)
 	}
 	return verifier.verifySubject(ctx, req.SubjectToken)
 }
@@ -260,7 +280,7 @@ func (s *Server) actorChain(caller stsid.Peer, rule *stsid.Rule, req *Request, s
 	switch {
 	case subj.selfAsserted && subj.id == caller.ID:
 		if req.Impersonate {
-			return nil, ErrInvalidRequest.WithDescription("impersonation needs a subject token of someone else")
+			return nil, protocol.ErrInvalidRequest.WithDescription("impersonation needs a subject token of someone else")
 		}
 		return nil, nil
 	case subj.issuedTo == callerID:
@@ -272,14 +292,14 @@ func (s *Server) actorChain(caller stsid.Peer, rule *stsid.Rule, req *Request, s
 		if !subj.fromExternalIssuer && !slices.Contains(subj.sentTo, callerID) {
 			s.log.Warn("security event: subject token presented by a client it was neither issued nor sent to",
 				logKeySecurityEvent, "token_laundering", logKeySPIFFEID, callerID, logKeySubject, subj.name(), logKeyJTI, subj.jti)
-			return nil, ErrInvalidGrant.WithDescription("the subject token was neither issued nor sent to this client")
+			return nil, protocol.ErrInvalidGrant.WithDescription("the subject token was neither issued nor sent to this client")
 		}
 		if subj.mayAct != nil && subj.mayAct.Subject != callerID {
-			return nil, ErrInvalidRequest.WithDescription("the subject token's may_act does not allow this client to act for %s", truncate(subj.name()))
+			return nil, protocol.ErrInvalidRequest.WithDescription("the subject token's may_act does not allow this client to act for %s", truncate(subj.name()))
 		}
 		if req.Impersonate {
 			if subj.actor != nil {
-				return nil, ErrInvalidRequest.WithDescription("a subject token with an act chain cannot be impersonated")
+				return nil, protocol.ErrInvalidRequest.WithDescription("a subject token with an act chain cannot be impersonated")
 			}
 		} else {
 			act = &accesstoken.Actor{Subject: callerID, Actor: subj.actor}
@@ -289,15 +309,15 @@ func (s *Server) actorChain(caller stsid.Peer, rule *stsid.Rule, req *Request, s
 	depth := actorDepth(act)
 	switch {
 	case d == nil:
-		return nil, ErrInvalidRequest.WithDescription("policy does not let this client act for others")
+		return nil, protocol.ErrInvalidRequest.WithDescription("policy does not let this client act for others")
 	case subj.external != nil && !rule.MayActForIssuer(subj.issuerName):
-		return nil, ErrInvalidRequest.WithDescription("policy does not let this client act for subjects of issuer %q", subj.issuerName)
+		return nil, protocol.ErrInvalidRequest.WithDescription("policy does not let this client act for subjects of issuer %q", subj.issuerName)
 	case subj.external == nil && !rule.MayActFor(subj.id):
-		return nil, ErrInvalidRequest.WithDescription("policy does not let this client act for %s", subj.id)
+		return nil, protocol.ErrInvalidRequest.WithDescription("policy does not let this client act for %s", subj.id)
 	case act == nil && !d.Impersonation:
-		return nil, ErrInvalidRequest.WithDescription("policy does not let this client impersonate")
+		return nil, protocol.ErrInvalidRequest.WithDescription("policy does not let this client impersonate")
 	case depth > d.MaxDepth:
-		return nil, ErrInvalidRequest.WithDescription("the act chain would have %d actors; policy allows %d", depth, d.MaxDepth)
+		return nil, protocol.ErrInvalidRequest.WithDescription("the act chain would have %d actors; policy allows %d", depth, d.MaxDepth)
 	}
 	return act, nil
 }
@@ -318,27 +338,27 @@ func (s *Server) checkActorToken(ctx context.Context, caller stsid.Peer, req *Re
 	case req.ActorToken == "" && req.ActorTokenType == "":
 		return nil
 	case req.ActorToken == "" || req.ActorTokenType == "":
-		return ErrInvalidRequest.WithDescription("actor_token and actor_token_type go together")
+		return protocol.ErrInvalidRequest.WithDescription("actor_token and actor_token_type go together")
 	}
 	var actor string
 	switch req.ActorTokenType {
-	case TokenTypeJWT:
+	case protocol.TokenTypeJWT:
 		e, err := s.validateJWTSVID(req.ActorToken)
 		if err != nil {
-			return ErrInvalidRequest.WithDescription("actor_token is not a valid JWT-SVID for this server")
+			return protocol.ErrInvalidRequest.WithDescription("actor_token is not a valid JWT-SVID for this server")
 		}
 		actor = e.id.String()
-	case TokenTypeAccessToken:
+	case protocol.TokenTypeAccessToken:
 		claims, err := s.accessTV.InsecureVerifyWithoutBinding(ctx, req.ActorToken)
 		if err != nil || claims.ClientID != claims.Subject {
-			return ErrInvalidRequest.WithDescription("actor_token is not an access token this server issued to its subject")
+			return protocol.ErrInvalidRequest.WithDescription("actor_token is not an access token this server issued to its subject")
 		}
 		actor = claims.Subject
 	default:
-		return ErrInvalidRequest.WithDescription("actor_token_type must be %s or %s", TokenTypeJWT, TokenTypeAccessToken)
+		return protocol.ErrInvalidRequest.WithDescription("actor_token_type must be %s or %s", protocol.TokenTypeJWT, protocol.TokenTypeAccessToken)
 	}
 	if actor != caller.ID.String() {
-		return ErrInvalidRequest.WithDescription("actor_token must name the caller, %s", caller.ID)
+		return protocol.ErrInvalidRequest.WithDescription("actor_token must name the caller, %s", caller.ID)
 	}
 	return nil
 }
@@ -350,7 +370,7 @@ func grantAudience(rule *stsid.Rule, req *Request, keep []string) (accesstoken.A
 	for _, res := range req.Resource {
 		// RFC 8707 §2: an absolute URI without a fragment.
 		if u, err := url.Parse(res); err != nil || !u.IsAbs() || u.Fragment != "" || strings.Contains(res, "#") {
-			return nil, ErrInvalidTarget.WithDescription("resource must be an absolute URI without a fragment")
+			return nil, protocol.ErrInvalidTarget.WithDescription("resource must be an absolute URI without a fragment")
 		}
 	}
 	audience := make(accesstoken.Audience, 0, len(req.Audience)+len(req.Resource))
@@ -363,13 +383,13 @@ func grantAudience(rule *stsid.Rule, req *Request, keep []string) (accesstoken.A
 	}
 	if len(audience) == 0 {
 		if len(keep) == 0 {
-			return nil, ErrInvalidRequest.WithDescription("audience or resource is required")
+			return nil, protocol.ErrInvalidRequest.WithDescription("audience or resource is required")
 		}
 		audience = append(audience, keep...)
 	}
 	for _, aud := range audience {
 		if !rule.AllowsAudience(aud) {
-			return nil, ErrInvalidTarget.WithDescription("audience %q is not allowed for this client", truncate(aud))
+			return nil, protocol.ErrInvalidTarget.WithDescription("audience %q is not allowed for this client", truncate(aud))
 		}
 	}
 	return audience, nil
@@ -385,7 +405,7 @@ func grantScopes(rule *stsid.Rule, requested string, subj *subject) ([]string, e
 	}
 	for _, sc := range req {
 		if !validScopeToken(sc) {
-			return nil, ErrInvalidScope.WithDescription("scope must be space-separated scope tokens (RFC 6749 §3.3)")
+			return nil, protocol.ErrInvalidScope.WithDescription("scope must be space-separated scope tokens (RFC 6749 §3.3)")
 		}
 	}
 	if req == nil && subj.scoped {
@@ -401,7 +421,7 @@ func grantScopes(rule *stsid.Rule, requested string, subj *subject) ([]string, e
 		granted = slices.DeleteFunc(slices.Clone(granted), func(sc string) bool { return !slices.Contains(subj.scopes, sc) })
 	}
 	if requested != "" && len(granted) == 0 {
-		return nil, ErrInvalidScope.WithDescription("none of the requested scopes is allowed for this client")
+		return nil, protocol.ErrInvalidScope.WithDescription("none of the requested scopes is allowed for this client")
 	}
 	return granted, nil
 }
@@ -423,14 +443,14 @@ func validScopeToken(s string) bool {
 
 // issuedTokenType maps requested_token_type to the type issued: the tokens
 // are RFC 9068 JWT access tokens, so either name is honoured.
-func issuedTokenType(requested TokenType) (TokenType, error) {
+func issuedTokenType(requested protocol.TokenType) (protocol.TokenType, error) {
 	switch requested {
-	case "", TokenTypeAccessToken:
-		return TokenTypeAccessToken, nil
-	case TokenTypeJWT:
-		return TokenTypeJWT, nil
+	case "", protocol.TokenTypeAccessToken:
+		return protocol.TokenTypeAccessToken, nil
+	case protocol.TokenTypeJWT:
+		return protocol.TokenTypeJWT, nil
 	default:
-		return "", ErrInvalidRequest.WithDescription("requested_token_type must be %s or %s", TokenTypeAccessToken, TokenTypeJWT)
+		return "", protocol.ErrInvalidRequest.WithDescription("requested_token_type must be %s or %s", protocol.TokenTypeAccessToken, protocol.TokenTypeJWT)
 	}
 }
 

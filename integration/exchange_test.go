@@ -18,8 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
-	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 )
 
@@ -76,19 +76,19 @@ func TestExchange(t *testing.T) {
 			t.Fatalf("granted %q, want read", tok.Scope)
 		}
 		_, err = c.Exchange(ctx, exchangeclient.Request{Audience: []string{apiAud}, Scope: []string{"admin"}})
-		if !errors.Is(err, exchange.ErrInvalidScope) {
+		if !errors.Is(err, protocol.ErrInvalidScope) {
 			t.Fatalf("err = %v, want invalid_scope", err)
 		}
 	})
 	t.Run("audience not allowed", func(t *testing.T) {
 		_, err := c.Exchange(ctx, exchangeclient.Request{SubjectToken: e.jwtSVID(s.url).Marshal(), Audience: []string{otherAud}})
-		if !errors.Is(err, exchange.ErrInvalidTarget) {
+		if !errors.Is(err, protocol.ErrInvalidTarget) {
 			t.Fatalf("err = %v, want invalid_target", err)
 		}
 	})
 	t.Run("JWT-SVID for another audience", func(t *testing.T) {
 		_, err := c.Exchange(ctx, exchangeclient.Request{SubjectToken: e.jwtSVID("spiffe://example.org/not-the-sts").Marshal(), Audience: []string{apiAud}})
-		if !errors.Is(err, exchange.ErrInvalidGrant) {
+		if !errors.Is(err, protocol.ErrInvalidGrant) {
 			t.Fatalf("err = %v, want invalid_grant", err)
 		}
 	})
@@ -101,7 +101,7 @@ func TestExchange(t *testing.T) {
 			"sub": clientID, "aud": []string{s.url}, "exp": time.Now().Add(time.Minute).Unix(),
 		})
 		_, err := c.Exchange(ctx, exchangeclient.Request{SubjectToken: forged, Audience: []string{apiAud}})
-		if !errors.Is(err, exchange.ErrInvalidGrant) {
+		if !errors.Is(err, protocol.ErrInvalidGrant) {
 			t.Fatalf("err = %v, want invalid_grant", err)
 		}
 	})
@@ -146,7 +146,7 @@ func TestExpiredJWTSVID(t *testing.T) {
 		time.Sleep(wait)
 	}
 	_, err := c.Exchange(t.Context(), exchangeclient.Request{SubjectToken: svid.Marshal(), Audience: []string{apiAud}})
-	var oauthErr exchange.Error
+	var oauthErr protocol.Error
 	if !errors.As(err, &oauthErr) || oauthErr.Code != "invalid_grant" || oauthErr.Description != "the subject token has expired" {
 		t.Fatalf("err = %v, want invalid_grant: the subject token has expired", err)
 	}

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // TestPolicyReload reloads the policy of the running spiffe-sts with
@@ -48,7 +48,7 @@ func TestPolicyReload(t *testing.T) {
 	}
 	writeAllowed := func() bool {
 		_, err := c.Exchange(ctx, exchangeclient.Request{Audience: []string{apiAud}, Scope: []string{"write"}})
-		if err != nil && !errors.Is(err, exchange.ErrInvalidScope) {
+		if err != nil && !errors.Is(err, protocol.ErrInvalidScope) {
 			t.Fatalf("unexpected error: %v", err)
 		}
 		return err == nil

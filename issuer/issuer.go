@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -17,6 +16,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // DefaultTTL is the token lifetime used when Config.DefaultTTL is zero.
@@ -107,18 +107,12 @@ func New(cfg Config) (*Issuer, error) {
 	}, nil
 }
 
-// validateIssuerURL checks the issuer identifier: an https URL with a host
-// and without query or fragment (RFC 8414 §2, which RFC 9068 §2.2 refers to).
+// validateIssuerURL checks the issuer identifier with the one issuer URL
+// rule, protocol.CheckIssuerURL: https://host[:port] and nothing more
+// (RFC 8414 §2 and §3, which RFC 9068 §2.2 refers to).
 func validateIssuerURL(s string) error {
-	if s == "" {
-		return errors.New("issuer: IssuerURL is required")
-	}
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
-		return fmt.Errorf("issuer: IssuerURL %q is not an https URL", s)
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.RawFragment != "" {
-		return fmt.Errorf("issuer: IssuerURL %q must not have a query or fragment", s)
+	if err := protocol.CheckIssuerURL(s); err != nil {
+		return fmt.Errorf("issuer: IssuerURL %q %w", s, err)
 	}
 	return nil
 }

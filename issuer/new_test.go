@@ -62,11 +62,6 @@ func TestNew(t *testing.T) {
 			overrideConfig: func(c *issuer.Config) { c.Clock = nil },
 		},
 		{
-			name:             "issuer URL with path",
-			overrideConfig:   func(c *issuer.Config) { c.IssuerURL = "https://sts.example.org:8443/tenant" },
-			overrideExpected: func(e *expected) { e.issuerURL = "https://sts.example.org:8443/tenant" },
-		},
-		{
 			name: "VerificationKeys are published",
 			overrideConfig: func(c *issuer.Config) {
 				c.VerificationKeys = []jwk.Key{publicJWK(t, ed), publicJWK(t, rs)}
@@ -82,47 +77,59 @@ func TestNew(t *testing.T) {
 		{
 			name:           "no IssuerURL",
 			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "" },
-			expectErr:      "issuer: IssuerURL is required",
+			expectErr:      `issuer: IssuerURL "" is required`,
 		},
 		{
 			name:           "http IssuerURL",
 			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "http://sts.example.org" },
-			expectErr:      `issuer: IssuerURL "http://sts.example.org" is not an https URL`,
+			expectErr:      `issuer: IssuerURL "http://sts.example.org" must be an https URL`,
 		},
 		{
 			name:           "IssuerURL without host",
 			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "https:///path" },
-			expectErr:      `issuer: IssuerURL "https:///path" is not an https URL`,
+			expectErr:      `issuer: IssuerURL "https:///path" must be an https URL`,
 		},
 		{
 			name:           "relative IssuerURL",
 			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "sts.example.org" },
-			expectErr:      `issuer: IssuerURL "sts.example.org" is not an https URL`,
+			expectErr:      `issuer: IssuerURL "sts.example.org" must be an https URL`,
 		},
 		{
 			name:           "unparsable IssuerURL",
 			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "https://sts.example.org/%zz" },
-			expectErr:      `issuer: IssuerURL "https://sts.example.org/%zz" is not an https URL`,
+			expectErr:      `issuer: IssuerURL "https://sts.example.org/%zz" is not a valid URL`,
 		},
 		{
 			name:           "IssuerURL with user info",
 			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "https://user@sts.example.org" },
-			expectErr:      `issuer: IssuerURL "https://user@sts.example.org" is not an https URL`,
+			expectErr:      `issuer: IssuerURL "https://user@sts.example.org" must not have user info, a query or a fragment`,
 		},
 		{
 			name:           "IssuerURL with query",
 			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "https://sts.example.org?tenant=a" },
-			expectErr:      `issuer: IssuerURL "https://sts.example.org?tenant=a" must not have a query or fragment`,
+			expectErr:      `issuer: IssuerURL "https://sts.example.org?tenant=a" must not have user info, a query or a fragment`,
 		},
 		{
 			name:           "IssuerURL with empty query",
 			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "https://sts.example.org?" },
-			expectErr:      `issuer: IssuerURL "https://sts.example.org?" must not have a query or fragment`,
+			expectErr:      `issuer: IssuerURL "https://sts.example.org?" must not have user info, a query or a fragment`,
 		},
 		{
 			name:           "IssuerURL with fragment",
 			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "https://sts.example.org#a" },
-			expectErr:      `issuer: IssuerURL "https://sts.example.org#a" must not have a query or fragment`,
+			expectErr:      `issuer: IssuerURL "https://sts.example.org#a" must not have user info, a query or a fragment`,
+		},
+		{
+			// RFC 8414 §3 would put the well-known path before it, which
+			// spiffe-sts does not serve (protocol.CheckIssuerURL).
+			name:           "IssuerURL with path",
+			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "https://sts.example.org:8443/tenant" },
+			expectErr:      `issuer: IssuerURL "https://sts.example.org:8443/tenant" must not have a path`,
+		},
+		{
+			name:           "IssuerURL with trailing slash",
+			overrideConfig: func(c *issuer.Config) { c.IssuerURL = "https://sts.example.org:8443/" },
+			expectErr:      `issuer: IssuerURL "https://sts.example.org:8443/" must not end in a slash`,
 		},
 		{
 			name:           "no Signer",

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
@@ -356,7 +356,7 @@ func serverConfig(b *serverBlock, at blockAt) (serverSettings, error) {
 		s.TrustDomain = td
 	}
 	if required("issuer_url", b.IssuerURL) {
-		if err := checkIssuerURL(b.IssuerURL); err != nil {
+		if err := protocol.CheckIssuerURL(b.IssuerURL); err != nil {
 			fail("issuer_url", "%v", err)
 		}
 		s.IssuerURL = b.IssuerURL
@@ -434,25 +434,6 @@ func serverConfig(b *serverBlock, at blockAt) (serverSettings, error) {
 		fail("log_format", "must be text or json, got %q", b.LogFormat)
 	}
 	return s, errors.Join(errs...)
-}
-
-// checkIssuerURL applies the rules exchange.New applies to IssuerURL
-// (RFC 8414 §2): https, a host, and nothing after it.
-func checkIssuerURL(raw string) error {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return fmt.Errorf("invalid URL %q", raw)
-	case u.Scheme != "https" || u.Host == "" || u.Opaque != "":
-		return errors.New("must be an https URL")
-	case u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return errors.New("must not have user info, a query or a fragment")
-	case u.Path == "/":
-		return errors.New("must not end in a slash")
-	case u.Path != "":
-		return errors.New("must not have a path")
-	}
-	return nil
 }
 
 // checkHostPort checks a listen address; the host may be empty (all

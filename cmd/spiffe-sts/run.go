@@ -85,7 +85,7 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 	// probes pass while readiness probes fail.
 	var health healthState
 	if cfg.Server.HealthAddress != "" {
-		stop, err := startHealthServer(cfg.Server.HealthAddress, healthHandler(health.ready), log.Named("health"))
+		stop, err := startHealthServer(cfg.Server.HealthAddress, exchange.HealthHandler(health.ready), log.Named("health"))
 		if err != nil {
 			return err
 		}
@@ -358,23 +358,6 @@ func (h *healthState) ready() error {
 		return errNotStarted
 	}
 	return sts.Ready()
-}
-
-// healthHandler serves /healthz, always 200, and /readyz, 200 when ready
-// returns nil and 503 otherwise, for kubelet probes.
-func healthHandler(ready func() error) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+exchange.PathHealthz, func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET "+exchange.PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ready\n")
-	})
-	return mux
 }
 
 // startHealthServer serves h over plain HTTP on addr and returns the

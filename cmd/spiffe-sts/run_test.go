@@ -25,6 +25,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/fakeworkloadapi"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
@@ -435,7 +436,7 @@ func TestReloadExternal(t *testing.T) {
 
 func TestHealthHandler(t *testing.T) {
 	var state healthState
-	h := healthHandler(state.ready)
+	h := exchange.HealthHandler(state.ready)
 	get := func(path string) (int, string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
@@ -590,7 +591,7 @@ func TestRun(t *testing.T) {
 		},
 	}}}
 	defer client.CloseIdleConnections()
-	resp, err := client.PostForm("https://"+bind+exchange.PathToken, url.Values{
+	resp, err := client.PostForm("https://"+bind+protocol.PathToken, url.Values{
 		"grant_type": {"client_credentials"},
 		"audience":   {"spiffe://example.org/api"},
 	})

@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -20,8 +19,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
-	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 const exchangeHelp = `Gets an access token for this workload from the STS. The workload's
@@ -59,7 +58,7 @@ type exchangeFlags struct {
 	scope            []string
 	grant            string
 	subjectTokenFile string
-	subjectTokenType exchange.TokenType
+	subjectTokenType protocol.TokenType
 	output           string
 	verify           bool
 	impersonate      bool
@@ -94,9 +93,10 @@ func parseExchangeFlags(args []string, stderr io.Writer) (f exchangeFlags, code 
 	if len(positional) > 0 {
 		return fail("unexpected argument %q", positional[0])
 	}
-	f.stsURL = strings.TrimSuffix(*stsURL, "/")
-	if u, err := url.Parse(f.stsURL); f.stsURL == "" || err != nil || u.Scheme != "https" || u.Host == "" {
-		return fail("-sts must be the https URL of the STS")
+	// The issuer URL rule of the server (protocol.CheckIssuerURL).
+	f.stsURL = *stsURL
+	if err := protocol.CheckIssuerURL(f.stsURL); err != nil {
+		return fail("-sts %v (the STS issuer URL, https://host[:port])", err)
 	}
 	if *stsID != "" {
 		id, err := spiffeid.FromString(*stsID)
@@ -140,14 +140,14 @@ func parseExchangeFlags(args []string, stderr io.Writer) (f exchangeFlags, code 
 }
 
 // parseTokenType accepts the short names jwt and access_token or a URN.
-func parseTokenType(s string) (exchange.TokenType, error) {
+func parseTokenType(s string) (protocol.TokenType, error) {
 	switch s {
 	case "jwt":
-		return exchange.TokenTypeJWT, nil
+		return protocol.TokenTypeJWT, nil
 	case "access_token":
-		return exchange.TokenTypeAccessToken, nil
+		return protocol.TokenTypeAccessToken, nil
 	}
-	return exchange.ParseTokenType(s)
+	return protocol.ParseTokenType(s)
 }
 
 func runExchange(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -220,7 +220,7 @@ func exchangeWithSource(ctx context.Context, f *exchangeFlags, source exchangecl
 	}
 	tok, err := client.Exchange(ctx, req)
 	if err != nil {
-		var oauthErr exchange.Error
+		var oauthErr protocol.Error
 		if errors.As(err, &oauthErr) {
 			fmt.Fprintf(stderr, "stsctl exchange: token refused: %s\n", strings.TrimPrefix(oauthErr.Error(), "exchange: "))
 			return exitInvalid
@@ -269,7 +269,7 @@ func verifyIssued(ctx context.Context, f *exchangeFlags, source exchangeclient.X
 		ForceAttemptHTTP2: true,
 	}
 	defer transport.CloseIdleConnections()
-	jwksURL := f.stsURL + exchange.PathJWKS
+	jwksURL := f.stsURL + protocol.PathJWKS
 	keys, err := fetchJWKS(ctx, &http.Client{Transport: transport, Timeout: f.timeout}, jwksURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "stsctl exchange: %v\n", err)
@@ -305,7 +305,7 @@ func stsAuthorizer(source x509svid.Source, id spiffeid.ID) tlsconfig.Authorizer 
 // absolute expiry added.
 type tokenJSON struct {
 	AccessToken     string             `json:"access_token"`
-	IssuedTokenType exchange.TokenType `json:"issued_token_type,omitempty"`
+	IssuedTokenType protocol.TokenType `json:"issued_token_type,omitempty"`
 	TokenType       string             `json:"token_type"`
 	ExpiresIn       int64              `json:"expires_in"`
 	Scope           string             `json:"scope,omitempty"`

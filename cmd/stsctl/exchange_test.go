@@ -248,15 +248,18 @@ func TestExchangeUsage(t *testing.T) {
 		stderrHas string
 	}{
 		{name: "help", args: []string{"-h"}, code: exitOK, stderrHas: "Usage: stsctl exchange -sts URL -audience A [flags]"},
-		{name: "missing -sts", args: []string{"-audience", "a"}, code: exitUsage, stderrHas: "stsctl exchange: -sts must be the https URL of the STS\n"},
-		{name: "http -sts", args: []string{"-sts", "http://127.0.0.1", "-audience", "a"}, code: exitUsage, stderrHas: "-sts must be the https URL"},
+		{name: "missing -sts", args: []string{"-audience", "a"}, code: exitUsage, stderrHas: "stsctl exchange: -sts is required (the STS issuer URL, https://host[:port])\n"},
+		{name: "http -sts", args: []string{"-sts", "http://127.0.0.1", "-audience", "a"}, code: exitUsage, stderrHas: "stsctl exchange: -sts must be an https URL (the STS issuer URL, https://host[:port])\n"},
+		// The server's issuer URL rule (protocol.CheckIssuerURL).
+		{name: "-sts with a path", args: []string{"-sts", sts + "/sts", "-audience", "a"}, code: exitUsage, stderrHas: "stsctl exchange: -sts must not have a path (the STS issuer URL, https://host[:port])\n"},
+		{name: "-sts with a trailing slash", args: []string{"-sts", sts + "/", "-audience", "a"}, code: exitUsage, stderrHas: "stsctl exchange: -sts must not end in a slash (the STS issuer URL, https://host[:port])\n"},
 		{name: "no audience", args: []string{"-sts", sts}, code: exitUsage, stderrHas: "stsctl exchange: -audience or -resource is required\n"},
 		{name: "empty audience", args: []string{"-sts", sts, "-audience", ""}, code: exitUsage, stderrHas: `invalid value "" for flag -audience: must not be empty`},
 		{name: "bad -sts-id", args: []string{"-sts", sts, "-audience", "a", "-sts-id", "sts"}, code: exitUsage, stderrHas: "stsctl exchange: -sts-id: "},
 		{name: "bad -grant", args: []string{"-sts", sts, "-audience", "a", "-grant", "password"}, code: exitUsage, stderrHas: "-grant must be jwt-svid or client-credentials"},
 		{name: "bad -output", args: []string{"-sts", sts, "-audience", "a", "-output", "yaml"}, code: exitUsage, stderrHas: "-output must be token, json or claims"},
 		{name: "type without file", args: []string{"-sts", sts, "-audience", "a", "-subject-token-type", "jwt"}, code: exitUsage, stderrHas: "-subject-token-type needs -subject-token-file"},
-		{name: "bad type", args: []string{"-sts", sts, "-audience", "a", "-subject-token-file", "f", "-subject-token-type", "saml"}, code: exitUsage, stderrHas: `-subject-token-type: exchange: unsupported token type "saml"`},
+		{name: "bad type", args: []string{"-sts", sts, "-audience", "a", "-subject-token-file", "f", "-subject-token-type", "saml"}, code: exitUsage, stderrHas: `-subject-token-type: protocol: unsupported token type "saml"`},
 		{name: "file with client credentials", args: []string{"-sts", sts, "-audience", "a", "-grant", "client-credentials", "-subject-token-file", "f"}, code: exitUsage, stderrHas: "-subject-token-file does not apply to -grant client-credentials"},
 		{name: "argument", args: []string{"-sts", sts, "-audience", "a", "extra"}, code: exitUsage, stderrHas: `unexpected argument "extra"`},
 		{name: "zero timeout", args: []string{"-sts", sts, "-audience", "a", "-timeout", "0s"}, code: exitUsage, stderrHas: "-timeout must be positive"},

@@ -22,7 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
-	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // X509Source is what the client needs of a go-spiffe source: the X509-SVID
@@ -147,19 +147,17 @@ func serverAuthorizer(src x509svid.Source, id spiffeid.ID) tlsconfig.Authorizer 
 	}
 }
 
-// tokenEndpoint validates the issuer URL and returns the token endpoint.
+// tokenEndpoint validates the issuer URL with the server's rule,
+// protocol.CheckIssuerURL (https://host[:port], no path), and returns the
+// token endpoint.
 func tokenEndpoint(issuer string) (string, error) {
 	if issuer == "" {
 		return "", errors.New("exchangeclient: the issuer URL is required (WithIssuerURL)")
 	}
-	u, err := url.Parse(issuer)
-	if err != nil {
-		return "", fmt.Errorf("exchangeclient: issuer URL: %w", err)
+	if err := protocol.CheckIssuerURL(issuer); err != nil {
+		return "", fmt.Errorf("exchangeclient: issuer URL %q %w", issuer, err)
 	}
-	if u.Scheme != "https" || u.Host == "" || u.User != nil || strings.ContainsAny(issuer, "?#") {
-		return "", fmt.Errorf("exchangeclient: issuer URL %q must be an https URL without user info, query or fragment", issuer)
-	}
-	return strings.TrimSuffix(issuer, "/") + exchange.PathToken, nil
+	return issuer + protocol.PathToken, nil
 }
 
 // Request is a token request. With a SubjectToken it is an RFC 8693 §2.1
@@ -169,17 +167,17 @@ type Request struct {
 	// SubjectToken is the token to exchange, normally a JWT-SVID whose
 	// audience is the issuer URL. Empty means client_credentials.
 	SubjectToken string
-	// SubjectTokenType is the type of SubjectToken; exchange.TokenTypeJWT
+	// SubjectTokenType is the type of SubjectToken; protocol.TokenTypeJWT
 	// when zero and SubjectToken is set. It must be zero otherwise.
-	SubjectTokenType exchange.TokenType
+	SubjectTokenType protocol.TokenType
 	// Audience and Resource name where the token will be used (RFC 8693
 	// §2.1, RFC 8707); the token's "aud" holds them all.
 	Audience, Resource []string
 	// Scope is the requested scope; values are space-joined.
 	Scope []string
 	// RequestedTokenType is the type of token wanted; the server's default
-	// (exchange.TokenTypeAccessToken) when zero.
-	RequestedTokenType exchange.TokenType
+	// (protocol.TokenTypeAccessToken) when zero.
+	RequestedTokenType protocol.TokenType
 	// Impersonate asks for a token for the subject without an act claim,
 	// where the caller's policy allows impersonation.
 	Impersonate bool
@@ -192,7 +190,7 @@ type Token struct {
 	AccessToken string
 	// IssuedTokenType is the RFC 8693 §2.2.1 issued_token_type; zero for
 	// client_credentials.
-	IssuedTokenType exchange.TokenType
+	IssuedTokenType protocol.TokenType
 	// TokenType is the token_type, "Bearer".
 	TokenType string
 	// Expiry is when the token expires: the time the request was sent plus
@@ -203,54 +201,70 @@ type Token struct {
 	Scope []string
 }
 
+// wireRequest is a token request as sent (RFC 8693 §2.1, RFC 6749
+// §4.4.2): the client's own type, encoded with the protocol parameter
+// names, never the server's parse type.
+type wireRequest struct {
+	grantType          protocol.GrantType
+	clientID           string
+	scope              string
+	audience           []string
+	resource           []string
+	subjectToken       string
+	subjectTokenType   protocol.TokenType
+	requestedTokenType protocol.TokenType
+	impersonate        bool
+}
+
 // params returns req as RFC 8693 §2.1 parameters, the same for the form
 // and the gRPC API. clientID is sent as RFC 8705 §2 requires for
 // tls_client_auth.
-func (req *Request) params(clientID spiffeid.ID) (exchange.Request, error) {
-	p := exchange.Request{
-		ClientID:           clientID.String(),
-		Scope:              joinScope(req.Scope),
-		Audience:           req.Audience,
-		Resource:           req.Resource,
-		RequestedTokenType: req.RequestedTokenType,
-		Impersonate:        req.Impersonate,
+func (req *Request) params(clientID spiffeid.ID) (wireRequest, error) {
+	p := wireRequest{
+		clientID:           clientID.String(),
+		scope:              joinScope(req.Scope),
+		audience:           req.Audience,
+		resource:           req.Resource,
+		requestedTokenType: req.RequestedTokenType,
+		impersonate:        req.Impersonate,
 	}
 	if req.SubjectToken == "" {
 		if !req.SubjectTokenType.IsZero() {
-			return exchange.Request{}, errors.New("exchangeclient: SubjectTokenType is set without a SubjectToken")
+			return wireRequest{}, errors.New("exchangeclient: SubjectTokenType is set without a SubjectToken")
 		}
-		p.GrantType = exchange.GrantTypeClientCredentials
+		p.grantType = protocol.GrantTypeClientCredentials
 		return p, nil
 	}
-	p.GrantType = exchange.GrantTypeTokenExchange
-	p.SubjectToken = req.SubjectToken
-	p.SubjectTokenType = req.SubjectTokenType
-	if p.SubjectTokenType.IsZero() {
-		p.SubjectTokenType = exchange.TokenTypeJWT
+	p.grantType = protocol.GrantTypeTokenExchange
+	p.subjectToken = req.SubjectToken
+	p.subjectTokenType = req.SubjectTokenType
+	if p.subjectTokenType.IsZero() {
+		p.subjectTokenType = protocol.TokenTypeJWT
 	}
 	return p, nil
 }
 
 // encodeForm encodes p as an application/x-www-form-urlencoded body
-// (RFC 6749 §3.2), leaving out empty parameters.
-func encodeForm(p *exchange.Request) string {
+// (RFC 6749 §3.2), leaving out empty parameters, which the server treats
+// as omitted anyway.
+func encodeForm(p *wireRequest) string {
 	form := url.Values{}
 	for _, kv := range []struct{ key, value string }{
-		{"grant_type", p.GrantType.String()},
-		{"client_id", p.ClientID},
-		{"scope", p.Scope},
-		{"subject_token", p.SubjectToken},
-		{"subject_token_type", p.SubjectTokenType.String()},
-		{"requested_token_type", p.RequestedTokenType.String()},
+		{protocol.ParamGrantType, p.grantType.String()},
+		{protocol.ParamClientID, p.clientID},
+		{protocol.ParamScope, p.scope},
+		{protocol.ParamSubjectToken, p.subjectToken},
+		{protocol.ParamSubjectTokenType, p.subjectTokenType.String()},
+		{protocol.ParamRequestedTokenType, p.requestedTokenType.String()},
 	} {
 		if kv.value != "" {
 			form.Set(kv.key, kv.value)
 		}
 	}
-	form["audience"] = p.Audience
-	form["resource"] = p.Resource
-	if p.Impersonate {
-		form.Set("impersonate", "true")
+	form[protocol.ParamAudience] = p.audience
+	form[protocol.ParamResource] = p.resource
+	if p.impersonate {
+		form.Set(protocol.ParamImpersonate, "true")
 	}
 	return form.Encode()
 }
@@ -263,8 +277,8 @@ func joinScope(scope []string) string {
 // Exchange sends one token request over mTLS, authenticated with the
 // source's current X509-SVID.
 //
-// A refusal by the server is returned as an exchange.Error, so
-// errors.Is(err, exchange.ErrInvalidGrant) and errors.As work; any other
+// A refusal by the server is returned as a protocol.Error, so
+// errors.Is(err, protocol.ErrInvalidGrant) and errors.As work; any other
 // failure (no SVID, network, TLS, a malformed response) is a wrapped error.
 func (c *Client) Exchange(ctx context.Context, req Request) (*Token, error) {
 	if c.closed.Load() {
@@ -317,23 +331,14 @@ func (c *Client) exchangeWith(ctx context.Context, sts *stsConn, id spiffeid.ID,
 	return parseTokenResponse(body, sent, req.Scope)
 }
 
-// errorResponse returns the RFC 6749 §5.2 error in body as an
-// exchange.Error, or an error describing an unexpected response.
+// errorResponse returns the RFC 6749 §5.2 error in body as a
+// protocol.Error, or an error describing an unexpected response.
 func errorResponse(resp *http.Response, body []byte) error {
-	var oauthErr exchange.Error
+	var oauthErr protocol.Error
 	if json.Unmarshal(body, &oauthErr) == nil && oauthErr.Code != "" {
 		return oauthErr
 	}
 	return fmt.Errorf("exchangeclient: token endpoint answered %s without an OAuth error", resp.Status)
-}
-
-// tokenResponse is the RFC 8693 §2.2.1 success response.
-type tokenResponse struct {
-	AccessToken     string `json:"access_token"`
-	IssuedTokenType string `json:"issued_token_type"`
-	TokenType       string `json:"token_type"`
-	ExpiresIn       int64  `json:"expires_in"`
-	Scope           string `json:"scope"`
 }
 
 // maxExpiresIn keeps now + expires_in within time.Duration.
@@ -341,7 +346,7 @@ const maxExpiresIn = math.MaxInt64 / int64(time.Second)
 
 // parseTokenResponse decodes and validates a success response.
 func parseTokenResponse(body []byte, sent time.Time, requestedScope []string) (*Token, error) {
-	var r tokenResponse
+	var r protocol.Response
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fmt.Errorf("exchangeclient: malformed token response: %w", err)
 	}
@@ -349,7 +354,7 @@ func parseTokenResponse(body []byte, sent time.Time, requestedScope []string) (*
 }
 
 // checkTokenResponse validates a success response, from HTTP or gRPC.
-func checkTokenResponse(r *tokenResponse, sent time.Time, requestedScope []string) (*Token, error) {
+func checkTokenResponse(r *protocol.Response, sent time.Time, requestedScope []string) (*Token, error) {
 	switch {
 	case r.AccessToken == "":
 		return nil, errors.New("exchangeclient: the token response has no access_token")
@@ -361,7 +366,7 @@ func checkTokenResponse(r *tokenResponse, sent time.Time, requestedScope []strin
 	}
 	tok := &Token{
 		AccessToken:     r.AccessToken,
-		IssuedTokenType: exchange.TokenType(r.IssuedTokenType),
+		IssuedTokenType: r.IssuedTokenType,
 		TokenType:       r.TokenType,
 		Expiry:          sent.Add(time.Duration(r.ExpiresIn) * time.Second),
 		Scope:           strings.Fields(r.Scope),

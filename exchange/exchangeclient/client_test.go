@@ -18,8 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
-	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 )
 
@@ -50,7 +50,7 @@ func TestExchange(t *testing.T) {
 		opts []exchangeclient.Option
 	}
 	type expected struct {
-		issuedType exchange.TokenType
+		issuedType protocol.TokenType
 		scope      []string
 		audience   []string
 		lifetime   time.Duration
@@ -61,9 +61,9 @@ func TestExchange(t *testing.T) {
 		overrideParams   func(*exchangeclient.Request)
 		overrideExpected func(*expected)
 		// expectErr is the exact error text; expectCode, when set, is the
-		// exchange.Error code the error must match with errors.Is.
+		// protocol.Error code the error must match with errors.Is.
 		expectErr  string
-		expectCode exchange.Error
+		expectCode protocol.Error
 	}{
 		{
 			name: "JWT-SVID exchange",
@@ -95,12 +95,12 @@ func TestExchange(t *testing.T) {
 		},
 		{
 			name:           "explicit subject token type",
-			overrideParams: func(r *exchangeclient.Request) { r.SubjectTokenType = exchange.TokenTypeJWT },
+			overrideParams: func(r *exchangeclient.Request) { r.SubjectTokenType = protocol.TokenTypeJWT },
 		},
 		{
 			name:             "requested token type",
-			overrideParams:   func(r *exchangeclient.Request) { r.RequestedTokenType = exchange.TokenTypeJWT },
-			overrideExpected: func(e *expected) { e.issuedType = exchange.TokenTypeJWT },
+			overrideParams:   func(r *exchangeclient.Request) { r.RequestedTokenType = protocol.TokenTypeJWT },
+			overrideExpected: func(e *expected) { e.issuedType = protocol.TokenTypeJWT },
 		},
 		{
 			name: "server ID authorized exactly",
@@ -109,22 +109,16 @@ func TestExchange(t *testing.T) {
 			},
 		},
 		{
-			name: "issuer URL with a trailing slash",
-			overrideConfig: func(c *config) {
-				c.opts = append(c.opts, exchangeclient.WithIssuerURL(s.URL+"/"))
-			},
-		},
-		{
 			name:           "audience not allowed",
 			overrideParams: func(r *exchangeclient.Request) { r.Audience = []string{"spiffe://example.org/other"} },
 			expectErr:      `exchange: invalid_target: audience "spiffe://example.org/other" is not allowed for this client`,
-			expectCode:     exchange.ErrInvalidTarget,
+			expectCode:     protocol.ErrInvalidTarget,
 		},
 		{
 			name:           "subject token of another workload",
 			overrideParams: func(r *exchangeclient.Request) { r.SubjectToken = s.JWTSVID(t, ststest.OtherID) },
 			expectErr:      "exchange: invalid_grant: the subject token was neither issued nor sent to this client",
-			expectCode:     exchange.ErrInvalidGrant,
+			expectCode:     protocol.ErrInvalidGrant,
 		},
 		{
 			name: "workload denied by policy",
@@ -133,7 +127,7 @@ func TestExchange(t *testing.T) {
 			},
 			overrideParams: func(r *exchangeclient.Request) { r.SubjectToken = s.JWTSVID(t, ststest.DeniedID) },
 			expectErr:      "exchange: unauthorized_client: no policy rule allows " + ststest.DeniedID,
-			expectCode:     exchange.ErrUnauthorizedClient,
+			expectCode:     protocol.ErrUnauthorizedClient,
 		},
 		{
 			name: "client certificate from an untrusted CA",
@@ -143,11 +137,11 @@ func TestExchange(t *testing.T) {
 			},
 			overrideParams: func(r *exchangeclient.Request) { r.SubjectToken = "" },
 			expectErr:      "exchange: invalid_client: the client certificate is not a valid X509-SVID of a trusted trust domain",
-			expectCode:     exchange.ErrInvalidClient,
+			expectCode:     protocol.ErrInvalidClient,
 		},
 		{
 			name:           "subject token type without a subject token",
-			overrideParams: func(r *exchangeclient.Request) { r.SubjectToken = ""; r.SubjectTokenType = exchange.TokenTypeJWT },
+			overrideParams: func(r *exchangeclient.Request) { r.SubjectToken = ""; r.SubjectTokenType = protocol.TokenTypeJWT },
 			expectErr:      "exchangeclient: SubjectTokenType is set without a SubjectToken",
 		},
 	}
@@ -168,7 +162,7 @@ func TestExchange(t *testing.T) {
 					Audience:     []string{ststest.APIAudience},
 				}
 				want := expected{
-					issuedType: exchange.TokenTypeAccessToken,
+					issuedType: protocol.TokenTypeAccessToken,
 					scope:      []string{"read"},
 					audience:   []string{ststest.APIAudience},
 					lifetime:   5 * time.Minute,
@@ -200,9 +194,9 @@ func TestExchange(t *testing.T) {
 						t.Fatalf("Exchange error = %v, want %q", err, tt.expectErr)
 					}
 					if tt.expectCode.Code == "" {
-						var oauthErr exchange.Error
+						var oauthErr protocol.Error
 						if errors.As(err, &oauthErr) {
-							t.Fatalf("Exchange error %v is an exchange.Error, want a local error", err)
+							t.Fatalf("Exchange error %v is a protocol.Error, want a local error", err)
 						}
 						return
 					}
@@ -271,9 +265,9 @@ func TestExchangeWrongServerID(t *testing.T) {
 	if err == nil {
 		t.Fatal("Exchange succeeded with a server that is not the authorized ID")
 	}
-	var oauthErr exchange.Error
+	var oauthErr protocol.Error
 	if errors.As(err, &oauthErr) {
-		t.Fatalf("Exchange error %v is an exchange.Error; want a TLS failure", err)
+		t.Fatalf("Exchange error %v is a protocol.Error; want a TLS failure", err)
 	}
 	if !strings.Contains(err.Error(), `unexpected ID "`+ststest.ServerID+`"`) {
 		t.Fatalf("Exchange error = %v, want the handshake to refuse %s", err, ststest.ServerID)
@@ -325,12 +319,23 @@ func TestNew(t *testing.T) {
 			overrideConfig: func(o *[]exchangeclient.Option) {
 				*o = append(*o, exchangeclient.WithIssuerURL("http://127.0.0.1:8443"))
 			},
-			expectErr: `exchangeclient: issuer URL "http://127.0.0.1:8443" must be an https URL without user info, query or fragment`,
+			expectErr: `exchangeclient: issuer URL "http://127.0.0.1:8443" must be an https URL`,
 		},
 		{
 			name:           "issuer URL with a query",
 			overrideConfig: func(o *[]exchangeclient.Option) { *o = append(*o, exchangeclient.WithIssuerURL(s.URL+"?x=1")) },
-			expectErr:      `exchangeclient: issuer URL "` + s.URL + `?x=1" must be an https URL without user info, query or fragment`,
+			expectErr:      `exchangeclient: issuer URL "` + s.URL + `?x=1" must not have user info, a query or a fragment`,
+		},
+		{
+			// The server's issuer URL rule (protocol.CheckIssuerURL).
+			name:           "issuer URL with a trailing slash",
+			overrideConfig: func(o *[]exchangeclient.Option) { *o = append(*o, exchangeclient.WithIssuerURL(s.URL+"/")) },
+			expectErr:      `exchangeclient: issuer URL "` + s.URL + `/" must not end in a slash`,
+		},
+		{
+			name:           "issuer URL with a path",
+			overrideConfig: func(o *[]exchangeclient.Option) { *o = append(*o, exchangeclient.WithIssuerURL(s.URL+"/sts")) },
+			expectErr:      `exchangeclient: issuer URL "` + s.URL + `/sts" must not have a path`,
 		},
 		{
 			name:           "nil source",

@@ -25,7 +25,7 @@
 //		Audience:     []string{"spiffe://example.org/api"},
 //		Scope:        []string{"read"},
 //	})
-//	if errors.Is(err, exchange.ErrInvalidTarget) {
+//	if errors.Is(err, protocol.ErrInvalidTarget) {
 //		return fmt.Errorf("the STS policy does not allow this audience: %w", err)
 //	} else if err != nil {
 //		return err
@@ -43,8 +43,8 @@
 //
 // By default requests go to the HTTP token endpoint. WithGRPC sends them
 // to the STS's gRPC API (exchangepb.TokenExchange) on the same listener
-// instead, over the same mTLS; results and refusals are the same, an
-// exchange.Error either way:
+// instead, over the same mTLS; results and refusals are the same, a
+// protocol.Error either way:
 //
 //	client, err := exchangeclient.New(ctx,
 //		exchangeclient.WithIssuerURL("https://sts.example.org:8443"),
@@ -79,7 +79,7 @@
 //		Scope:    []string{"read"},
 //	})
 //	if err != nil {
-//		return err // an exchange.Error when the STS refused
+//		return err // a protocol.Error when the STS refused
 //	}
 //	defer tokens.Close()
 //	api := spiffeid.RequireFromString("spiffe://example.org/api")
@@ -122,7 +122,7 @@
 // certificate ends, new connections still present the previous
 // certificate, which is valid and has a token, so no call waits.
 //
-// The server's refusals are exchange.Error values (RFC 6749 §5.2, RFC 8693
+// The server's refusals are protocol.Error values (RFC 6749 §5.2, RFC 8693
 // §2.2.2); compare them with errors.Is against the exchange sentinels.
 // The package logs nothing.
 package exchangeclient

@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // This example exchanges the workload's JWT-SVID for an access token to call
@@ -71,26 +71,26 @@ func Example() {
 }
 
 // This example shows how a caller tells the server's refusals, which are
-// exchange.Error values, from failures to reach it.
+// protocol.Error values, from failures to reach it.
 func ExampleClient_Exchange_errors() {
 	explain := func(err error) string {
-		var oauthErr exchange.Error
+		var oauthErr protocol.Error
 		if !errors.As(err, &oauthErr) {
 			return "STS unreachable; retry later"
 		}
 		switch {
-		case errors.Is(err, exchange.ErrInvalidTarget):
+		case errors.Is(err, protocol.ErrInvalidTarget):
 			return "audience not allowed: " + oauthErr.Description
-		case errors.Is(err, exchange.ErrInvalidGrant):
+		case errors.Is(err, protocol.ErrInvalidGrant):
 			return "subject token refused; fetch a fresh JWT-SVID"
 		default:
 			return "refused: " + oauthErr.Code
 		}
 	}
 	// What Exchange returns in each case:
-	fmt.Println(explain(exchange.ErrInvalidTarget.WithDescription(`audience "spiffe://example.org/db" is not allowed for this client`)))
-	fmt.Println(explain(exchange.ErrInvalidGrant.WithDescription("the JWT-SVID has expired")))
-	fmt.Println(explain(exchange.ErrUnauthorizedClient))
+	fmt.Println(explain(protocol.ErrInvalidTarget.WithDescription(`audience "spiffe://example.org/db" is not allowed for this client`)))
+	fmt.Println(explain(protocol.ErrInvalidGrant.WithDescription("the JWT-SVID has expired")))
+	fmt.Println(explain(protocol.ErrUnauthorizedClient))
 	fmt.Println(explain(fmt.Errorf("exchangeclient: token request: %w", context.DeadlineExceeded)))
 	// Output:
 	// audience not allowed: audience "spiffe://example.org/db" is not allowed for this client
@@ -104,7 +104,7 @@ func ExampleNew() {
 	_, err := exchangeclient.New(context.Background(), exchangeclient.WithIssuerURL("http://sts.example.org"))
 	fmt.Println(err)
 	// Output:
-	// exchangeclient: issuer URL "http://sts.example.org" must be an https URL without user info, query or fragment
+	// exchangeclient: issuer URL "http://sts.example.org" must be an https URL
 }
 
 // This example calls a gRPC service with tokens bound to the certificate of
@@ -126,7 +126,7 @@ func ExampleTokens_PerRPCCredentials() {
 		Scope:    []string{"read"},
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err) // an exchange.Error when the STS refused
+		fmt.Fprintln(os.Stderr, err) // a protocol.Error when the STS refused
 		return
 	}
 	defer tokens.Close()
@@ -180,7 +180,7 @@ func ExampleWithEvents() {
 	logEvent := func(ev exchangeclient.Event) {
 		switch ev.Kind {
 		case exchangeclient.EventFailed:
-			var oauthErr exchange.Error
+			var oauthErr protocol.Error
 			if errors.As(ev.Err, &oauthErr) {
 				fmt.Printf("%s x5t#S256=%s error=%s\n", ev.Kind, ev.Thumbprint, oauthErr.Code)
 			} else {
@@ -192,7 +192,7 @@ func ExampleWithEvents() {
 	}
 	// Pass it with exchangeclient.WithEvents(logEvent). What it prints:
 	logEvent(exchangeclient.Event{Kind: exchangeclient.EventRebound, Thumbprint: "2y4Nd...", Latency: 12 * time.Millisecond})
-	logEvent(exchangeclient.Event{Kind: exchangeclient.EventFailed, Thumbprint: "2y4Nd...", Err: fmt.Errorf("exchangeclient: re-binding the token: %w", exchange.ErrInvalidGrant)})
+	logEvent(exchangeclient.Event{Kind: exchangeclient.EventFailed, Thumbprint: "2y4Nd...", Err: fmt.Errorf("exchangeclient: re-binding the token: %w", protocol.ErrInvalidGrant)})
 	// Output:
 	// rebound x5t#S256=2y4Nd... latency=12ms blocking=false
 	// failed x5t#S256=2y4Nd... error=invalid_grant

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
-	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 )
 
@@ -90,7 +90,7 @@ func TestTokensOverGRPC(t *testing.T) {
 }
 
 // TestGRPCErrors checks that over gRPC a refusal is the same
-// exchange.Error as over HTTP, and anything else is not one.
+// protocol.Error as over HTTP, and anything else is not one.
 func TestGRPCErrors(t *testing.T) {
 	s := ststest.Start(t, nil)
 	ctx := context.Background()
@@ -110,29 +110,29 @@ func TestGRPCErrors(t *testing.T) {
 	tests := []struct {
 		name           string
 		overrideConfig func(*config)
-		// expectCode is the exchange.Error the error must equal; without
-		// one the error must not be an exchange.Error.
-		expectCode exchange.Error
+		// expectCode is the protocol.Error the error must equal; without
+		// one the error must not be a protocol.Error.
+		expectCode protocol.Error
 	}{
 		{
 			name:           "audience not allowed",
 			overrideConfig: func(c *config) { c.req.Audience = []string{"spiffe://example.org/db"} },
-			expectCode:     exchange.ErrInvalidTarget.WithDescription(`audience "spiffe://example.org/db" is not allowed for this client`),
+			expectCode:     protocol.ErrInvalidTarget.WithDescription(`audience "spiffe://example.org/db" is not allowed for this client`),
 		},
 		{
 			name:           "no scope allowed",
 			overrideConfig: func(c *config) { c.req.Scope = []string{"delete"} },
-			expectCode:     exchange.ErrInvalidScope.WithDescription("none of the requested scopes is allowed for this client"),
+			expectCode:     protocol.ErrInvalidScope.WithDescription("none of the requested scopes is allowed for this client"),
 		},
 		{
 			name:           "workload denied by policy",
 			overrideConfig: func(c *config) { c.src = newSource(s, t, ststest.DeniedID) },
-			expectCode:     exchange.ErrUnauthorizedClient.WithDescription("no policy rule allows " + ststest.DeniedID),
+			expectCode:     protocol.ErrUnauthorizedClient.WithDescription("no policy rule allows " + ststest.DeniedID),
 		},
 		{
 			name:           "JWT-SVID of another workload",
 			overrideConfig: func(c *config) { c.req.SubjectToken = s.JWTSVID(t, ststest.OtherID) },
-			expectCode:     exchange.ErrInvalidGrant.WithDescription("the subject token was neither issued nor sent to this client"),
+			expectCode:     protocol.ErrInvalidGrant.WithDescription("the subject token was neither issued nor sent to this client"),
 		},
 		{
 			name:           "STS unreachable",
@@ -156,14 +156,14 @@ func TestGRPCErrors(t *testing.T) {
 				tokens.Close()
 			}
 			for what, err := range map[string]error{"Exchange": exchangeErr, "NewTokens": tokensErr} {
-				var oauthErr exchange.Error
+				var oauthErr protocol.Error
 				isOAuth := errors.As(err, &oauthErr)
 				switch {
 				case err == nil:
 					t.Errorf("%s succeeded", what)
 				case tt.expectCode.Code == "" && isOAuth:
-					t.Errorf("%s error = %v, an exchange.Error; want a local error", what, err)
-				case tt.expectCode.Code != "" && (!isOAuth || oauthErr != tt.expectCode || !errors.Is(err, exchange.Error{Code: tt.expectCode.Code})):
+					t.Errorf("%s error = %v, a protocol.Error; want a local error", what, err)
+				case tt.expectCode.Code != "" && (!isOAuth || oauthErr != tt.expectCode || !errors.Is(err, protocol.Error{Code: tt.expectCode.Code})):
 					t.Errorf("%s error = %v, want %v", what, err, tt.expectCode)
 				}
 			}

@@ -28,8 +28,10 @@ type optionFunc func(*clientConfig)
 func (fn optionFunc) configureClient(c *clientConfig) { fn(c) }
 
 // WithIssuerURL sets the STS issuer URL, for example
-// https://sts.example.org:8443. It is required. The token endpoint is the
-// issuer URL followed by exchange.PathToken ("/token").
+// https://sts.example.org:8443. It is required, and New checks it with the
+// server's rule, protocol.CheckIssuerURL: https://host[:port], without a
+// path or a trailing slash. The token endpoint is the issuer URL followed
+// by protocol.PathToken ("/token").
 func WithIssuerURL(url string) Option {
 	return optionFunc(func(c *clientConfig) { c.issuerURL = url })
 }
@@ -64,7 +66,7 @@ func WithTimeout(d time.Duration) Option {
 // WithGRPC makes the client send its token requests to the STS's gRPC API
 // (exchangepb.TokenExchange, served on the same listener as the token
 // endpoint) instead of the HTTP token endpoint. The requests, checks and
-// refusals are the same: mTLS with the X509-SVID, and an exchange.Error
+// refusals are the same: mTLS with the X509-SVID, and a protocol.Error
 // for a refusal. The gRPC connection is made on the first request and
 // closed by Close. Tokens presents the right certificate over gRPC as over
 // HTTP: one connection per client certificate.

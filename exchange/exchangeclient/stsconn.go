@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // stsConn sends token requests to the STS presenting the SVIDs of one
@@ -68,24 +68,24 @@ func (s *stsConn) close() {
 }
 
 // exchangeGRPC sends params over the gRPC API. A refusal is the
-// exchange.Error the status carries (exchange.ErrorFromStatus).
-func (c *Client) exchangeGRPC(ctx context.Context, api exchangepb.TokenExchangeClient, p *exchange.Request, requestedScope []string) (*Token, error) {
+// protocol.Error the status carries (protocol.ErrorFromStatus).
+func (c *Client) exchangeGRPC(ctx context.Context, api exchangepb.TokenExchangeClient, p *wireRequest, requestedScope []string) (*Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	sent := time.Now()
 	resp, err := api.Exchange(ctx, &exchangepb.ExchangeRequest{
-		GrantType:          p.GrantType.String(),
-		ClientId:           p.ClientID,
-		Scope:              p.Scope,
-		Audience:           p.Audience,
-		Resource:           p.Resource,
-		SubjectToken:       p.SubjectToken,
-		SubjectTokenType:   p.SubjectTokenType.String(),
-		RequestedTokenType: p.RequestedTokenType.String(),
-		Impersonate:        p.Impersonate,
+		GrantType:          p.grantType.String(),
+		ClientId:           p.clientID,
+		Scope:              p.scope,
+		Audience:           p.audience,
+		Resource:           p.resource,
+		SubjectToken:       p.subjectToken,
+		SubjectTokenType:   p.subjectTokenType.String(),
+		RequestedTokenType: p.requestedTokenType.String(),
+		Impersonate:        p.impersonate,
 	})
 	if err != nil {
-		if oauthErr, ok := exchange.ErrorFromStatus(status.Convert(err)); ok {
+		if oauthErr, ok := protocol.ErrorFromStatus(status.Convert(err)); ok {
 			return nil, oauthErr
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -96,9 +96,9 @@ func (c *Client) exchangeGRPC(ctx context.Context, api exchangepb.TokenExchangeC
 	if resp == nil {
 		return nil, errors.New("exchangeclient: empty gRPC token response")
 	}
-	return checkTokenResponse(&tokenResponse{
+	return checkTokenResponse(&protocol.Response{
 		AccessToken:     resp.GetAccessToken(),
-		IssuedTokenType: resp.GetIssuedTokenType(),
+		IssuedTokenType: protocol.TokenType(resp.GetIssuedTokenType()),
 		TokenType:       resp.GetTokenType(),
 		ExpiresIn:       resp.GetExpiresIn(),
 		Scope:           resp.GetScope(),

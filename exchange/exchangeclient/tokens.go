@@ -17,7 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
-	"github.com/spiffe-sts/spiffe-sts/exchange"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
 // Errors of Tokens. They are wrapped with detail; match them with
@@ -104,7 +104,7 @@ type Event struct {
 	// Blocking reports that a caller waited for this request because no
 	// usable token was kept for its certificate.
 	Blocking bool
-	// Err is why the request failed; an exchange.Error when the STS
+	// Err is why the request failed; a protocol.Error when the STS
 	// refused it.
 	Err error
 }
@@ -198,7 +198,7 @@ type flight struct {
 // and STS. It obtains the first token before it returns; ctx bounds that
 // wait and nothing else. Close the Tokens when done.
 //
-// A refusal by the STS is returned as an exchange.Error.
+// A refusal by the STS is returned as a protocol.Error.
 func (c *Client) NewTokens(ctx context.Context, req Request, opts ...TokensOption) (*Tokens, error) {
 	var cfg tokensConfig
 	for _, opt := range opts {
@@ -253,7 +253,7 @@ func (c *Client) NewTokens(ctx context.Context, req Request, opts ...TokensOptio
 //
 // leaf must be an X509-SVID the source has provided (else
 // ErrUnknownCertificate) and not expired (else ErrCertificateExpired).
-// A refusal by the STS is returned as an exchange.Error.
+// A refusal by the STS is returned as a protocol.Error.
 func (t *Tokens) Token(ctx context.Context, leaf *x509.Certificate) (string, error) {
 	if leaf == nil {
 		return "", errors.New("exchangeclient: Token needs the certificate the token is to be bound to")
@@ -380,7 +380,7 @@ func (t *Tokens) run(e *entry, f *flight, from *heldToken, noticed time.Time) {
 		// an exp no later than the original's.
 		h, err = t.request(ctx, e, Request{
 			SubjectToken:       from.raw,
-			SubjectTokenType:   exchange.TokenTypeAccessToken,
+			SubjectTokenType:   protocol.TokenTypeAccessToken,
 			RequestedTokenType: t.req.RequestedTokenType,
 		})
 		if err == nil {

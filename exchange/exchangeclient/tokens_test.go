@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
@@ -426,9 +427,9 @@ func TestTokensErrors(t *testing.T) {
 	tests := []struct {
 		name           string
 		overrideParams func(*exchangeclient.Request, *exchangeclient.X509Source, *context.Context)
-		// expectCode is the exchange.Error the error matches; expectErrIs a
+		// expectCode is the protocol.Error the error matches; expectErrIs a
 		// local error it wraps; expectErr the exact text otherwise.
-		expectCode  exchange.Error
+		expectCode  protocol.Error
 		expectErrIs error
 		expectErr   string
 	}{
@@ -437,21 +438,21 @@ func TestTokensErrors(t *testing.T) {
 			overrideParams: func(r *exchangeclient.Request, _ *exchangeclient.X509Source, _ *context.Context) {
 				r.Audience = []string{"spiffe://example.org/db"}
 			},
-			expectCode: exchange.ErrInvalidTarget.WithDescription(`audience "spiffe://example.org/db" is not allowed for this client`),
+			expectCode: protocol.ErrInvalidTarget.WithDescription(`audience "spiffe://example.org/db" is not allowed for this client`),
 		},
 		{
 			name: "workload denied by policy",
 			overrideParams: func(_ *exchangeclient.Request, src *exchangeclient.X509Source, _ *context.Context) {
 				*src = newSource(s, t, ststest.DeniedID)
 			},
-			expectCode: exchange.ErrUnauthorizedClient.WithDescription("no policy rule allows " + ststest.DeniedID),
+			expectCode: protocol.ErrUnauthorizedClient.WithDescription("no policy rule allows " + ststest.DeniedID),
 		},
 		{
 			name: "JWT-SVID of another workload",
 			overrideParams: func(r *exchangeclient.Request, _ *exchangeclient.X509Source, _ *context.Context) {
 				r.SubjectToken = s.JWTSVID(t, ststest.OtherID)
 			},
-			expectCode: exchange.ErrInvalidGrant.WithDescription("the subject token was neither issued nor sent to this client"),
+			expectCode: protocol.ErrInvalidGrant.WithDescription("the subject token was neither issued nor sent to this client"),
 		},
 		{
 			name:           "context done",
@@ -461,7 +462,7 @@ func TestTokensErrors(t *testing.T) {
 		{
 			name: "subject token type without a subject token",
 			overrideParams: func(r *exchangeclient.Request, _ *exchangeclient.X509Source, _ *context.Context) {
-				r.SubjectTokenType = exchange.TokenTypeJWT
+				r.SubjectTokenType = protocol.TokenTypeJWT
 			},
 			expectErr: "exchangeclient: SubjectTokenType is set without a SubjectToken",
 		},
@@ -479,7 +480,7 @@ func TestTokensErrors(t *testing.T) {
 			}
 			switch {
 			case tt.expectCode.Code != "":
-				var oauthErr exchange.Error
+				var oauthErr protocol.Error
 				if !errors.As(err, &oauthErr) || oauthErr != tt.expectCode || !errors.Is(err, tt.expectCode) {
 					t.Errorf("NewTokens error = %v, want %v", err, tt.expectCode)
 				}
@@ -506,15 +507,15 @@ func TestTokensRotationRefused(t *testing.T) {
 	denied := s.CA.SVID(t, ststest.DeniedID, time.Hour)
 	src.rotate(denied)
 	ev := rec.wait(t, 2*time.Second, "failed", func(ev exchangeclient.Event) bool {
-		return ev.Kind == exchangeclient.EventFailed && errors.Is(ev.Err, exchange.ErrUnauthorizedClient)
+		return ev.Kind == exchangeclient.EventFailed && errors.Is(ev.Err, protocol.ErrUnauthorizedClient)
 	})
 	if ev.Thumbprint != accesstoken.Thumbprint(denied.Certificates[0]) {
 		t.Errorf("failed event for %s, want the denied certificate", ev.Thumbprint)
 	}
 	_, err := tokens.Token(context.Background(), denied.Certificates[0])
-	var oauthErr exchange.Error
-	if !errors.As(err, &oauthErr) || oauthErr.Code != exchange.ErrUnauthorizedClient.Code {
-		t.Fatalf("Token error = %v, want %v", err, exchange.ErrUnauthorizedClient)
+	var oauthErr protocol.Error
+	if !errors.As(err, &oauthErr) || oauthErr.Code != protocol.ErrUnauthorizedClient.Code {
+		t.Fatalf("Token error = %v, want %v", err, protocol.ErrUnauthorizedClient)
 	}
 	if ev := rec.all()[len(rec.all())-1]; ev.Kind != exchangeclient.EventFailed || !ev.Blocking {
 		t.Errorf("last event = %+v, want a failure a caller waited for", ev)

@@ -8,13 +8,13 @@
 //
 // A refusal is a gRPC status carrying a google.rpc.ErrorInfo (domain
 // "spiffe-sts", reason the OAuth error code, metadata error_description);
-// exchange.ErrorFromStatus turns it back into an exchange.Error:
+// protocol.ErrorFromStatus turns it back into a protocol.Error:
 //
 //	resp, err := exchangepb.NewTokenExchangeClient(conn).Exchange(ctx, &exchangepb.ExchangeRequest{
 //		GrantType: "client_credentials",
 //		Audience:  []string{"spiffe://example.org/api"},
 //	})
-//	if oauthErr, ok := exchange.ErrorFromStatus(status.Convert(err)); ok {
+//	if oauthErr, ok := protocol.ErrorFromStatus(status.Convert(err)); ok {
 //		// oauthErr.Code is "invalid_target", for example.
 //	}
 package exchangepb

@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
@@ -161,7 +162,7 @@ func (s *STS) GRPCClient(t testing.TB, svid *x509svid.SVID) exchangepb.TokenExch
 // body read.
 func (s *STS) Post(t testing.TB, c *http.Client, contentType, body string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.URL+exchange.PathToken, strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, s.URL+protocol.PathToken, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package exchange
+package protocol
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 // unset.
 type TokenType string
 
-// Token types this server understands (RFC 8693 §3).
+// Token types spiffe-sts understands (RFC 8693 §3).
 const (
 	// TokenTypeAccessToken is an OAuth 2.0 access token; as a subject token
 	// it must be one this server issued.
@@ -18,16 +18,16 @@ const (
 	TokenTypeJWT TokenType = "urn:ietf:params:oauth:token-type:jwt"
 )
 
-// ParseTokenType returns the TokenType named by s, which must be one this
-// server supports.
+// ParseTokenType returns the TokenType named by s, which must be one
+// spiffe-sts supports.
 func ParseTokenType(s string) (TokenType, error) {
 	switch t := TokenType(s); t {
 	case TokenTypeAccessToken, TokenTypeJWT:
 		return t, nil
 	case "":
-		return "", errors.New("exchange: empty token type")
+		return "", errors.New("protocol: empty token type")
 	default:
-		return "", fmt.Errorf("exchange: unsupported token type %q", s)
+		return "", fmt.Errorf("protocol: unsupported token type %q", s)
 	}
 }
 
@@ -52,7 +52,7 @@ func (t TokenType) MarshalText() ([]byte, error) { return []byte(t), nil }
 // GrantType is an OAuth 2.0 grant type identifier (RFC 6749 §4).
 type GrantType string
 
-// Grant types this server supports.
+// Grant types spiffe-sts supports.
 const (
 	// GrantTypeTokenExchange is RFC 8693 §2.1 token exchange.
 	GrantTypeTokenExchange GrantType = "urn:ietf:params:oauth:grant-type:token-exchange"

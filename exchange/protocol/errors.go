@@ -1,0 +1,135 @@
+package protocol
+
+import (
+	"fmt"
+	"net/http"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Error is an OAuth 2.0 error response (RFC 6749 §5.2, RFC 8693 §2.2.2),
+// as the server sends it and the client returns it. Use the sentinels and
+// WithDescription; compare with errors.Is, which matches on Code. Its
+// Error text is "exchange: <code>: <description>": a refusal of the token
+// exchange.
+type Error struct {
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+// The error codes of RFC 6749 §5.2 and RFC 8693 §2.2.2.
+var (
+	ErrInvalidRequest       = Error{Code: "invalid_request"}
+	ErrInvalidClient        = Error{Code: "invalid_client"}
+	ErrInvalidGrant         = Error{Code: "invalid_grant"}
+	ErrUnauthorizedClient   = Error{Code: "unauthorized_client"}
+	ErrUnsupportedGrantType = Error{Code: "unsupported_grant_type"}
+	ErrInvalidScope         = Error{Code: "invalid_scope"}
+	ErrInvalidTarget        = Error{Code: "invalid_target"}
+	// ErrServerError reports a failure on the server's side; its description
+	// never carries internal detail.
+	ErrServerError = Error{Code: "server_error"}
+)
+
+// WithDescription returns a copy of e with a human-readable description.
+// Descriptions must help the caller and reveal nothing internal.
+func (e Error) WithDescription(format string, args ...any) Error {
+	e.Description = fmt.Sprintf(format, args...)
+	return e
+}
+
+func (e Error) Error() string {
+	if e.Description == "" {
+		return "exchange: " + e.Code
+	}
+	return "exchange: " + e.Code + ": " + e.Description
+}
+
+// Is reports whether target is an Error with the same code.
+func (e Error) Is(target error) bool {
+	t, ok := target.(Error)
+	return ok && t.Code == e.Code
+}
+
+// HTTPStatus is the status code of the error response: 401 for
+// invalid_client (RFC 6749 §5.2), 500 for server_error, 400 otherwise.
+func (e Error) HTTPStatus() int {
+	switch e.Code {
+	case ErrInvalidClient.Code:
+		return http.StatusUnauthorized
+	case ErrServerError.Code:
+		return http.StatusInternalServerError
+	default:
+		return http.StatusBadRequest
+	}
+}
+
+// ErrorDomain is the google.rpc.ErrorInfo domain of the gRPC statuses that
+// carry an Error.
+const ErrorDomain = "spiffe-sts"
+
+// metadataDescription is the ErrorInfo metadata key of the description.
+const metadataDescription = "error_description"
+
+// GRPCCode is the gRPC status code of the error: Unauthenticated for
+// invalid_client, PermissionDenied for invalid_grant and
+// unauthorized_client, Internal for server_error and InvalidArgument for
+// the malformed or unacceptable requests (invalid_request, invalid_scope,
+// invalid_target, unsupported_grant_type) and any other code.
+func (e Error) GRPCCode() codes.Code {
+	switch e.Code {
+	case ErrInvalidClient.Code:
+		return codes.Unauthenticated
+	case ErrInvalidGrant.Code, ErrUnauthorizedClient.Code:
+		return codes.PermissionDenied
+	case ErrServerError.Code:
+		return codes.Internal
+	default:
+		return codes.InvalidArgument
+	}
+}
+
+// GRPCStatus is the gRPC status of the error (see GRPCCode), whose details
+// carry the OAuth error as a google.rpc.ErrorInfo: Domain ErrorDomain,
+// Reason the code and Metadata["error_description"] the description. It
+// makes status.FromError and status.Convert work on an Error;
+// ErrorFromStatus is the reverse.
+func (e Error) GRPCStatus() *status.Status {
+	st := status.New(e.GRPCCode(), e.statusMessage())
+	info := &errdetails.ErrorInfo{Reason: e.Code, Domain: ErrorDomain}
+	if e.Description != "" {
+		info.Metadata = map[string]string{metadataDescription: e.Description}
+	}
+	if withInfo, err := st.WithDetails(info); err == nil {
+		return withInfo
+	}
+	return st
+}
+
+// statusMessage is the gRPC status message: the code and description, as
+// in the HTTP error body.
+func (e Error) statusMessage() string {
+	if e.Description == "" {
+		return e.Code
+	}
+	return e.Code + ": " + e.Description
+}
+
+// ErrorFromStatus returns the Error a status carries in its ErrorInfo
+// detail (see Error.GRPCStatus); false when st carries none, as for a
+// transport failure or a status from something other than spiffe-sts.
+func ErrorFromStatus(st *status.Status) (Error, bool) {
+	if st == nil {
+		return Error{}, false
+	}
+	for _, d := range st.Details() {
+		info, ok := d.(*errdetails.ErrorInfo)
+		if !ok || info.GetDomain() != ErrorDomain || info.GetReason() == "" {
+			continue
+		}
+		return Error{Code: info.GetReason(), Description: info.GetMetadata()[metadataDescription]}, true
+	}
+	return Error{}, false
+}
