@@ -329,7 +329,7 @@ func (s *Server) checkActorToken(ctx context.Context, caller stsid.Peer, req *Re
 		}
 		actor = e.id.String()
 	case TokenTypeAccessToken:
-		claims, err := s.accessTV.InsecureVerifyWithoutBinding(ctx, req.ActorToken)
+		claims, err := s.verifyOwnToken(ctx, req.ActorToken)
 		if err != nil || claims.ClientID != claims.Subject {
 			return ErrInvalidRequest.WithDescription("actor_token is not an access token this server issued to its subject")
 		}
