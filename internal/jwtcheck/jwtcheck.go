@@ -85,7 +85,13 @@ func (p *keyProvider) fetchKeys(ctx context.Context, sink jws.KeySink, sig *jws.
 	if keyAlg := KeyAlgorithm(key); keyAlg != alg.String() {
 		return fmt.Errorf("%w: %q, key %q has %q", ErrAlgorithm, alg, kid, keyAlg)
 	}
-	sink.Key(alg, key)
+	// jws.Verify given a jwk.Key converts it with more work than one
+	// jwk.Export; the raw public key saves about 20 allocations a token.
+	var raw any
+	if err := jwk.Export(key, &raw); err != nil {
+		return fmt.Errorf("jwtcheck: key %q: %w", kid, err)
+	}
+	sink.Key(alg, raw)
 	return nil
 }
 

@@ -129,6 +129,10 @@ func TestKeyProvider(t *testing.T) {
 	if err := pub.Set(jwk.AlgorithmKey, jwa.ES256()); err != nil {
 		t.Fatal(err)
 	}
+	noAlg, err := jwk.PublicKeyOf(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
 	payload := []byte(`{"sub":"x"}`)
 	sign := func(kid string, alg jwa.SignatureAlgorithm, key any) string {
 		hdr := jws.NewHeaders()
@@ -153,10 +157,11 @@ func TestKeyProvider(t *testing.T) {
 		{name: "no kid", token: sign("", jwa.ES256(), priv), expectErr: jwtcheck.ErrNoKeyID},
 		{name: "unknown kid", token: sign("k2", jwa.ES256(), priv), expectErr: errUnknown, wantLookups: 1},
 		{name: "alg not accepted", token: sign("k1", jwa.ES256(), priv), algs: []jwa.SignatureAlgorithm{jwa.RS256()}, expectErr: jwtcheck.ErrAlgorithm},
+		{name: "key without alg", token: sign("k0", jwa.ES256(), priv), expectErr: jwtcheck.ErrAlgorithm, wantLookups: 1},
 		{name: "alg not the key's", token: sign("k1", jwa.HS256(), hmacKey), algs: []jwa.SignatureAlgorithm{jwa.ES256(), jwa.HS256()}, expectErr: jwtcheck.ErrAlgorithm, wantLookups: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			keys := &keySet{keys: map[string]jwk.Key{"k1": pub}}
+			keys := &keySet{keys: map[string]jwk.Key{"k1": pub, "k0": noAlg}}
 			algs := tc.algs
 			if algs == nil {
 				algs = []jwa.SignatureAlgorithm{jwa.ES256()}
