@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
@@ -30,7 +30,7 @@ func benchFixture(b *testing.B) (string, *accesstoken.StaticKeySet, *x509.Certif
 		JWTID: "Zm9vYmFyYmF6cXV4cXV1eA", ClientID: subject, Scope: "read write",
 		Confirmation: accesstoken.Confirmation{X5TS256: accesstoken.Thumbprint(leaf)},
 	})
-	return raw, key.publicSet(b, jwa.ES256), leaf
+	return raw, key.publicSet(b, jwa.ES256()), leaf
 }
 
 // BenchmarkVerifyCold verifies a token with the cache disabled, so every

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
@@ -108,7 +108,7 @@ func TestCacheBinding(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newClock(now)
-			keys := &countingKeySet{KeySet: key.publicSet(t, jwa.ES256)}
+			keys := &countingKeySet{KeySet: key.publicSet(t, jwa.ES256())}
 			cfg := accesstoken.Config{Audiences: []string{audience}, Now: clk.Now}
 			if tt.overrideConfig != nil {
 				tt.overrideConfig(&cfg)
@@ -150,7 +150,7 @@ func TestCacheBinding(t *testing.T) {
 	}
 }
 
-// TestCacheNotFilledWithoutBinding checks that InsecureVerifyWithoutBinding
+// TestCacheNotFilledWithoutBinding checks that verifyWithoutBinding
 // neither fills the cache nor is answered from it.
 func TestCacheNotFilledWithoutBinding(t *testing.T) {
 	ctx := context.Background()
@@ -158,17 +158,17 @@ func TestCacheNotFilledWithoutBinding(t *testing.T) {
 	leaf := ca.SVID(t, subject, time.Hour).Certificates[0]
 	otherLeaf := ca.SVID(t, subject, time.Hour).Certificates[0]
 	key := newKeyPair(t, "k1")
-	keys := &countingKeySet{KeySet: key.publicSet(t, jwa.ES256)}
+	keys := &countingKeySet{KeySet: key.publicSet(t, jwa.ES256())}
 	v := accesstoken.NewVerifier(issuerURL, keys, &accesstoken.Config{Audiences: []string{audience}, Now: func() time.Time { return now }})
 	raw := key.sign(t, accesstoken.Type, accesstoken.Claims{
 		Issuer: issuerURL, Subject: subject, Audience: accesstoken.Audience{audience}, Expiry: now.Add(time.Minute).Unix(),
 		Confirmation: accesstoken.Confirmation{X5TS256: accesstoken.Thumbprint(leaf)},
 	})
-	if _, err := v.InsecureVerifyWithoutBinding(ctx, raw); err != nil {
+	if _, err := verifyWithoutBinding(v, ctx, raw); err != nil {
 		t.Fatal(err)
 	}
 	if n := accesstoken.CacheLen(v); n != 0 {
-		t.Fatalf("InsecureVerifyWithoutBinding cached %d tokens", n)
+		t.Fatalf("verifyWithoutBinding cached %d tokens", n)
 	}
 	if _, err := v.Verify(ctx, raw, otherLeaf); !errors.Is(err, accesstoken.ErrNotBound) {
 		t.Fatalf("Verify with another certificate: err = %v", err)
@@ -176,11 +176,11 @@ func TestCacheNotFilledWithoutBinding(t *testing.T) {
 	if _, err := v.Verify(ctx, raw, leaf); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.InsecureVerifyWithoutBinding(ctx, raw); err != nil {
+	if _, err := verifyWithoutBinding(v, ctx, raw); err != nil {
 		t.Fatal(err)
 	}
 	if n := keys.lookups.Load(); n != 4 {
-		t.Fatalf("key lookups = %d, want 4: InsecureVerifyWithoutBinding used the cache", n)
+		t.Fatalf("key lookups = %d, want 4: verifyWithoutBinding used the cache", n)
 	}
 }
 
@@ -191,7 +191,7 @@ func TestCacheReturnsCopies(t *testing.T) {
 	ca := testca.New(t, "example.org")
 	leaf := ca.SVID(t, subject, time.Hour).Certificates[0]
 	key := newKeyPair(t, "k1")
-	v := accesstoken.NewVerifier(issuerURL, key.publicSet(t, jwa.ES256), &accesstoken.Config{Audiences: []string{audience}, Now: func() time.Time { return now }})
+	v := accesstoken.NewVerifier(issuerURL, key.publicSet(t, jwa.ES256()), &accesstoken.Config{Audiences: []string{audience}, Now: func() time.Time { return now }})
 	for _, auds := range []accesstoken.Audience{{audience}, {audience, "b"}, {audience, "b", "c"}} {
 		raw := key.sign(t, accesstoken.Type, accesstoken.Claims{
 			Issuer: issuerURL, Subject: subject, Audience: auds, Expiry: now.Add(time.Minute).Unix(), Scope: "read",
@@ -223,7 +223,7 @@ func TestCacheEviction(t *testing.T) {
 	leaf := ca.SVID(t, subject, time.Hour).Certificates[0]
 	key := newKeyPair(t, "k1")
 	clk := newClock(now)
-	v := accesstoken.NewVerifier(issuerURL, key.publicSet(t, jwa.ES256), &accesstoken.Config{Audiences: []string{audience}, Now: clk.Now, CacheSize: 3})
+	v := accesstoken.NewVerifier(issuerURL, key.publicSet(t, jwa.ES256()), &accesstoken.Config{Audiences: []string{audience}, Now: clk.Now, CacheSize: 3})
 	var tokens []string
 	for i := range 10 {
 		tokens = append(tokens, key.sign(t, accesstoken.Type, accesstoken.Claims{
@@ -248,7 +248,7 @@ func TestCacheEviction(t *testing.T) {
 		Scope:        strings.Repeat("s ", accesstoken.MaxCachedTokenLen),
 		Confirmation: accesstoken.Confirmation{X5TS256: accesstoken.Thumbprint(leaf)},
 	})
-	fresh := accesstoken.NewVerifier(issuerURL, key.publicSet(t, jwa.ES256), &accesstoken.Config{Audiences: []string{audience}, Now: clk.Now})
+	fresh := accesstoken.NewVerifier(issuerURL, key.publicSet(t, jwa.ES256()), &accesstoken.Config{Audiences: []string{audience}, Now: clk.Now})
 	if _, err := fresh.Verify(ctx, long, leaf); err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestCacheConcurrent(t *testing.T) {
 	ctx := context.Background()
 	ca := testca.New(t, "example.org")
 	key := newKeyPair(t, "k1")
-	v := accesstoken.NewVerifier(issuerURL, key.publicSet(t, jwa.ES256), &accesstoken.Config{Audiences: []string{audience}, CacheSize: 2})
+	v := accesstoken.NewVerifier(issuerURL, key.publicSet(t, jwa.ES256()), &accesstoken.Config{Audiences: []string{audience}, CacheSize: 2})
 	type fixture struct {
 		raw  string
 		leaf *x509.Certificate

@@ -17,7 +17,7 @@
 //	claims, err := v.Verify(ctx, raw, r.TLS.PeerCertificates[0])
 //
 // The certificate is a required argument, so the binding check cannot be
-// forgotten. Verification without it is spelled InsecureVerifyWithoutBinding.
+// forgotten, and this package has no way to verify a token without it.
 //
 // # Keys
 //

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"github.com/spiffe-sts/spiffe-sts/internal/jwtcheck"
 )
 
 // KeySet finds the public keys that verify access tokens.
@@ -35,11 +37,11 @@ func NewStaticKeySet(set jwk.Set) (*StaticKeySet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("accesstoken: key %d: %w", i, err)
 		}
-		kid := pub.KeyID()
+		kid, _ := pub.KeyID()
 		switch {
 		case kid == "":
 			return nil, fmt.Errorf("accesstoken: key %d has no kid", i)
-		case pub.Algorithm().String() == "":
+		case jwtcheck.KeyAlgorithm(pub) == "":
 			return nil, fmt.Errorf("accesstoken: key %q has no alg", kid)
 		case byID[kid] != nil:
 			return nil, fmt.Errorf("accesstoken: two keys have kid %q", kid)

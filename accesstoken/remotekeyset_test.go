@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
@@ -59,7 +59,7 @@ func (s *jwksServer) serve(t *testing.T, keys ...keyPair) {
 	t.Helper()
 	var docs []json.RawMessage
 	for _, k := range keys {
-		set, err := k.publicSet(t, jwa.ES256).MarshalJSON()
+		set, err := k.publicSet(t, jwa.ES256()).MarshalJSON()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -299,8 +299,8 @@ func mustLookup(t *testing.T, keys accesstoken.KeySet, kid string) {
 		t.Errorf("LookupKey(%q): %v", kid, err)
 		return
 	}
-	if key.KeyID() != kid {
-		t.Errorf("LookupKey(%q) returned key %q", kid, key.KeyID())
+	if got, _ := key.KeyID(); got != kid {
+		t.Errorf("LookupKey(%q) returned key %q", kid, got)
 	}
 }
 

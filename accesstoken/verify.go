@@ -10,8 +10,11 @@ import (
 	"slices"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jws"
+
+	"github.com/spiffe-sts/spiffe-sts/internal/accesshook"
+	"github.com/spiffe-sts/spiffe-sts/internal/jwtcheck"
 )
 
 // Errors returned by Verify. They are wrapped with detail; match them with
@@ -39,7 +42,7 @@ func (e *ExpiredError) Error() string {
 
 // DefaultAlgorithms are the signature algorithms accepted when
 // Config.Algorithms is empty.
-var DefaultAlgorithms = []jwa.SignatureAlgorithm{jwa.ES256, jwa.EdDSA, jwa.RS256}
+var DefaultAlgorithms = []jwa.SignatureAlgorithm{jwa.ES256(), jwa.EdDSA(), jwa.RS256()}
 
 // Config tunes a Verifier. The zero value is not useful: set Audiences.
 type Config struct {
@@ -81,7 +84,6 @@ type Config struct {
 // Verifier checks access tokens issued by one issuer.
 type Verifier struct {
 	issuer   string
-	keys     KeySet
 	cfg      Config
 	provider jws.KeyProvider
 	cache    *tokenCache // nil when disabled
@@ -90,7 +92,7 @@ type Verifier struct {
 // NewVerifier returns a Verifier for tokens from issuerURL signed by keys.
 // cfg may be nil only with Verify callers that expect ErrNoAudienceConfig.
 func NewVerifier(issuerURL string, keys KeySet, cfg *Config) *Verifier {
-	v := &Verifier{issuer: issuerURL, keys: keys}
+	v := &Verifier{issuer: issuerURL}
 	if cfg != nil {
 		v.cfg = *cfg
 	}
@@ -100,7 +102,7 @@ func NewVerifier(issuerURL string, keys KeySet, cfg *Config) *Verifier {
 	if v.cfg.Now == nil {
 		v.cfg.Now = time.Now
 	}
-	v.provider = jws.KeyProviderFunc(v.provideKey)
+	v.provider = jwtcheck.KeyProvider(keys, v.cfg.Algorithms)
 	switch {
 	case v.cfg.CacheSize == 0:
 		v.cache = newTokenCache(DefaultCacheSize)
@@ -145,15 +147,18 @@ func (v *Verifier) Verify(ctx context.Context, raw string, peerLeaf *x509.Certif
 // deadline is the instant from which claims are expired: "exp" plus the
 // leeway (RFC 7519 §4.1.4).
 func (v *Verifier) deadline(claims *Claims) time.Time {
-	return time.Unix(claims.Expiry, 0).Add(v.cfg.Leeway)
+	return jwtcheck.Deadline(claims.Expiry, v.cfg.Leeway)
 }
 
-// InsecureVerifyWithoutBinding checks everything Verify checks except the
-// certificate binding and the audience. Only the issuer itself uses it, to
-// read its own tokens presented for exchange, and then applies its own
-// binding rules. It neither reads nor fills the cache of Verify.
-func (v *Verifier) InsecureVerifyWithoutBinding(ctx context.Context, raw string) (*Claims, error) {
-	return v.verify(ctx, raw, false)
+// The server reads its own tokens, presented for exchange, without the
+// certificate binding and the audience, and then applies its own binding
+// rules; that path is module-internal (package internal/accesshook), never
+// part of this package's API. It neither reads nor fills the cache of
+// Verify.
+func init() {
+	accesshook.Register(func(ctx context.Context, v *Verifier, raw string) (*Claims, error) {
+		return v.verify(ctx, raw, false)
+	})
 }
 
 // BoundTo reports, in constant time, whether claims are bound to cert
@@ -167,7 +172,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, checkAudience bool) (
 	if checkAudience && len(v.cfg.Audiences) == 0 && !v.cfg.InsecureSkipAudienceCheck {
 		return nil, ErrNoAudienceConfig
 	}
-	if !isCompactJWS(raw) {
+	if !jwtcheck.IsCompactJWS(raw) {
 		return nil, fmt.Errorf("%w: not a JWS compact serialization", ErrMalformed)
 	}
 	var msg jws.Message
@@ -175,7 +180,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, checkAudience bool) (
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrSignature, err)
 	}
-	if typ := msg.Signatures()[0].ProtectedHeaders().Type(); typ != Type && typ != "application/"+Type {
+	if typ, _ := msg.Signatures()[0].ProtectedHeaders().Type(); typ != Type && typ != "application/"+Type {
 		return nil, fmt.Errorf("%w: got %q", ErrType, typ)
 	}
 	claims := new(Claims)
@@ -186,10 +191,10 @@ func (v *Verifier) verify(ctx context.Context, raw string, checkAudience bool) (
 		return nil, fmt.Errorf("%w: %q", ErrIssuer, claims.Issuer)
 	}
 	now := v.cfg.Now()
-	if claims.Expiry == 0 || !now.Before(v.deadline(claims)) {
+	if jwtcheck.Expired(now, claims.Expiry, v.cfg.Leeway) {
 		return nil, &ExpiredError{Expiry: time.Unix(claims.Expiry, 0)}
 	}
-	if claims.NotBefore != 0 && now.Add(v.cfg.Leeway).Before(time.Unix(claims.NotBefore, 0)) {
+	if jwtcheck.NotYetValid(now, claims.NotBefore, v.cfg.Leeway) {
 		return nil, ErrNotYetValid
 	}
 	if checkAudience && !v.cfg.InsecureSkipAudienceCheck && !slices.ContainsFunc(v.cfg.Audiences, claims.Audience.Contains) {
@@ -199,38 +204,4 @@ func (v *Verifier) verify(ctx context.Context, raw string, checkAudience bool) (
 		return nil, fmt.Errorf("%w: missing sub or cnf", ErrMalformed)
 	}
 	return claims, nil
-}
-
-// isCompactJWS reports whether raw has the shape of a JWS compact
-// serialization (RFC 7515 §7.1): three base64url parts separated by dots.
-// The JSON serialization, which could carry several signatures, is refused
-// before any parsing.
-func isCompactJWS(raw string) bool {
-	dots := 0
-	for i := 0; i < len(raw); i++ {
-		switch c := raw[i]; {
-		case c == '.':
-			dots++
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
-			return false
-		}
-	}
-	return dots == 2
-}
-
-// provideKey resolves the header's "kid" through the key set and insists
-// that the header's "alg" is the key's own and an accepted one.
-func (v *Verifier) provideKey(ctx context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
-	hdr := sig.ProtectedHeaders()
-	key, err := v.keys.LookupKey(ctx, hdr.KeyID())
-	if err != nil {
-		return err
-	}
-	alg := hdr.Algorithm()
-	if key.Algorithm().String() != alg.String() || !slices.Contains(v.cfg.Algorithms, alg) {
-		return fmt.Errorf("accesstoken: algorithm %q not accepted for key %q", alg, hdr.KeyID())
-	}
-	sink.Key(alg, key)
-	return nil
 }

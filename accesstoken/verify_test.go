@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/internal/accesshook"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 )
 
@@ -45,7 +46,7 @@ func newKeyPair(t testing.TB, kid string) keyPair {
 
 func (k keyPair) publicSet(t testing.TB, alg jwa.SignatureAlgorithm) *accesstoken.StaticKeySet {
 	t.Helper()
-	pub, err := jwk.FromRaw(k.priv.Public())
+	pub, err := jwk.Import(k.priv.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func (k keyPair) sign(t testing.TB, typ string, claims any) string {
 	if typ != "" {
 		_ = hdr.Set(jws.TypeKey, typ)
 	}
-	raw, err := jws.Sign(payload, jws.WithKey(jwa.ES256, k.priv, jws.WithProtectedHeaders(hdr)))
+	raw, err := jws.Sign(payload, jws.WithKey(jwa.ES256(), k.priv, jws.WithProtectedHeaders(hdr)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func TestVerify(t *testing.T) {
 	leaf := ca.SVID(t, subject, time.Hour).Certificates[0]
 	otherLeaf := ca.SVID(t, subject, time.Hour).Certificates[0]
 	key := newKeyPair(t, "k1")
-	keys := key.publicSet(t, jwa.ES256)
+	keys := key.publicSet(t, jwa.ES256())
 
 	baseline := func() accesstoken.Claims {
 		return accesstoken.Claims{
@@ -122,8 +123,13 @@ func TestVerify(t *testing.T) {
 			payload, _ := json.Marshal(c)
 			hdr := `{"alg":"none","typ":"at+jwt","kid":"k1"}`
 			return base64.RawURLEncoding.EncodeToString([]byte(hdr)) + "." + base64.RawURLEncoding.EncodeToString(payload) + "."
+		}, expectErrIs: accesstoken.ErrMalformed}, // an empty signature is refused before parsing
+		{name: "alg none with a signature", overrideToken: func(c accesstoken.Claims) string {
+			payload, _ := json.Marshal(c)
+			hdr := `{"alg":"none","typ":"at+jwt","kid":"k1"}`
+			return base64.RawURLEncoding.EncodeToString([]byte(hdr)) + "." + base64.RawURLEncoding.EncodeToString(payload) + ".c2ln"
 		}, expectErrIs: accesstoken.ErrSignature},
-		{name: "algorithm not accepted", overrideConfig: func(c *accesstoken.Config) { c.Algorithms = []jwa.SignatureAlgorithm{jwa.EdDSA} }, expectErrIs: accesstoken.ErrSignature},
+		{name: "algorithm not accepted", overrideConfig: func(c *accesstoken.Config) { c.Algorithms = []jwa.SignatureAlgorithm{jwa.EdDSA()} }, expectErrIs: accesstoken.ErrSignature},
 		{name: "JSON serialization", overrideToken: func(c accesstoken.Claims) string {
 			parts := strings.Split(key.sign(t, accesstoken.Type, c), ".")
 			return `{"payload":"` + parts[1] + `","signatures":[{"protected":"` + parts[0] + `","header":{"x":".."},"signature":"` + parts[2] + `"}]}`
@@ -185,23 +191,29 @@ func TestVerify(t *testing.T) {
 	}
 }
 
-func TestInsecureVerifyWithoutBindingStillChecksSignature(t *testing.T) {
+// verifyWithoutBinding is the module-internal verification the server
+// uses for its own tokens.
+func verifyWithoutBinding(v *accesstoken.Verifier, ctx context.Context, raw string) (*accesstoken.Claims, error) {
+	return accesshook.VerifyWithoutBinding[*accesstoken.Claims](ctx, v, raw)
+}
+
+func TestVerifyWithoutBindingStillChecksSignature(t *testing.T) {
 	key := newKeyPair(t, "k1")
-	v := accesstoken.NewVerifier(issuerURL, key.publicSet(t, jwa.ES256), &accesstoken.Config{Now: func() time.Time { return now }})
+	v := accesstoken.NewVerifier(issuerURL, key.publicSet(t, jwa.ES256()), &accesstoken.Config{Now: func() time.Time { return now }})
 	claims := accesstoken.Claims{Issuer: issuerURL, Subject: subject, Expiry: now.Add(time.Minute).Unix(),
 		Confirmation: accesstoken.Confirmation{X5TS256: "not-this-cert"}}
-	if _, err := v.InsecureVerifyWithoutBinding(context.Background(), key.sign(t, accesstoken.Type, claims)); err != nil {
+	if _, err := verifyWithoutBinding(v, context.Background(), key.sign(t, accesstoken.Type, claims)); err != nil {
 		t.Fatal(err)
 	}
 	forged := newKeyPair(t, "k1").sign(t, accesstoken.Type, claims)
-	if _, err := v.InsecureVerifyWithoutBinding(context.Background(), forged); !errors.Is(err, accesstoken.ErrSignature) {
+	if _, err := verifyWithoutBinding(v, context.Background(), forged); !errors.Is(err, accesstoken.ErrSignature) {
 		t.Fatalf("forged token: err = %v", err)
 	}
 }
 
 func TestStaticKeySet(t *testing.T) {
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	key, _ := jwk.FromRaw(priv)
+	key, _ := jwk.Import(priv)
 	tests := []struct {
 		name      string
 		override  func(jwk.Key)
@@ -217,7 +229,7 @@ func TestStaticKeySet(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			k, _ := key.Clone()
 			_ = k.Set(jwk.KeyIDKey, "k")
-			_ = k.Set(jwk.AlgorithmKey, jwa.ES256)
+			_ = k.Set(jwk.AlgorithmKey, jwa.ES256())
 			if tt.override != nil {
 				tt.override(k)
 			}

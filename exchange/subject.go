@@ -2,17 +2,19 @@ package exchange
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
+	"github.com/spiffe-sts/spiffe-sts/internal/accesshook"
+	"github.com/spiffe-sts/spiffe-sts/internal/jwtcheck"
 )
 
 // jwtVerifier accepts JWT subject tokens (subject_token_type
@@ -49,8 +51,9 @@ func (s *Server) validateJWTSVID(token string) (svidCacheEntry, error) {
 	}
 	svid, err := jwtsvid.ParseAndValidate(token, s.cfg.JWTBundles, audiences)
 	if err != nil {
+		// go-spiffe's text is detail for the log, never for the client.
 		s.log.Warn("JWT-SVID refused", logKeyReason, err.Error())
-		return svidCacheEntry{}, protocol.ErrInvalidGrant.WithDescription("the subject token is not a valid JWT-SVID for this server: %s", err)
+		return svidCacheEntry{}, protocol.ErrInvalidGrant.WithDescription("the subject token is not a valid JWT-SVID for this server")
 	}
 	if !slices.Contains(s.trusted, svid.ID.TrustDomain()) {
 		return svidCacheEntry{}, protocol.ErrInvalidGrant.WithDescription("the subject token's trust domain %q is not trusted", svid.ID.TrustDomain().Name())
@@ -72,18 +75,19 @@ func (s *Server) validateJWTSVID(token string) (svidCacheEntry, error) {
 }
 
 // rememberSVID caches a validated JWT-SVID with the authority that signed
-// it, read from the header by go-jose, the parser go-spiffe validated it
-// with.
+// it, named by the "kid" of its header.
 func (s *Server) rememberSVID(token string, e svidCacheEntry) {
-	tok, err := jwt.ParseSigned(token, jwtSVIDAlgorithms)
-	if err != nil || len(tok.Headers) != 1 {
+	msg, ok := parseCompact(token)
+	if !ok {
 		return
 	}
 	bundle, err := s.cfg.JWTBundles.GetJWTBundleForTrustDomain(e.id.TrustDomain())
 	if err != nil {
 		return
 	}
-	e.kid = tok.Headers[0].KeyID
+	if e.kid, _ = msg.Signatures()[0].ProtectedHeaders().KeyID(); e.kid == "" {
+		return
+	}
 	key, ok := bundle.FindJWTAuthority(e.kid)
 	if !ok {
 		return
@@ -92,31 +96,35 @@ func (s *Server) rememberSVID(token string, e svidCacheEntry) {
 	s.svids.put(token, e)
 }
 
-// jwtSVIDAlgorithms are the algorithms the JWT-SVID specification allows
-// (JWT-SVID §2.1); go-spiffe enforces the same list.
-var jwtSVIDAlgorithms = []jose.SignatureAlgorithm{
-	jose.RS256, jose.RS384, jose.RS512, jose.ES256, jose.ES384, jose.ES512, jose.PS256, jose.PS384, jose.PS512,
+// parseCompact parses, without verifying it, a JWS compact serialization
+// with one signature (RFC 7515 §7.1).
+func parseCompact(token string) (*jws.Message, bool) {
+	if !jwtcheck.IsCompactJWS(token) {
+		return nil, false
+	}
+	msg, err := jws.Parse([]byte(token), jws.WithCompact())
+	if err != nil || len(msg.Signatures()) != 1 {
+		return nil, false
+	}
+	return msg, true
 }
 
 // unverifiedIssuer returns the "iss" of a JWT without verifying it, only
-// to choose the verifier; "" when there is none.
+// to choose the verifier; "" when there is none. The chosen verifier
+// checks everything, algorithm included.
 func unverifiedIssuer(token string) string {
-	tok, err := jwt.ParseSigned(token, externalAlgorithms)
-	if err != nil {
+	msg, ok := parseCompact(token)
+	if !ok {
 		return ""
 	}
 	var claims struct {
 		Issuer string `json:"iss"`
 	}
-	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+	if err := json.Unmarshal(msg.Payload(), &claims); err != nil {
 		return ""
 	}
 	return claims.Issuer
 }
-
-// externalAlgorithms are accepted for reading "iss" before verification;
-// the issuer's own verifier decides what it accepts.
-var externalAlgorithms = append(slices.Clone(jwtSVIDAlgorithms), jose.EdDSA)
 
 // externalSubject verifies a token of an external issuer: its subject
 // (an end user, say) is qualified by the issuer (RFC 9493 iss_sub).
@@ -154,7 +162,7 @@ type accessTokenVerifier struct{ s *Server }
 
 func (v accessTokenVerifier) verifySubject(ctx context.Context, token string) (subject, error) {
 	s := v.s
-	claims, err := s.accessTV.InsecureVerifyWithoutBinding(ctx, token)
+	claims, err := s.verifyOwnToken(ctx, token)
 	if err != nil {
 		var expired *accesstoken.ExpiredError
 		switch {
@@ -189,4 +197,14 @@ func (v accessTokenVerifier) verifySubject(ctx context.Context, token string) (s
 		return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token's subject is not a SPIFFE ID")
 	}
 	return subj, nil
+}
+
+// verifyOwnToken checks an access token this server issued as a resource
+// server would, except for the certificate binding and the audience: the
+// caller decides who may present it (see actorChain and checkActorToken).
+// Its errors are accesstoken's: an expired token is an
+// *accesstoken.ExpiredError, one not yet valid wraps
+// accesstoken.ErrNotYetValid.
+func (s *Server) verifyOwnToken(ctx context.Context, token string) (*accesstoken.Claims, error) {
+	return accesshook.VerifyWithoutBinding[*accesstoken.Claims](ctx, s.accessTV, token)
 }

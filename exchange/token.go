@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
+	"github.com/spiffe-sts/spiffe-sts/internal/jwtcheck"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -349,7 +350,7 @@ func (s *Server) checkActorToken(ctx context.Context, caller stsid.Peer, req *Re
 		}
 		actor = e.id.String()
 	case protocol.TokenTypeAccessToken:
-		claims, err := s.accessTV.InsecureVerifyWithoutBinding(ctx, req.ActorToken)
+		claims, err := s.verifyOwnToken(ctx, req.ActorToken)
 		if err != nil || claims.ClientID != claims.Subject {
 			return protocol.ErrInvalidRequest.WithDescription("actor_token is not an access token this server issued to its subject")
 		}
@@ -404,7 +405,7 @@ func grantScopes(rule *stsid.Rule, requested string, subj *subject) ([]string, e
 		req = nil
 	}
 	for _, sc := range req {
-		if !validScopeToken(sc) {
+		if !jwtcheck.IsScopeToken(sc) {
 			return nil, protocol.ErrInvalidScope.WithDescription("scope must be space-separated scope tokens (RFC 6749 §3.3)")
 		}
 	}
@@ -424,21 +425,6 @@ func grantScopes(rule *stsid.Rule, requested string, subj *subject) ([]string, e
 		return nil, protocol.ErrInvalidScope.WithDescription("none of the requested scopes is allowed for this client")
 	}
 	return granted, nil
-}
-
-// validScopeToken reports whether s is an RFC 6749 §3.3 scope-token:
-// 1*( %x21 / %x23-5B / %x5D-7E ).
-func validScopeToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c == 0x22 || c == 0x5C || c > 0x7E {
-			return false
-		}
-	}
-	return true
 }
 
 // issuedTokenType maps requested_token_type to the type issued: the tokens

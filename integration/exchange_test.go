@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
@@ -250,5 +250,6 @@ func headerKeyID(t *testing.T, raw string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return msg.Signatures()[0].ProtectedHeaders().KeyID()
+	kid, _ := msg.Signatures()[0].ProtectedHeaders().KeyID()
+	return kid
 }

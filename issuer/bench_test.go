@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 )
@@ -32,7 +32,7 @@ func BenchmarkMint(b *testing.B) {
 			}
 		}
 	}
-	for _, alg := range []jwa.SignatureAlgorithm{jwa.ES256, jwa.EdDSA, jwa.RS256} {
+	for _, alg := range []jwa.SignatureAlgorithm{jwa.ES256(), jwa.EdDSA(), jwa.RS256()} {
 		b.Run(alg.String(), func(b *testing.B) { bench(b, alg) })
 	}
 }

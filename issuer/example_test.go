@@ -5,14 +5,14 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 )
 
 func ExampleIssuer_Mint() {
-	signer, err := issuer.GenerateSigner(jwa.ES256)
+	signer, err := issuer.GenerateSigner(jwa.ES256())
 	if err != nil {
 		panic(err)
 	}

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
@@ -131,11 +131,11 @@ func buildKeySet(signer Signer, extra []jwk.Key) (*accesstoken.StaticKeySet, err
 		if key == nil {
 			return nil, fmt.Errorf("issuer: VerificationKeys[%d] is nil", i)
 		}
-		if key.KeyID() == signer.KeyID() {
+		if kid, _ := key.KeyID(); kid == signer.KeyID() {
 			// The signer's own key listed again is harmless; another key
 			// under its kid is not.
 			if !jwk.Equal(own, key) {
-				return nil, fmt.Errorf("issuer: VerificationKeys[%d] has the Signer's kid %q but is a different key", i, key.KeyID())
+				return nil, fmt.Errorf("issuer: VerificationKeys[%d] has the Signer's kid %q but is a different key", i, kid)
 			}
 			continue
 		}
@@ -173,65 +173,21 @@ func (i *Issuer) IssuerURL() string { return i.issuerURL }
 // the final values; read claims.Expiry for the "expires_in" of the response.
 // On error claims is unchanged.
 func (i *Issuer) Mint(ctx context.Context, claims *accesstoken.Claims, leaf *x509.Certificate, ttl time.Duration) (string, error) {
-	switch {
-	case claims == nil:
-		return "", errors.New("issuer: claims are nil")
-	case leaf == nil:
-		return "", errors.New("issuer: no certificate to bind the token to")
-	case claims.Subject == "":
-		return "", errors.New("issuer: claims have no subject")
-	case claims.ClientID == "":
-		return "", errors.New("issuer: claims have no client_id")
-	case len(claims.Audience) == 0:
-		return "", errors.New("issuer: claims have no audience")
-	}
-	for _, aud := range claims.Audience {
-		if aud == "" {
-			return "", errors.New("issuer: claims have an empty audience value")
-		}
+	if err := checkMintInput(claims, leaf); err != nil {
+		return "", err
 	}
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("issuer: %w", err)
 	}
-
 	iat := i.clock().Unix()
-	if ttl <= 0 {
-		ttl = i.ttl
-	}
-	exp := iat + int64(ttl/time.Second)
-	if claims.Expiry != 0 && claims.Expiry < exp {
-		exp = claims.Expiry
-	}
-	// RFC 8705 §3: a bound token is useless once its certificate expires.
-	if notAfter := leaf.NotAfter.Unix(); notAfter < exp {
-		exp = notAfter
-	}
-	if exp <= iat {
-		return "", fmt.Errorf("%w: exp %d is not after iat %d", ErrLifetime, exp, iat)
-	}
-
-	c := *claims
-	c.Issuer = i.issuerURL
-	c.IssuedAt = iat
-	c.NotBefore = iat
-	c.Expiry = exp
-	c.JWTID = newJTI()
-	c.Confirmation = accesstoken.Confirmation{X5TS256: accesstoken.Thumbprint(leaf)}
-
-	payload, err := json.Marshal(&c)
-	if err != nil {
-		return "", fmt.Errorf("issuer: encode claims: %w", err)
-	}
-	// jws.Sign writes to the protected header and reads it without its
-	// lock, so a header cannot be shared between concurrent Mints; it is
-	// built per token.
-	hdr, err := i.header()
+	exp, err := i.expiry(iat, claims.Expiry, leaf, ttl)
 	if err != nil {
 		return "", err
 	}
-	token, err := jws.Sign(payload, jws.WithKey(i.alg, i.signer, jws.WithProtectedHeaders(hdr)))
+	c := i.complete(claims, leaf, iat, exp)
+	token, err := i.sign(&c)
 	if err != nil {
-		return "", fmt.Errorf("issuer: sign token: %w", err)
+		return "", err
 	}
 	*claims = c
 	if i.log.IsDebug() {
@@ -241,6 +197,83 @@ func (i *Issuer) Mint(ctx context.Context, claims *accesstoken.Claims, leaf *x50
 			logKeyX5TS256, c.Confirmation.X5TS256,
 			logKeyKID, i.kid,
 		)
+	}
+	return token, nil
+}
+
+// checkMintInput refuses what Mint cannot make a token of.
+func checkMintInput(claims *accesstoken.Claims, leaf *x509.Certificate) error {
+	switch {
+	case claims == nil:
+		return errors.New("issuer: claims are nil")
+	case leaf == nil:
+		return errors.New("issuer: no certificate to bind the token to")
+	case claims.Subject == "":
+		return errors.New("issuer: claims have no subject")
+	case claims.ClientID == "":
+		return errors.New("issuer: claims have no client_id")
+	case len(claims.Audience) == 0:
+		return errors.New("issuer: claims have no audience")
+	}
+	for _, aud := range claims.Audience {
+		if aud == "" {
+			return errors.New("issuer: claims have an empty audience value")
+		}
+	}
+	return nil
+}
+
+// expiry returns the "exp" of a token issued at iat: the earliest of
+// iat+ttl (the default TTL when ttl <= 0), ceiling when it is non-zero
+// (the caller's upper bound) and the NotAfter of leaf, the certificate the
+// token is bound to. It wraps ErrLifetime when exp would not be after iat.
+func (i *Issuer) expiry(iat, ceiling int64, leaf *x509.Certificate, ttl time.Duration) (int64, error) {
+	if ttl <= 0 {
+		ttl = i.ttl
+	}
+	exp := iat + int64(ttl/time.Second)
+	if ceiling != 0 && ceiling < exp {
+		exp = ceiling
+	}
+	// RFC 8705 §3: a bound token is useless once its certificate expires.
+	if notAfter := leaf.NotAfter.Unix(); notAfter < exp {
+		exp = notAfter
+	}
+	if exp <= iat {
+		return 0, fmt.Errorf("%w: exp %d is not after iat %d", ErrLifetime, exp, iat)
+	}
+	return exp, nil
+}
+
+// complete returns a copy of claims with what the issuer sets: "iss",
+// "iat", "nbf" (equal to "iat"), "exp", a fresh "jti" and the RFC 8705
+// §3.1 "cnf" of leaf.
+func (i *Issuer) complete(claims *accesstoken.Claims, leaf *x509.Certificate, iat, exp int64) accesstoken.Claims {
+	c := *claims
+	c.Issuer = i.issuerURL
+	c.IssuedAt = iat
+	c.NotBefore = iat
+	c.Expiry = exp
+	c.JWTID = newJTI()
+	c.Confirmation = accesstoken.Confirmation{X5TS256: accesstoken.Thumbprint(leaf)}
+	return c
+}
+
+// sign encodes c and signs it as a JWS compact serialization.
+func (i *Issuer) sign(c *accesstoken.Claims) (string, error) {
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("issuer: encode claims: %w", err)
+	}
+	// jws.Sign writes to the protected header, so a header cannot be
+	// shared between concurrent Mints; it is built per token.
+	hdr, err := i.header()
+	if err != nil {
+		return "", err
+	}
+	token, err := jws.Sign(payload, jws.WithKey(i.alg, i.signer, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		return "", fmt.Errorf("issuer: sign token: %w", err)
 	}
 	return string(token), nil
 }

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
@@ -23,7 +23,7 @@ import (
 func baseConfig(tb testing.TB) issuer.Config {
 	return issuer.Config{
 		IssuerURL: testIssuerURL,
-		Signer:    testSigner(tb, jwa.ES256),
+		Signer:    testSigner(tb, jwa.ES256()),
 		Clock:     fixedClock,
 	}
 }
@@ -61,11 +61,11 @@ func TestMint(t *testing.T) {
 		},
 		{
 			name:           "EdDSA",
-			overrideConfig: func(c *issuer.Config) { c.Signer = testSigner(t, jwa.EdDSA) },
+			overrideConfig: func(c *issuer.Config) { c.Signer = testSigner(t, jwa.EdDSA()) },
 		},
 		{
 			name:           "RS256",
-			overrideConfig: func(c *issuer.Config) { c.Signer = testSigner(t, jwa.RS256) },
+			overrideConfig: func(c *issuer.Config) { c.Signer = testSigner(t, jwa.RS256()) },
 		},
 		{
 			name:           "ttl caps exp",

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
@@ -34,9 +34,9 @@ func publicJWK(t *testing.T, s issuer.Signer) jwk.Key {
 }
 
 func TestNew(t *testing.T) {
-	es := testSigner(t, jwa.ES256)
-	ed := testSigner(t, jwa.EdDSA)
-	rs := testSigner(t, jwa.RS256)
+	es := testSigner(t, jwa.ES256())
+	ed := testSigner(t, jwa.EdDSA())
+	rs := testSigner(t, jwa.RS256())
 
 	type expected struct {
 		issuerURL string
@@ -139,14 +139,14 @@ func TestNew(t *testing.T) {
 		{
 			name: "Signer with unsupported algorithm",
 			overrideConfig: func(c *issuer.Config) {
-				c.Signer = fakeSigner{Signer: es, kid: es.KeyID(), alg: jwa.HS256}
+				c.Signer = fakeSigner{Signer: es, kid: es.KeyID(), alg: jwa.HS256()}
 			},
 			expectErr: `issuer: Signer algorithm "HS256" is not supported`,
 		},
 		{
 			name: "Signer without key ID",
 			overrideConfig: func(c *issuer.Config) {
-				c.Signer = fakeSigner{Signer: es, alg: jwa.ES256}
+				c.Signer = fakeSigner{Signer: es, alg: jwa.ES256()}
 			},
 			expectErr: "issuer: Signer has no key ID",
 		},
@@ -245,7 +245,7 @@ func TestNew(t *testing.T) {
 // and use.
 func TestKeySetJWKS(t *testing.T) {
 	cfg := baseConfig(t)
-	cfg.VerificationKeys = []jwk.Key{publicJWK(t, testSigner(t, jwa.EdDSA))}
+	cfg.VerificationKeys = []jwk.Key{publicJWK(t, testSigner(t, jwa.EdDSA()))}
 	iss, err := issuer.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -268,11 +268,13 @@ func TestKeySetJWKS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if key.Algorithm() != jwa.ES256 || key.KeyUsage() != "sig" {
-		t.Errorf("signer JWK alg %q use %q, want ES256 sig", key.Algorithm(), key.KeyUsage())
+	alg, _ := key.Algorithm()
+	use, _ := key.KeyUsage()
+	if alg.String() != jwa.ES256().String() || use != "sig" {
+		t.Errorf("signer JWK alg %q use %q, want ES256 sig", alg, use)
 	}
 	var raw any
-	if err := key.Raw(&raw); err != nil {
+	if err := jwk.Export(key, &raw); err != nil {
 		t.Fatal(err)
 	}
 	if !cfg.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(raw) {

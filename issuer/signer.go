@@ -11,8 +11,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 )
 
 // Signer is a signing key: a crypto.Signer plus its JOSE identity. It must be
@@ -35,14 +35,14 @@ const MinRSABits = 2048
 // error.
 func ParseAlgorithm(s string) (jwa.SignatureAlgorithm, error) {
 	switch s {
-	case jwa.ES256.String():
-		return jwa.ES256, nil
-	case jwa.EdDSA.String():
-		return jwa.EdDSA, nil
-	case jwa.RS256.String():
-		return jwa.RS256, nil
+	case jwa.ES256().String():
+		return jwa.ES256(), nil
+	case jwa.EdDSA().String():
+		return jwa.EdDSA(), nil
+	case jwa.RS256().String():
+		return jwa.RS256(), nil
 	}
-	return "", fmt.Errorf("issuer: unsupported signature algorithm %q (want ES256, EdDSA or RS256)", s)
+	return jwa.EmptySignatureAlgorithm(), fmt.Errorf("issuer: unsupported signature algorithm %q (want ES256, EdDSA or RS256)", s)
 }
 
 // NewSigner wraps key as a Signer for alg. It checks that the key type
@@ -78,11 +78,11 @@ func GenerateSigner(alg jwa.SignatureAlgorithm) (Signer, error) {
 	}
 	var key crypto.Signer
 	switch alg {
-	case jwa.ES256:
+	case jwa.ES256():
 		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case jwa.EdDSA:
+	case jwa.EdDSA():
 		_, key, err = ed25519.GenerateKey(rand.Reader)
-	case jwa.RS256:
+	case jwa.RS256():
 		key, err = rsa.GenerateKey(rand.Reader, MinRSABits)
 	}
 	if err != nil {
@@ -94,7 +94,7 @@ func GenerateSigner(alg jwa.SignatureAlgorithm) (Signer, error) {
 // PublicJWK returns the public key of s as a JWK (RFC 7517) with "kid",
 // "alg" and "use": "sig" set, ready for a JWKS document.
 func PublicJWK(s Signer) (jwk.Key, error) {
-	key, err := jwk.FromRaw(s.Public())
+	key, err := jwk.Import(s.Public())
 	if err != nil {
 		return nil, fmt.Errorf("issuer: public key as JWK: %w", err)
 	}
@@ -128,13 +128,13 @@ func checkKeyType(pub crypto.PublicKey, alg jwa.SignatureAlgorithm) error {
 	var ok bool
 	var want string
 	switch alg {
-	case jwa.ES256:
+	case jwa.ES256():
 		k, isEC := pub.(*ecdsa.PublicKey)
 		ok, want = isEC && k.Curve == elliptic.P256(), "a P-256 ECDSA key"
-	case jwa.EdDSA:
+	case jwa.EdDSA():
 		k, isEd := pub.(ed25519.PublicKey)
 		ok, want = isEd && len(k) == ed25519.PublicKeySize, "an Ed25519 key"
-	case jwa.RS256:
+	case jwa.RS256():
 		k, isRSA := pub.(*rsa.PublicKey)
 		ok, want = isRSA && k.N.BitLen() >= MinRSABits, fmt.Sprintf("an RSA key of at least %d bits", MinRSABits)
 	}
@@ -160,7 +160,7 @@ func describeKey(pub crypto.PublicKey) string {
 // thumbprint returns the RFC 7638 §3 JWK thumbprint of pub with SHA-256,
 // unpadded base64url encoded, as used for "kid".
 func thumbprint(pub crypto.PublicKey) (string, error) {
-	key, err := jwk.FromRaw(pub)
+	key, err := jwk.Import(pub)
 	if err != nil {
 		return "", fmt.Errorf("issuer: public key as JWK: %w", err)
 	}

@@ -9,17 +9,17 @@ import (
 	"crypto/rsa"
 	"testing"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/signertest"
 )
 
 func TestGenerateSigner(t *testing.T) {
-	for _, alg := range []jwa.SignatureAlgorithm{jwa.ES256, jwa.EdDSA, jwa.RS256} {
+	for _, alg := range []jwa.SignatureAlgorithm{jwa.ES256(), jwa.EdDSA(), jwa.RS256()} {
 		t.Run(alg.String(), func(t *testing.T) {
 			signertest.Run(t, alg, func(t *testing.T) issuer.Signer {
-				if alg == jwa.RS256 {
+				if alg == jwa.RS256() {
 					return testSigner(t, alg) // RSA key generation is slow
 				}
 				s, err := issuer.GenerateSigner(alg)
@@ -33,7 +33,7 @@ func TestGenerateSigner(t *testing.T) {
 }
 
 func TestGenerateSignerUnsupported(t *testing.T) {
-	_, err := issuer.GenerateSigner(jwa.ES384)
+	_, err := issuer.GenerateSigner(jwa.ES384())
 	const want = `issuer: unsupported signature algorithm "ES384" (want ES256, EdDSA or RS256)`
 	if err == nil || err.Error() != want {
 		t.Fatalf("GenerateSigner(ES384) error = %v, want %q", err, want)
@@ -59,11 +59,11 @@ func TestNewSigner(t *testing.T) {
 		{name: "baseline ES256"},
 		{
 			name:           "EdDSA",
-			overrideParams: func(p *params) { p.key, p.alg = ed, jwa.EdDSA },
+			overrideParams: func(p *params) { p.key, p.alg = ed, jwa.EdDSA() },
 		},
 		{
 			name:           "RS256",
-			overrideParams: func(p *params) { p.key, p.alg = rsa2048, jwa.RS256 },
+			overrideParams: func(p *params) { p.key, p.alg = rsa2048, jwa.RS256() },
 		},
 		{
 			name:           "nil key",
@@ -72,7 +72,7 @@ func TestNewSigner(t *testing.T) {
 		},
 		{
 			name:           "unsupported algorithm",
-			overrideParams: func(p *params) { p.alg = jwa.ES384 },
+			overrideParams: func(p *params) { p.alg = jwa.ES384() },
 			expectErr:      `issuer: unsupported signature algorithm "ES384" (want ES256, EdDSA or RS256)`,
 		},
 		{
@@ -87,22 +87,22 @@ func TestNewSigner(t *testing.T) {
 		},
 		{
 			name:           "EdDSA with ECDSA",
-			overrideParams: func(p *params) { p.alg = jwa.EdDSA },
+			overrideParams: func(p *params) { p.alg = jwa.EdDSA() },
 			expectErr:      "issuer: EdDSA needs an Ed25519 key, got ECDSA P-256",
 		},
 		{
 			name:           "RS256 with Ed25519",
-			overrideParams: func(p *params) { p.key, p.alg = ed, jwa.RS256 },
+			overrideParams: func(p *params) { p.key, p.alg = ed, jwa.RS256() },
 			expectErr:      "issuer: RS256 needs an RSA key of at least 2048 bits, got Ed25519",
 		},
 		{
 			name:           "RS256 with RSA-1024",
-			overrideParams: func(p *params) { p.key, p.alg = rsa1024, jwa.RS256 },
+			overrideParams: func(p *params) { p.key, p.alg = rsa1024, jwa.RS256() },
 			expectErr:      "issuer: RS256 needs an RSA key of at least 2048 bits, got RSA-1024",
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := params{key: p256, alg: jwa.ES256}
+			p := params{key: p256, alg: jwa.ES256()}
 			if tt.overrideParams != nil {
 				tt.overrideParams(&p)
 			}
@@ -127,9 +127,9 @@ func TestParseAlgorithm(t *testing.T) {
 		want      jwa.SignatureAlgorithm
 		expectErr string
 	}{
-		{in: "ES256", want: jwa.ES256},
-		{in: "EdDSA", want: jwa.EdDSA},
-		{in: "RS256", want: jwa.RS256},
+		{in: "ES256", want: jwa.ES256()},
+		{in: "EdDSA", want: jwa.EdDSA()},
+		{in: "RS256", want: jwa.RS256()},
 		{in: "es256", expectErr: `issuer: unsupported signature algorithm "es256" (want ES256, EdDSA or RS256)`},
 		{in: "HS256", expectErr: `issuer: unsupported signature algorithm "HS256" (want ES256, EdDSA or RS256)`},
 		{in: "none", expectErr: `issuer: unsupported signature algorithm "none" (want ES256, EdDSA or RS256)`},

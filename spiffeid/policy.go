@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/spiffe-sts/spiffe-sts/internal/jwtcheck"
 )
 
 // Rule is what callers whose SPIFFE ID matches Pattern may obtain.
@@ -160,7 +161,7 @@ func validateRule(i int, r *Rule) error {
 		}
 	}
 	for k, scope := range r.Scopes {
-		if err := validateScope(scope); err != nil {
+		if err := jwtcheck.CheckScopeToken(scope); err != nil {
 			return fail("scopes", err)
 		}
 		if slices.Contains(r.Scopes[:k], scope) {
@@ -188,21 +189,6 @@ func validateRule(i int, r *Rule) error {
 			return fail("delegation", errors.New("empty subject pattern"))
 		case slices.Contains(d.Issuers, ""):
 			return fail("delegation", errors.New("empty issuer name"))
-		}
-	}
-	return nil
-}
-
-// validateScope checks that scope is an RFC 6749 §3.3 scope-token:
-//
-//	scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-func validateScope(scope string) error {
-	if strings.TrimSpace(scope) == "" {
-		return errors.New("empty scope")
-	}
-	for _, c := range scope {
-		if c < 0x21 || c == 0x22 || c == 0x5C || c > 0x7E {
-			return fmt.Errorf("scope %q contains %q, which RFC 6749 §3.3 does not allow", scope, c)
 		}
 	}
 	return nil

@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
@@ -133,12 +133,28 @@ type externalIssuerSettings struct {
 	Issuer   string
 	JWKSURL  string
 	JWKSFile string
+	// JWKSFileAt locates jwks_file in the configuration file, for the
+	// errors of reading it; zero without jwks_file.
+	JWKSFileAt attrAt
 	// CAFile is the PEM bundle trusted for JWKSURL; empty for the system
 	// roots.
 	CAFile   string
 	Audience string
 	// Algorithms is nil for extissuer.DefaultAlgorithms.
 	Algorithms []jwa.SignatureAlgorithm
+}
+
+// attrAt locates an attribute of the configuration file, for a configError
+// found after parsing.
+type attrAt struct {
+	File string
+	Line int
+	Key  string
+}
+
+// errorf returns a configError for the attribute.
+func (a attrAt) errorf(format string, args ...any) error {
+	return &configError{File: a.File, Line: a.Line, Key: a.Key, Err: fmt.Errorf(format, args...)}
 }
 
 // configError is a problem with one value of the configuration file. It
@@ -452,7 +468,7 @@ func checkHostPort(addr string) error {
 // issuerConfig translates the optional issuer block; b is nil when it is
 // absent. DefaultTTL is always usable, even when the error is not nil.
 func issuerConfig(b *issuerBlock, at blockAt) (issuerSettings, error) {
-	s := issuerSettings{Algorithm: jwa.ES256, DefaultTTL: issuer.DefaultTTL}
+	s := issuerSettings{Algorithm: jwa.ES256(), DefaultTTL: issuer.DefaultTTL}
 	if b == nil {
 		return s, nil
 	}
@@ -518,6 +534,9 @@ func externalIssuers(blocks []externalIssuerBlock, at []blockAt) ([]externalIssu
 		}
 		if b.CAFile != "" && b.JWKSURL == "" {
 			fail("ca_file", "applies to jwks_url only")
+		}
+		if b.JWKSFile != "" {
+			s.JWKSFileAt = attrAt{File: at[i].file, Line: at[i].lineOf("jwks_file"), Key: at[i].name + ": jwks_file"}
 		}
 		if b.Audience == "" {
 			fail("audience", "is required")

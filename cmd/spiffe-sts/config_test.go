@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
@@ -70,7 +70,7 @@ func baselineExpected() *config {
 			LogLevel:        hclog.Debug,
 			LogJSON:         true,
 		},
-		Issuer: issuerSettings{Algorithm: jwa.EdDSA, DefaultTTL: 10 * time.Minute},
+		Issuer: issuerSettings{Algorithm: jwa.EdDSA(), DefaultTTL: 10 * time.Minute},
 		Rules: []stsid.Rule{
 			{
 				Pattern:       stsid.RequirePattern("spiffe://example.org/ns/*/sa/web"),
@@ -133,7 +133,7 @@ func TestParseConfig(t *testing.T) {
 				c.Server.HealthAddress = ""
 				c.Server.LogLevel = hclog.Info
 				c.Server.LogJSON = false
-				c.Issuer = issuerSettings{Algorithm: jwa.ES256, DefaultTTL: 5 * time.Minute}
+				c.Issuer = issuerSettings{Algorithm: jwa.ES256(), DefaultTTL: 5 * time.Minute}
 				c.Rules = nil
 			},
 		},
@@ -141,7 +141,7 @@ func TestParseConfig(t *testing.T) {
 			name:           "empty issuer block",
 			overrideConfig: replace("  signing_algorithm = \"EdDSA\"\n  default_ttl       = \"10m\"\n", ""),
 			overrideExpected: func(c *config) {
-				c.Issuer = issuerSettings{Algorithm: jwa.ES256, DefaultTTL: 5 * time.Minute}
+				c.Issuer = issuerSettings{Algorithm: jwa.ES256(), DefaultTTL: 5 * time.Minute}
 				c.Rules[1].MaxTTL = 5 * time.Minute
 			},
 		},
@@ -153,7 +153,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name:             "RS256",
 			overrideConfig:   replace(`"EdDSA"`, `"RS256"`),
-			overrideExpected: func(c *config) { c.Issuer.Algorithm = jwa.RS256 },
+			overrideExpected: func(c *config) { c.Issuer.Algorithm = jwa.RS256() },
 		},
 		{
 			name:             "workload API socket from the environment",
@@ -567,12 +567,15 @@ func externalExpected() *config {
 			JWKSURL:    "https://idp.example.com/jwks",
 			CAFile:     "/etc/spiffe-sts/corp-ca.pem",
 			Audience:   "spiffe-sts",
-			Algorithms: []jwa.SignatureAlgorithm{jwa.RS256, jwa.ES256},
+			Algorithms: []jwa.SignatureAlgorithm{jwa.RS256(), jwa.ES256()},
 		},
 		{
 			Name:     "k8s",
 			Issuer:   "https://kubernetes.default.svc.cluster.local",
 			JWKSFile: "/etc/spiffe-sts/k8s-jwks.json",
+			JWKSFileAt: attrAt{
+				File: "sts.hcl", Line: 39, Key: `external_issuer "k8s": jwks_file`,
+			},
 			Audience: "spiffe-sts",
 		},
 	}
@@ -606,9 +609,12 @@ func TestParseConfigExternalIssuers(t *testing.T) {
 			name: "baseline",
 		},
 		{
-			name:             "default algorithms",
-			overrideConfig:   deleteLine(`algorithms = ["RS256", "ES256"]`),
-			overrideExpected: func(c *config) { c.ExternalIssuers[0].Algorithms = nil },
+			name:           "default algorithms",
+			overrideConfig: deleteLine(`algorithms = ["RS256", "ES256"]`),
+			overrideExpected: func(c *config) {
+				c.ExternalIssuers[0].Algorithms = nil
+				c.ExternalIssuers[1].JWKSFileAt.Line-- // one line up
+			},
 		},
 		{
 			name:             "every supported algorithm",
@@ -616,9 +622,12 @@ func TestParseConfigExternalIssuers(t *testing.T) {
 			overrideExpected: func(c *config) { c.ExternalIssuers[0].Algorithms = extissuer.SupportedAlgorithms() },
 		},
 		{
-			name:             "jwks_url without ca_file",
-			overrideConfig:   deleteLine(`ca_file`),
-			overrideExpected: func(c *config) { c.ExternalIssuers[0].CAFile = "" },
+			name:           "jwks_url without ca_file",
+			overrideConfig: deleteLine(`ca_file`),
+			overrideExpected: func(c *config) {
+				c.ExternalIssuers[0].CAFile = ""
+				c.ExternalIssuers[1].JWKSFileAt.Line-- // one line up
+			},
 		},
 		{
 			name:             "issuer with a path",

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
@@ -220,9 +221,15 @@ func newExternalIssuers(ctx context.Context, settings []externalIssuerSettings) 
 			Name:       s.Name,
 			Issuer:     s.Issuer,
 			JWKSURL:    s.JWKSURL,
-			JWKSFile:   s.JWKSFile,
 			Audience:   s.Audience,
 			Algorithms: s.Algorithms,
+		}
+		if s.JWKSFile != "" {
+			keys, err := readJWKSFile(s.JWKSFile, s.JWKSFileAt)
+			if err != nil {
+				return nil, err
+			}
+			cfg.JWKS = keys
 		}
 		if s.JWKSURL != "" {
 			client, err := jwksClient(s.CAFile)
@@ -234,12 +241,30 @@ func newExternalIssuers(ctx context.Context, settings []externalIssuerSettings) 
 		fetchCtx, cancel := context.WithTimeout(ctx, jwksStartTimeout)
 		ext, err := extissuer.New(fetchCtx, cfg)
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil && s.JWKSFile != "":
+			// With fixed keys, what New can refuse is the file's keys.
+			return nil, s.JWKSFileAt.errorf("%s: %w", s.JWKSFile, err)
+		case err != nil:
 			return nil, fmt.Errorf("%s %q: %w", blockExternal, s.Name, err)
 		}
 		issuers = append(issuers, ext)
 	}
 	return issuers, nil
+}
+
+// readJWKSFile reads and parses the JWKS document (RFC 7517 §5) at path;
+// errors are configErrors at at, the jwks_file attribute.
+func readJWKSFile(path string, at attrAt) (jwk.Set, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, at.errorf("%w", err)
+	}
+	set, err := jwk.Parse(b)
+	if err != nil {
+		return nil, at.errorf("%s is not a usable JWKS document: %w", path, err)
+	}
+	return set, nil
 }
 
 // jwksClient returns the HTTP client for a JWKS URL: it trusts the PEM

@@ -771,8 +771,8 @@ func TestRunExternalIssuerErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		blocks       string
-		expectErr    string // exact
-		expectPrefix string // for errors with text of net/http
+		expectErr    string // exact; CONFIG is the configuration file
+		expectPrefix string // for errors with text of net/http or jwx; CONFIG as above
 	}{
 		{
 			name:         "JWKS URL unreachable",
@@ -797,12 +797,17 @@ func TestRunExternalIssuerErrors(t *testing.T) {
 		{
 			name:      "JWKS file missing",
 			blocks:    block(fmt.Sprintf("  jwks_file = %q\n", missing)),
-			expectErr: `external_issuer "corp": extissuer: corp: JWKS file: open ` + missing + `: no such file or directory`,
+			expectErr: `CONFIG:19: external_issuer "corp": jwks_file: open ` + missing + `: no such file or directory`,
 		},
 		{
 			name:      "JWKS file without a key for the algorithms",
 			blocks:    block("  jwks_file = \"testdata/corp-jwks.json\"\n  algorithms = [\"RS256\"]\n"),
-			expectErr: `external_issuer "corp": extissuer: corp: JWKS file testdata/corp-jwks.json: no key for the accepted algorithms (RS256)`,
+			expectErr: `CONFIG:19: external_issuer "corp": jwks_file: testdata/corp-jwks.json: extissuer: corp: JWKS: no key for the accepted algorithms (RS256)`,
+		},
+		{
+			name:         "JWKS file not a JWKS",
+			blocks:       block(fmt.Sprintf("  jwks_file = %q\n", notPEM)),
+			expectPrefix: `CONFIG:19: external_issuer "corp": jwks_file: ` + notPEM + ` is not a usable JWKS document: `,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -816,10 +821,10 @@ func TestRunExternalIssuerErrors(t *testing.T) {
 			switch {
 			case err == nil:
 				t.Fatalf("run succeeded\n%s", logs.String())
-			case tc.expectErr != "" && err.Error() != tc.expectErr:
-				t.Fatalf("run error:\n%s\nwant:\n%s", err, tc.expectErr)
-			case tc.expectPrefix != "" && !strings.HasPrefix(err.Error(), tc.expectPrefix):
-				t.Fatalf("run error:\n%s\nwant prefix:\n%s", err, tc.expectPrefix)
+			case tc.expectErr != "" && err.Error() != strings.ReplaceAll(tc.expectErr, "CONFIG", path):
+				t.Fatalf("run error:\n%s\nwant:\n%s", err, strings.ReplaceAll(tc.expectErr, "CONFIG", path))
+			case tc.expectPrefix != "" && !strings.HasPrefix(err.Error(), strings.ReplaceAll(tc.expectPrefix, "CONFIG", path)):
+				t.Fatalf("run error:\n%s\nwant prefix:\n%s", err, strings.ReplaceAll(tc.expectPrefix, "CONFIG", path))
 			}
 			if strings.Contains(logs.String(), "waiting for the X509-SVID") {
 				t.Errorf("run waited for the Workload API:\n%s", logs.String())

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 )
@@ -69,11 +69,16 @@ func decodeToken(raw string) (*decodedToken, error) {
 		return nil, fmt.Errorf("want one signature, got %d", len(sigs))
 	}
 	hdrs := sigs[0].ProtectedHeaders()
-	hdrMap, err := hdrs.AsMap(context.Background())
+	hdrJSON, err := json.Marshal(hdrs)
 	if err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}
-	tok := &decodedToken{keyID: hdrs.KeyID()}
+	var hdrMap map[string]any
+	if err := json.Unmarshal(hdrJSON, &hdrMap); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	tok := &decodedToken{}
+	tok.keyID, _ = hdrs.KeyID()
 	if tok.header, err = json.MarshalIndent(hdrMap, "", "  "); err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}

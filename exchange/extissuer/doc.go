@@ -53,7 +53,8 @@
 // # Keys
 //
 // Keys come from Config.JWKSURL, fetched with Config.HTTPClient and cached
-// by an accesstoken.RemoteKeySet, or from Config.JWKSFile, read once by New.
+// by an accesstoken.RemoteKeySet, or from Config.JWKS, fixed keys the
+// caller has parsed (package cmd/spiffe-sts reads them from a jwks_file).
 // Only keys usable for signatures are kept:
 //
 //   - keys with "use": "enc" and symmetric ("oct") keys are ignored;
@@ -64,8 +65,9 @@
 //     for an RSA key under the default algorithms); when none or several
 //     fit, the key is rejected, since the token must not choose.
 //
-// From a JWKS URL, keys that are rejected are left out of the set and the
-// rest is used: the issuer's document is not under the operator's control.
-// A JWKS file is the operator's, so any rejected key makes New fail, and
-// so does a file without a key for one of Config.Algorithms.
+// From a JWKS URL, keys that are rejected, or that jwx cannot parse, are
+// left out of the set and the rest is used: the issuer's document is not
+// under the operator's control. Fixed keys are the operator's, so any
+// rejected key makes New fail, and so does a set without a key for one of
+// Config.Algorithms.
 package extissuer

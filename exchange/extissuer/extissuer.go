@@ -8,16 +8,16 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/internal/jwtcheck"
 )
 
 // Errors returned by Verify, wrapped with detail; match them with
@@ -33,15 +33,15 @@ var (
 
 // DefaultAlgorithms are the signature algorithms accepted when
 // Config.Algorithms is empty.
-var DefaultAlgorithms = []jwa.SignatureAlgorithm{jwa.RS256, jwa.ES256}
+var DefaultAlgorithms = []jwa.SignatureAlgorithm{jwa.RS256(), jwa.ES256()}
 
 // supportedAlgorithms are the asymmetric algorithms Config.Algorithms may
 // name (RFC 7518 §3.1, RFC 8037 §3.1).
 var supportedAlgorithms = []jwa.SignatureAlgorithm{
-	jwa.RS256, jwa.RS384, jwa.RS512,
-	jwa.PS256, jwa.PS384, jwa.PS512,
-	jwa.ES256, jwa.ES384, jwa.ES512,
-	jwa.EdDSA,
+	jwa.RS256(), jwa.RS384(), jwa.RS512(),
+	jwa.PS256(), jwa.PS384(), jwa.PS512(),
+	jwa.ES256(), jwa.ES384(), jwa.ES512(),
+	jwa.EdDSA(),
 }
 
 // ParseAlgorithm maps an RFC 7518 §3.1 (or RFC 8037 §3.1) asymmetric
@@ -54,7 +54,7 @@ func ParseAlgorithm(s string) (jwa.SignatureAlgorithm, error) {
 			return alg, nil
 		}
 	}
-	return "", fmt.Errorf("extissuer: unsupported signature algorithm %q (want one of %s)", s, algorithmList())
+	return jwa.EmptySignatureAlgorithm(), fmt.Errorf("extissuer: unsupported signature algorithm %q (want one of %s)", s, algorithmList())
 }
 
 // SupportedAlgorithms returns the algorithms ParseAlgorithm accepts.
@@ -80,10 +80,13 @@ type Config struct {
 	Issuer string
 	// JWKSURL is the https URL of the issuer's JWKS (RFC 7517 §5), the
 	// "jwks_uri" of its OpenID or RFC 8414 metadata. Exactly one of
-	// JWKSURL and JWKSFile is required.
+	// JWKSURL and JWKS is required.
 	JWKSURL string
-	// JWKSFile is the path of a JWKS document, read once by New.
-	JWKSFile string
+	// JWKS are fixed keys of the issuer, such as a parsed JWKS document
+	// (jwk.Parse) that the caller read from a file. Every key in it must
+	// be usable (see the package documentation), and one at least must
+	// have an accepted algorithm. New does not modify it.
+	JWKS jwk.Set
 	// Audience is this server's identifier at the issuer: a token's "aud"
 	// must contain it. Required.
 	Audience string
@@ -108,7 +111,6 @@ type Issuer struct {
 	issuer   string
 	audience string
 	algs     []jwa.SignatureAlgorithm
-	keys     accesstoken.KeySet
 	leeway   time.Duration
 	now      func() time.Time
 	provider jws.KeyProvider
@@ -135,15 +137,15 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 	if i.now == nil {
 		i.now = time.Now
 	}
-	i.provider = jws.KeyProviderFunc(i.provideKey)
 
+	var keys accesstoken.KeySet
 	var err error
-	if cfg.JWKSFile != "" {
-		i.keys, err = loadKeyFile(cfg.JWKSFile, i.algs)
+	if cfg.JWKS != nil {
+		keys, err = staticKeys(cfg.JWKS, i.algs)
 	} else {
 		client := *cfg.HTTPClient
 		client.Transport = &jwksTransport{base: cfg.HTTPClient.Transport, algs: i.algs}
-		i.keys, err = accesstoken.NewRemoteKeySet(ctx, cfg.JWKSURL, accesstoken.RemoteKeySetConfig{
+		keys, err = accesstoken.NewRemoteKeySet(ctx, cfg.JWKSURL, accesstoken.RemoteKeySetConfig{
 			HTTPClient: &client,
 			Now:        cfg.Now,
 		})
@@ -151,6 +153,7 @@ func New(ctx context.Context, cfg Config) (*Issuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("extissuer: %s: %w", cfg.Name, err)
 	}
+	i.provider = jwtcheck.KeyProvider(keys, i.algs)
 	return i, nil
 }
 
@@ -163,8 +166,8 @@ func (c *Config) validate() error {
 		return errors.New("extissuer: Name is required")
 	case c.Audience == "":
 		return fail("Audience is required")
-	case (c.JWKSURL == "") == (c.JWKSFile == ""):
-		return fail("exactly one of JWKSURL and JWKSFile is required")
+	case (c.JWKSURL == "") == (c.JWKS == nil):
+		return fail("exactly one of JWKSURL and JWKS is required")
 	case c.JWKSURL != "" && c.HTTPClient == nil:
 		return fail("HTTPClient is required with JWKSURL")
 	case c.Leeway < 0:
@@ -223,7 +226,7 @@ func (i *Issuer) Issuer() string { return i.issuer }
 // Verify checks raw (see the package documentation) and returns its
 // claims. Each call returns new claims.
 func (i *Issuer) Verify(ctx context.Context, raw string) (*accesstoken.Claims, error) {
-	if !isCompactJWS(raw) {
+	if !jwtcheck.IsCompactJWS(raw) {
 		return nil, fmt.Errorf("%w: not a JWS compact serialization", ErrMalformed)
 	}
 	payload, err := jws.Verify([]byte(raw), jws.WithKeyProvider(i.provider), jws.WithContext(ctx))
@@ -244,60 +247,16 @@ func (i *Issuer) Verify(ctx context.Context, raw string) (*accesstoken.Claims, e
 	switch {
 	case tc.Expiry == nil:
 		return nil, fmt.Errorf("%w: no exp", ErrMalformed)
-	case !now.Before(tc.Expiry.time().Add(i.leeway)):
+	case jwtcheck.Expired(now, int64(*tc.Expiry), i.leeway):
 		return nil, fmt.Errorf("%w at %s", ErrExpired, tc.Expiry)
-	case tc.NotBefore != nil && now.Add(i.leeway).Before(tc.NotBefore.time()):
+	case tc.NotBefore != nil && jwtcheck.NotYetValid(now, int64(*tc.NotBefore), i.leeway):
 		return nil, fmt.Errorf("%w: nbf is %s", ErrNotYetValid, tc.NotBefore)
-	case tc.IssuedAt != nil && now.Add(i.leeway).Before(tc.IssuedAt.time()):
+	case tc.IssuedAt != nil && jwtcheck.NotYetValid(now, int64(*tc.IssuedAt), i.leeway):
 		return nil, fmt.Errorf("%w: iat is %s", ErrNotYetValid, tc.IssuedAt)
 	case tc.Subject == "":
 		return nil, fmt.Errorf("%w: no sub", ErrMalformed)
 	}
 	return tc.claims()
-}
-
-// provideKey resolves the header's "kid" through the key set and insists
-// that the header's "alg" is the key's own and an accepted one.
-func (i *Issuer) provideKey(ctx context.Context, sink jws.KeySink, sig *jws.Signature, _ *jws.Message) error {
-	hdr := sig.ProtectedHeaders()
-	kid, alg := hdr.KeyID(), hdr.Algorithm()
-	if kid == "" {
-		return errors.New("token has no kid")
-	}
-	if !slices.Contains(i.algs, alg) {
-		return fmt.Errorf("algorithm %q not accepted", alg)
-	}
-	key, err := i.keys.LookupKey(ctx, kid)
-	if err != nil {
-		return err
-	}
-	if key.Algorithm().String() != alg.String() {
-		return fmt.Errorf("algorithm %q does not match key %q (%s)", alg, kid, key.Algorithm())
-	}
-	sink.Key(alg, key)
-	return nil
-}
-
-// isCompactJWS reports whether raw has the shape of a JWS compact
-// serialization (RFC 7515 §7.1): three non-empty base64url parts separated
-// by dots. The JSON serialization, an unsigned JWT and a detached payload
-// are refused before any parsing.
-func isCompactJWS(raw string) bool {
-	dots, last := 0, -1
-	for k := 0; k < len(raw); k++ {
-		switch c := raw[k]; {
-		case c == '.':
-			if k == last+1 {
-				return false // empty part
-			}
-			dots++
-			last = k
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
-			return false
-		}
-	}
-	return dots == 2 && last < len(raw)-1
 }
 
 // tokenClaims is the payload as the issuer sends it.
@@ -392,26 +351,11 @@ func (s *scopeClaim) UnmarshalJSON(b []byte) error {
 		return errors.New("scope is neither a string nor an array of strings")
 	}
 	for _, scope := range scopes {
-		if err := checkScopeToken(scope); err != nil {
+		if err := jwtcheck.CheckScopeToken(scope); err != nil {
 			return err
 		}
 	}
 	s.value = strings.Join(scopes, " ")
-	return nil
-}
-
-// checkScopeToken checks an RFC 6749 §3.3 scope-token:
-//
-//	scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-func checkScopeToken(scope string) error {
-	if scope == "" {
-		return errors.New("empty scope")
-	}
-	for _, c := range scope {
-		if c < 0x21 || c == 0x22 || c == 0x5C || c > 0x7E {
-			return fmt.Errorf("scope %q contains %q, which RFC 6749 §3.3 does not allow", scope, c)
-		}
-	}
 	return nil
 }
 
@@ -436,30 +380,22 @@ func (d numericDate) time() time.Time { return time.Unix(int64(d), 0) }
 
 func (d numericDate) String() string { return d.time().UTC().Format(time.RFC3339) }
 
-// loadKeyFile reads a JWKS file; every key in it must be usable, and one
-// at least must have an accepted algorithm.
-func loadKeyFile(path string, algs []jwa.SignatureAlgorithm) (*accesstoken.StaticKeySet, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("JWKS file: %w", err)
-	}
-	set, err := jwk.Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("JWKS file %s: %w", path, err)
-	}
+// staticKeys returns the keys of set; every key in it must be usable, and
+// one at least must have an accepted algorithm.
+func staticKeys(set jwk.Set, algs []jwa.SignatureAlgorithm) (*accesstoken.StaticKeySet, error) {
 	usable, err := signatureKeys(set, algs, true)
 	if err != nil {
-		return nil, fmt.Errorf("JWKS file %s: %w", path, err)
+		return nil, fmt.Errorf("JWKS: %w", err)
 	}
 	accepted := 0
 	for k := 0; k < usable.Len(); k++ {
 		key, _ := usable.Key(k)
-		if slices.ContainsFunc(algs, func(alg jwa.SignatureAlgorithm) bool { return alg.String() == key.Algorithm().String() }) {
+		if slices.ContainsFunc(algs, func(alg jwa.SignatureAlgorithm) bool { return alg.String() == jwtcheck.KeyAlgorithm(key) }) {
 			accepted++
 		}
 	}
 	if accepted == 0 {
-		return nil, fmt.Errorf("JWKS file %s: no key for the accepted algorithms (%s)", path, algorithmNames(algs))
+		return nil, fmt.Errorf("JWKS: no key for the accepted algorithms (%s)", algorithmNames(algs))
 	}
 	return accesstoken.NewStaticKeySet(usable)
 }

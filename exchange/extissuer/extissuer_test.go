@@ -16,8 +16,6 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -25,9 +23,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
@@ -68,14 +66,14 @@ func rsaKey(t *testing.T, name string, bits int) *rsa.PrivateKey {
 // privateJWK wraps raw as a JWK with kid and, unless alg is empty, alg.
 func privateJWK(t *testing.T, raw any, kid string, alg jwa.SignatureAlgorithm) jwk.Key {
 	t.Helper()
-	key, err := jwk.FromRaw(raw)
+	key, err := jwk.Import(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := key.Set(jwk.KeyIDKey, kid); err != nil {
 		t.Fatal(err)
 	}
-	if alg != "" {
+	if alg != jwa.EmptySignatureAlgorithm() {
 		if err := key.Set(jwk.AlgorithmKey, alg); err != nil {
 			t.Fatal(err)
 		}
@@ -178,11 +176,11 @@ type signParams struct {
 }
 
 func TestVerify(t *testing.T) {
-	rsa1 := privateJWK(t, rsaKey(t, "rsa1", 2048), "rsa-1", jwa.RS256)
-	rsa2 := privateJWK(t, rsaKey(t, "rsa2", 2048), "rsa-2", jwa.RS256)
-	ec1 := privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256)
+	rsa1 := privateJWK(t, rsaKey(t, "rsa1", 2048), "rsa-1", jwa.RS256())
+	rsa2 := privateJWK(t, rsaKey(t, "rsa2", 2048), "rsa-2", jwa.RS256())
+	ec1 := privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256())
 	// other has ec-1's kid but is another key.
-	other := privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256)
+	other := privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256())
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: mustMarshalPKIX(t, &rsaKey(t, "rsa1", 2048).PublicKey)})
 
 	baselineClaims := func() map[string]any {
@@ -227,18 +225,18 @@ func TestVerify(t *testing.T) {
 		},
 		{
 			name:           "ES256 key",
-			overrideParams: func(p *signParams) { p.key, p.alg = ec1, jwa.ES256 },
+			overrideParams: func(p *signParams) { p.key, p.alg = ec1, jwa.ES256() },
 		},
 		{
 			name: "JWKS from a file",
 			overrideConfig: func(t *testing.T, c *extissuer.Config) {
 				c.JWKSURL, c.HTTPClient = "", nil
-				c.JWKSFile = writeFile(t, "jwks.json", jwksDoc(t, rsa1, ec1))
+				c.JWKS = parseSet(t, jwksDoc(t, rsa1, ec1))
 			},
 		},
 		{
 			name:              "signature by another key",
-			overrideParams:    func(p *signParams) { p.key, p.alg = other, jwa.ES256 },
+			overrideParams:    func(p *signParams) { p.key, p.alg = other, jwa.ES256() },
 			expectErrIs:       []error{extissuer.ErrSignature},
 			expectErrContains: "could not verify message",
 		},
@@ -265,7 +263,7 @@ func TestVerify(t *testing.T) {
 				p.raw = func(t *testing.T, c map[string]any) string { return unsigned(t, c, "rsa-1", "AAAA") }
 			},
 			expectErrIs:       []error{extissuer.ErrSignature},
-			expectErrContains: `algorithm "none" not accepted`,
+			expectErrContains: `algorithm not accepted: "none"`,
 		},
 		{
 			name: "unsigned JWT",
@@ -278,7 +276,7 @@ func TestVerify(t *testing.T) {
 			name: "JWS JSON serialization",
 			overrideParams: func(p *signParams) {
 				p.raw = func(t *testing.T, c map[string]any) string {
-					compact := sign(t, c, rsa1, jwa.RS256, nil)
+					compact := sign(t, c, rsa1, jwa.RS256(), nil)
 					parts := strings.Split(compact, ".")
 					b, _ := json.Marshal(map[string]string{"protected": parts[0], "payload": parts[1], "signature": parts[2]})
 					return string(b)
@@ -289,24 +287,26 @@ func TestVerify(t *testing.T) {
 		{
 			name: "HS256 with the public key as secret",
 			overrideParams: func(p *signParams) {
-				p.key, p.alg, p.hdr = pubPEM, jwa.HS256, map[string]any{"kid": "rsa-1", "typ": "JWT"}
+				p.key, p.alg, p.hdr = pubPEM, jwa.HS256(), map[string]any{"kid": "rsa-1", "typ": "JWT"}
 			},
-			overrideConfig:    func(_ *testing.T, c *extissuer.Config) { c.Algorithms = []jwa.SignatureAlgorithm{jwa.RS256} },
+			overrideConfig:    func(_ *testing.T, c *extissuer.Config) { c.Algorithms = []jwa.SignatureAlgorithm{jwa.RS256()} },
 			expectErrIs:       []error{extissuer.ErrSignature},
-			expectErrContains: `algorithm "HS256" not accepted`,
+			expectErrContains: `algorithm not accepted: "HS256"`,
 		},
 		{
 			name:              "disallowed algorithm",
-			overrideConfig:    func(_ *testing.T, c *extissuer.Config) { c.Algorithms = []jwa.SignatureAlgorithm{jwa.ES256} },
+			overrideConfig:    func(_ *testing.T, c *extissuer.Config) { c.Algorithms = []jwa.SignatureAlgorithm{jwa.ES256()} },
 			expectErrIs:       []error{extissuer.ErrSignature},
-			expectErrContains: `algorithm "RS256" not accepted`,
+			expectErrContains: `algorithm not accepted: "RS256"`,
 		},
 		{
-			name:              "algorithm other than the key's",
-			overrideConfig:    func(_ *testing.T, c *extissuer.Config) { c.Algorithms = []jwa.SignatureAlgorithm{jwa.RS256, jwa.PS256} },
-			overrideParams:    func(p *signParams) { p.alg = jwa.PS256 },
+			name: "algorithm other than the key's",
+			overrideConfig: func(_ *testing.T, c *extissuer.Config) {
+				c.Algorithms = []jwa.SignatureAlgorithm{jwa.RS256(), jwa.PS256()}
+			},
+			overrideParams:    func(p *signParams) { p.alg = jwa.PS256() },
 			expectErrIs:       []error{extissuer.ErrSignature},
-			expectErrContains: `algorithm "PS256" does not match key "rsa-1" (RS256)`,
+			expectErrContains: `algorithm not accepted: "PS256", key "rsa-1" has "RS256"`,
 		},
 		{
 			name:           "wrong issuer",
@@ -498,7 +498,7 @@ func TestVerify(t *testing.T) {
 			if tc.overrideConfig != nil {
 				tc.overrideConfig(t, &cfg)
 			}
-			params := signParams{key: rsa1, alg: jwa.RS256}
+			params := signParams{key: rsa1, alg: jwa.RS256()}
 			if tc.overrideParams != nil {
 				tc.overrideParams(&params)
 			}
@@ -564,9 +564,19 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+// weakRSAKey is a public JWK of a 1024-bit RSA key with kid and RS256,
+// which jwk.Import and jwk.Parse refuse to make.
+func weakRSAKey(t *testing.T, kid string) jwk.Key {
+	key := privateJWK(t, &rsaKey(t, "rsa1", 2048).PublicKey, kid, jwa.RS256())
+	if err := key.Set(jwk.RSANKey, rsaKey(t, "rsa1024", 1024).N.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
 // rsaWithoutKID is a signing key whose tokens carry no kid.
 func rsaWithoutKID(t *testing.T) jwk.Key {
-	key, err := jwk.FromRaw(rsaKey(t, "rsa1", 2048))
+	key, err := jwk.Import(rsaKey(t, "rsa1", 2048))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,24 +592,25 @@ func mustMarshalPKIX(t *testing.T, pub any) []byte {
 	return b
 }
 
-func writeFile(t *testing.T, name string, b []byte) string {
+// parseSet parses a JWKS document, as the caller of New does.
+func parseSet(t *testing.T, doc []byte) jwk.Set {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	set, err := jwk.Parse(doc)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return set
 }
 
 // TestKeysWithoutAlg checks how keys without "alg" get one.
 func TestKeysWithoutAlg(t *testing.T) {
-	rsaNoAlg := privateJWK(t, rsaKey(t, "rsa1", 2048), "rsa-1", "")
-	ecNoAlg := privateJWK(t, newECKey(t, elliptic.P384()), "ec-384", "")
+	rsaNoAlg := privateJWK(t, rsaKey(t, "rsa1", 2048), "rsa-1", jwa.EmptySignatureAlgorithm())
+	ecNoAlg := privateJWK(t, newECKey(t, elliptic.P384()), "ec-384", jwa.EmptySignatureAlgorithm())
 	_, edRaw, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	edNoAlg := privateJWK(t, edRaw, "ed-1", "")
+	edNoAlg := privateJWK(t, edRaw, "ed-1", jwa.EmptySignatureAlgorithm())
 	claims := map[string]any{"iss": testIssuer, "sub": "alice", "aud": testAudience, "exp": testNow.Add(time.Minute).Unix()}
 
 	for _, tc := range []struct {
@@ -608,31 +619,30 @@ func TestKeysWithoutAlg(t *testing.T) {
 		key       jwk.Key
 		alg       jwa.SignatureAlgorithm
 		expectErr string // for the JWKS URL
-		// expectFileErr is New's error for the same keys in a file; the
-		// URL's when empty.
+		// expectFileErr is New's error for the same keys given as JWKS;
+		// the URL's when empty.
 		expectFileErr string
 	}{
-		{name: "RSA under the default algorithms", key: rsaNoAlg, alg: jwa.RS256},
-		{name: "P-384", algs: []jwa.SignatureAlgorithm{jwa.RS256, jwa.ES384}, key: ecNoAlg, alg: jwa.ES384},
-		{name: "Ed25519", algs: []jwa.SignatureAlgorithm{jwa.EdDSA, jwa.ES256}, key: edNoAlg, alg: jwa.EdDSA},
+		{name: "RSA under the default algorithms", key: rsaNoAlg, alg: jwa.RS256()},
+		{name: "P-384", algs: []jwa.SignatureAlgorithm{jwa.RS256(), jwa.ES384()}, key: ecNoAlg, alg: jwa.ES384()},
+		{name: "Ed25519", algs: []jwa.SignatureAlgorithm{jwa.EdDSA(), jwa.ES256()}, key: edNoAlg, alg: jwa.EdDSA()},
 		{
 			name:          "RSA with two RSA algorithms",
-			algs:          []jwa.SignatureAlgorithm{jwa.RS256, jwa.PS256},
+			algs:          []jwa.SignatureAlgorithm{jwa.RS256(), jwa.PS256()},
 			key:           rsaNoAlg,
 			expectErr:     "extissuer: corp: accesstoken: fetched JWKS has no keys",
-			expectFileErr: `extissuer: corp: JWKS file %s: key 0: "rsa-1" has no alg, and 2 of the accepted algorithms fit it (want exactly 1)`,
+			expectFileErr: `extissuer: corp: JWKS: key 0: "rsa-1" has no alg, and 2 of the accepted algorithms fit it (want exactly 1)`,
 		},
 		{
 			name:          "P-384 under the default algorithms",
 			key:           ecNoAlg,
 			expectErr:     "extissuer: corp: accesstoken: fetched JWKS has no keys",
-			expectFileErr: `extissuer: corp: JWKS file %s: key 0: "ec-384" has no alg, and 0 of the accepted algorithms fit it (want exactly 1)`,
+			expectFileErr: `extissuer: corp: JWKS: key 0: "ec-384" has no alg, and 0 of the accepted algorithms fit it (want exactly 1)`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := jwksDoc(t, tc.key)
 			srv := startJWKSServer(t, doc)
-			path := writeFile(t, "jwks.json", doc)
 			for _, src := range []string{"url", "file"} {
 				cfg := extissuer.Config{
 					Name: "corp", Issuer: testIssuer, Audience: testAudience, Algorithms: tc.algs,
@@ -642,9 +652,9 @@ func TestKeysWithoutAlg(t *testing.T) {
 				if src == "url" {
 					cfg.JWKSURL, cfg.HTTPClient = srv.URL, srv.Client()
 				} else {
-					cfg.JWKSFile = path
+					cfg.JWKS = parseSet(t, doc)
 					if tc.expectFileErr != "" {
-						expectErr = strings.ReplaceAll(tc.expectFileErr, "%s", path)
+						expectErr = tc.expectFileErr
 					}
 				}
 				iss, err := extissuer.New(context.Background(), cfg)
@@ -666,22 +676,22 @@ func TestKeysWithoutAlg(t *testing.T) {
 }
 
 // TestUnusableKeys checks that a JWKS URL's unusable keys are left out and
-// a JWKS file's are errors.
+// fixed JWKS's are errors.
 func TestUnusableKeys(t *testing.T) {
-	good := privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256)
-	weak := privateJWK(t, rsaKey(t, "rsa1024", 1024), "rsa-weak", jwa.RS256)
-	noKID := privateJWK(t, newECKey(t, elliptic.P256()), "", jwa.ES256)
-	dupKID := privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256)
-	encKey := privateJWK(t, newECKey(t, elliptic.P256()), "ec-enc", "")
+	good := privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256())
+	weak := weakRSAKey(t, "rsa-weak")
+	noKID := privateJWK(t, newECKey(t, elliptic.P256()), "", jwa.ES256())
+	dupKID := privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256())
+	encKey := privateJWK(t, newECKey(t, elliptic.P256()), "ec-enc", jwa.EmptySignatureAlgorithm())
 	if err := encKey.Set(jwk.KeyUsageKey, jwk.ForEncryption); err != nil {
 		t.Fatal(err)
 	}
-	secret, err := jwk.FromRaw([]byte("0123456789abcdef0123456789abcdef"))
+	secret, err := jwk.Import([]byte("0123456789abcdef0123456789abcdef"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = secret.Set(jwk.KeyIDKey, "hmac")
-	_ = secret.Set(jwk.AlgorithmKey, jwa.HS256)
+	_ = secret.Set(jwk.AlgorithmKey, jwa.HS256())
 	claims := map[string]any{"iss": testIssuer, "sub": "alice", "aud": testAudience, "exp": testNow.Add(time.Minute).Unix()}
 
 	for _, tc := range []struct {
@@ -698,7 +708,7 @@ func TestUnusableKeys(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			set := jwk.NewSet()
 			for _, k := range []jwk.Key{good, tc.bad} {
-				if k.KeyType() != jwa.OctetSeq {
+				if k.KeyType() != jwa.OctetSeq() {
 					k, _ = jwk.PublicKeyOf(k)
 				}
 				if err := set.AddKey(k); err != nil {
@@ -718,30 +728,29 @@ func TestUnusableKeys(t *testing.T) {
 			if err != nil {
 				t.Fatalf("New with a JWKS URL: %v", err)
 			}
-			if _, err := iss.Verify(context.Background(), sign(t, claims, good, jwa.ES256, nil)); err != nil {
+			if _, err := iss.Verify(context.Background(), sign(t, claims, good, jwa.ES256(), nil)); err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
 
-			path := writeFile(t, "jwks.json", doc)
 			_, err = extissuer.New(context.Background(), extissuer.Config{
-				Name: "corp", Issuer: testIssuer, Audience: testAudience, JWKSFile: path,
+				Name: "corp", Issuer: testIssuer, Audience: testAudience, JWKS: set,
 			})
 			if tc.expectFileErr == "" {
 				if err != nil {
-					t.Fatalf("New with a JWKS file: %v", err)
+					t.Fatalf("New with JWKS: %v", err)
 				}
 				return
 			}
-			want := "extissuer: corp: JWKS file " + path + ": " + tc.expectFileErr
+			want := "extissuer: corp: JWKS: " + tc.expectFileErr
 			if err == nil || err.Error() != want {
-				t.Fatalf("New with a JWKS file: %v, want %s", err, want)
+				t.Fatalf("New with JWKS: %v, want %s", err, want)
 			}
 		})
 	}
 }
 
 func TestNew(t *testing.T) {
-	srv := startJWKSServer(t, jwksDoc(t, privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256)))
+	srv := startJWKSServer(t, jwksDoc(t, privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256())))
 	down := httptest.NewTLSServer(http.NotFoundHandler())
 	downURL := down.URL
 	down.Close()
@@ -749,7 +758,7 @@ func TestNew(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
 		overrideConfig func(t *testing.T, c *extissuer.Config)
-		expectErr      string // exact; "%s" is replaced by the JWKS file path
+		expectErr      string // exact
 		expectPrefix   string // for errors with text of net/http
 	}{
 		{name: "baseline"},
@@ -771,14 +780,14 @@ func TestNew(t *testing.T) {
 			overrideConfig: func(_ *testing.T, c *extissuer.Config) { c.Issuer = "https://login.example.com/tenant/v2.0/" },
 		},
 		{
-			name:           "both JWKS URL and file",
-			overrideConfig: func(_ *testing.T, c *extissuer.Config) { c.JWKSFile = "/etc/jwks.json" },
-			expectErr:      "extissuer: corp: exactly one of JWKSURL and JWKSFile is required",
+			name:           "both JWKS URL and JWKS",
+			overrideConfig: func(_ *testing.T, c *extissuer.Config) { c.JWKS = jwk.NewSet() },
+			expectErr:      "extissuer: corp: exactly one of JWKSURL and JWKS is required",
 		},
 		{
-			name:           "neither JWKS URL nor file",
+			name:           "neither JWKS URL nor JWKS",
 			overrideConfig: func(_ *testing.T, c *extissuer.Config) { c.JWKSURL = "" },
-			expectErr:      "extissuer: corp: exactly one of JWKSURL and JWKSFile is required",
+			expectErr:      "extissuer: corp: exactly one of JWKSURL and JWKS is required",
 		},
 		{
 			name:           "http JWKS URL",
@@ -796,9 +805,11 @@ func TestNew(t *testing.T) {
 			expectErr:      "extissuer: corp: Leeway must not be negative",
 		},
 		{
-			name:           "HS256",
-			overrideConfig: func(_ *testing.T, c *extissuer.Config) { c.Algorithms = []jwa.SignatureAlgorithm{jwa.ES256, jwa.HS256} },
-			expectErr:      `extissuer: corp: Algorithms: extissuer: unsupported signature algorithm "HS256" (want one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)`,
+			name: "HS256",
+			overrideConfig: func(_ *testing.T, c *extissuer.Config) {
+				c.Algorithms = []jwa.SignatureAlgorithm{jwa.ES256(), jwa.HS256()}
+			},
+			expectErr: `extissuer: corp: Algorithms: extissuer: unsupported signature algorithm "HS256" (want one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA)`,
 		},
 		{
 			name:           "JWKS server down",
@@ -831,37 +842,21 @@ func TestNew(t *testing.T) {
 			expectErr: `extissuer: corp: accesstoken: fetch JWKS: Get "http://127.0.0.1:1/jwks": extissuer: JWKS request to http://127.0.0.1:1/jwks is not https`,
 		},
 		{
-			name: "JWKS file missing",
+			name: "JWKS without a key for the algorithms",
 			overrideConfig: func(t *testing.T, c *extissuer.Config) {
 				c.JWKSURL, c.HTTPClient = "", nil
-				c.JWKSFile = filepath.Join(t.TempDir(), "absent.json")
+				c.JWKS = parseSet(t, jwksDoc(t, privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256())))
+				c.Algorithms = []jwa.SignatureAlgorithm{jwa.RS256(), jwa.PS256()}
 			},
-			expectErr: "extissuer: corp: JWKS file: open %s: no such file or directory",
+			expectErr: "extissuer: corp: JWKS: no key for the accepted algorithms (RS256, PS256)",
 		},
 		{
-			name: "JWKS file not JSON",
+			name: "JWKS without keys",
 			overrideConfig: func(t *testing.T, c *extissuer.Config) {
 				c.JWKSURL, c.HTTPClient = "", nil
-				c.JWKSFile = writeFile(t, "jwks.json", []byte("not json"))
+				c.JWKS = jwk.NewSet()
 			},
-			expectPrefix: "extissuer: corp: JWKS file ",
-		},
-		{
-			name: "JWKS file without a key for the algorithms",
-			overrideConfig: func(t *testing.T, c *extissuer.Config) {
-				c.JWKSURL, c.HTTPClient = "", nil
-				c.JWKSFile = writeFile(t, "jwks.json", jwksDoc(t, privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256)))
-				c.Algorithms = []jwa.SignatureAlgorithm{jwa.RS256, jwa.PS256}
-			},
-			expectErr: "extissuer: corp: JWKS file %s: no key for the accepted algorithms (RS256, PS256)",
-		},
-		{
-			name: "JWKS file without keys",
-			overrideConfig: func(t *testing.T, c *extissuer.Config) {
-				c.JWKSURL, c.HTTPClient = "", nil
-				c.JWKSFile = writeFile(t, "jwks.json", []byte(`{"keys": []}`))
-			},
-			expectErr: "extissuer: corp: JWKS file %s: no key for the accepted algorithms (RS256, ES256)",
+			expectErr: "extissuer: corp: JWKS: no key for the accepted algorithms (RS256, ES256)",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -884,8 +879,8 @@ func TestNew(t *testing.T) {
 			case err == nil:
 				t.Fatal("New succeeded, want an error")
 			case tc.expectErr != "":
-				if want := strings.ReplaceAll(tc.expectErr, "%s", cfg.JWKSFile); err.Error() != want {
-					t.Fatalf("New error:\n%s\nwant:\n%s", err, want)
+				if err.Error() != tc.expectErr {
+					t.Fatalf("New error:\n%s\nwant:\n%s", err, tc.expectErr)
 				}
 			case !strings.HasPrefix(err.Error(), tc.expectPrefix):
 				t.Fatalf("New error:\n%s\nwant prefix:\n%s", err, tc.expectPrefix)
@@ -913,7 +908,7 @@ func TestNewStopsWithContext(t *testing.T) {
 // TestRefetchIsRateLimited checks that tokens naming unknown keys do not
 // make the issuer fetch the JWKS on every call.
 func TestRefetchIsRateLimited(t *testing.T) {
-	ec1 := privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256)
+	ec1 := privateJWK(t, newECKey(t, elliptic.P256()), "ec-1", jwa.ES256())
 	srv := startJWKSServer(t, jwksDoc(t, ec1))
 	iss, err := extissuer.New(context.Background(), extissuer.Config{
 		Name: "corp", Issuer: testIssuer, Audience: testAudience,
@@ -925,8 +920,8 @@ func TestRefetchIsRateLimited(t *testing.T) {
 	}
 	claims := map[string]any{"iss": testIssuer, "sub": "alice", "aud": testAudience, "exp": testNow.Add(time.Minute).Unix()}
 	for i := range 5 {
-		unknown := privateJWK(t, newECKey(t, elliptic.P256()), "unknown", jwa.ES256)
-		if _, err := iss.Verify(context.Background(), sign(t, claims, unknown, jwa.ES256, nil)); !errors.Is(err, accesstoken.ErrUnknownKey) {
+		unknown := privateJWK(t, newECKey(t, elliptic.P256()), "unknown", jwa.ES256())
+		if _, err := iss.Verify(context.Background(), sign(t, claims, unknown, jwa.ES256(), nil)); !errors.Is(err, accesstoken.ErrUnknownKey) {
 			t.Fatalf("Verify %d: %v, want %v", i, err, accesstoken.ErrUnknownKey)
 		}
 	}

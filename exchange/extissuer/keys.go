@@ -2,16 +2,18 @@ package extissuer
 
 import (
 	"bytes"
-	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"slices"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"github.com/spiffe-sts/spiffe-sts/internal/jwtcheck"
 )
 
 // minRSABits is the smallest RSA modulus accepted.
@@ -31,22 +33,24 @@ func signatureKeys(set jwk.Set, algs []jwa.SignatureAlgorithm, strict bool) (jwk
 	seen := make(map[string]bool, set.Len())
 	for k := 0; k < set.Len(); k++ {
 		key, _ := set.Key(k)
-		if key.KeyUsage() == string(jwk.ForEncryption) {
+		if use, _ := key.KeyUsage(); use == string(jwk.ForEncryption) {
 			continue
 		}
+		var kid string
 		pub, err := jwk.PublicKeyOf(key)
 		if err == nil {
+			kid, _ = pub.KeyID()
 			err = prepareKey(pub, algs)
 		}
-		if err == nil && seen[pub.KeyID()] {
-			err = fmt.Errorf("%q: another key has the same kid", pub.KeyID())
+		if err == nil && seen[kid] {
+			err = fmt.Errorf("%q: another key has the same kid", kid)
 		}
 		if err == nil {
 			err = out.AddKey(pub)
 		}
 		switch {
 		case err == nil:
-			seen[pub.KeyID()] = true
+			seen[kid] = true
 		case strict:
 			return nil, fmt.Errorf("key %d: %w", k, err)
 		}
@@ -57,20 +61,22 @@ func signatureKeys(set jwk.Set, algs []jwa.SignatureAlgorithm, strict bool) (jwk
 // prepareKey checks that the public key can verify signatures and sets its
 // "alg" when absent.
 func prepareKey(key jwk.Key, algs []jwa.SignatureAlgorithm) error {
-	kid := key.KeyID()
+	kid, _ := key.KeyID()
 	switch {
-	case key.KeyType() == jwa.OctetSeq:
+	case key.KeyType() == jwa.OctetSeq():
 		return fmt.Errorf("%q is a symmetric key", kid)
 	case kid == "":
 		return errors.New("no kid")
 	}
-	if key.KeyType() == jwa.RSA {
-		var pub rsa.PublicKey
-		if err := key.Raw(&pub); err == nil && pub.N.BitLen() < minRSABits {
-			return fmt.Errorf("%q: RSA key of %d bits, want at least %d", kid, pub.N.BitLen(), minRSABits)
+	// jwx refuses small RSA keys only as long as its process-wide minimum
+	// is not lowered; this check does not depend on it.
+	if rsaKey, ok := key.(jwk.RSAPublicKey); ok {
+		n, _ := rsaKey.N()
+		if bits := new(big.Int).SetBytes(n).BitLen(); bits < minRSABits {
+			return fmt.Errorf("%q: RSA key of %d bits, want at least %d", kid, bits, minRSABits)
 		}
 	}
-	if key.Algorithm().String() != "" {
+	if jwtcheck.KeyAlgorithm(key) != "" {
 		return nil
 	}
 	var fit []jwa.SignatureAlgorithm
@@ -90,30 +96,32 @@ func prepareKey(key jwk.Key, algs []jwa.SignatureAlgorithm) error {
 func algorithmsFor(key jwk.Key) []jwa.SignatureAlgorithm {
 	switch k := key.(type) {
 	case jwk.RSAPublicKey:
-		return []jwa.SignatureAlgorithm{jwa.RS256, jwa.RS384, jwa.RS512, jwa.PS256, jwa.PS384, jwa.PS512}
+		return []jwa.SignatureAlgorithm{jwa.RS256(), jwa.RS384(), jwa.RS512(), jwa.PS256(), jwa.PS384(), jwa.PS512()}
 	case jwk.ECDSAPublicKey:
-		return ecdsaAlgorithm(k.Crv())
+		crv, _ := k.Crv()
+		return ecdsaAlgorithm(crv)
 	case jwk.OKPPublicKey:
-		return okpAlgorithm(k.Crv())
+		crv, _ := k.Crv()
+		return okpAlgorithm(crv)
 	}
 	return nil
 }
 
 func ecdsaAlgorithm(crv jwa.EllipticCurveAlgorithm) []jwa.SignatureAlgorithm {
 	switch crv {
-	case jwa.P256:
-		return []jwa.SignatureAlgorithm{jwa.ES256}
-	case jwa.P384:
-		return []jwa.SignatureAlgorithm{jwa.ES384}
-	case jwa.P521:
-		return []jwa.SignatureAlgorithm{jwa.ES512}
+	case jwa.P256():
+		return []jwa.SignatureAlgorithm{jwa.ES256()}
+	case jwa.P384():
+		return []jwa.SignatureAlgorithm{jwa.ES384()}
+	case jwa.P521():
+		return []jwa.SignatureAlgorithm{jwa.ES512()}
 	}
 	return nil
 }
 
 func okpAlgorithm(crv jwa.EllipticCurveAlgorithm) []jwa.SignatureAlgorithm {
-	if crv == jwa.Ed25519 {
-		return []jwa.SignatureAlgorithm{jwa.EdDSA}
+	if crv == jwa.Ed25519() {
+		return []jwa.SignatureAlgorithm{jwa.EdDSA()}
 	}
 	return nil
 }
@@ -121,8 +129,8 @@ func okpAlgorithm(crv jwa.EllipticCurveAlgorithm) []jwa.SignatureAlgorithm {
 // jwksTransport rewrites the JWKS document on its way to
 // accesstoken.RemoteKeySet, which needs every key to have a "kid" and an
 // "alg": it keeps the usable signature keys only, with "alg" set (see
-// signatureKeys). A document it cannot parse passes unchanged, for the key
-// set to report.
+// signatureKeys). A document that is not a JWKS passes unchanged, for the
+// key set to report.
 type jwksTransport struct {
 	base http.RoundTripper // http.DefaultTransport when nil
 	algs []jwa.SignatureAlgorithm
@@ -149,7 +157,10 @@ func (t *jwksTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if len(body) <= maxJWKSBytes {
-		if set, err := jwk.Parse(body); err == nil {
+		// A key jwx cannot parse (such as an RSA key under its minimum
+		// size) is left out like any other unusable key, rather than
+		// failing the whole document.
+		if set, err := jwk.Parse(body, jwk.WithIgnoreParseError(true)); err == nil {
 			if keys, err := signatureKeys(set, t.algs, false); err == nil {
 				if b, err := json.Marshal(keys); err == nil {
 					body = b

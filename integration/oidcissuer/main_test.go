@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
@@ -98,7 +98,7 @@ func postToken(t *testing.T, c *http.Client, issuer string, form url.Values) (in
 // TestServe runs the issuer as the command does and verifies its tokens
 // as spiffe-sts does, through the discovered JWKS URL.
 func TestServe(t *testing.T) {
-	for _, alg := range []jwa.SignatureAlgorithm{jwa.ES256, jwa.RS256} {
+	for _, alg := range []jwa.SignatureAlgorithm{jwa.ES256(), jwa.RS256()} {
 		t.Run(alg.String(), func(t *testing.T) {
 			issuer, client, stop := startServe(t, alg)
 
@@ -152,8 +152,12 @@ func TestServe(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if h := msg.Signatures()[0].ProtectedHeaders(); h.Type() != "JWT" || h.KeyID() == "" || h.Algorithm() != alg {
-				t.Fatalf("header typ %q kid %q alg %q", h.Type(), h.KeyID(), h.Algorithm())
+			h := msg.Signatures()[0].ProtectedHeaders()
+			typ, _ := h.Type()
+			kid, _ := h.KeyID()
+			hdrAlg, _ := h.Algorithm()
+			if typ != "JWT" || kid == "" || hdrAlg != alg {
+				t.Fatalf("header typ %q kid %q alg %q", typ, kid, hdrAlg)
 			}
 
 			if err := stop(); err != nil {
@@ -168,7 +172,7 @@ func TestServe(t *testing.T) {
 
 func TestToken(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	s, err := newServer("https://127.0.0.1:8443", jwa.ES256, func() time.Time { return now })
+	s, err := newServer("https://127.0.0.1:8443", jwa.ES256(), func() time.Time { return now })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,9 +25,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -57,12 +57,12 @@ type options struct {
 
 func parseAlgorithm(s string) (jwa.SignatureAlgorithm, error) {
 	switch s {
-	case jwa.ES256.String():
-		return jwa.ES256, nil
-	case jwa.RS256.String():
-		return jwa.RS256, nil
+	case jwa.ES256().String():
+		return jwa.ES256(), nil
+	case jwa.RS256().String():
+		return jwa.RS256(), nil
 	}
-	return "", fmt.Errorf("unsupported -alg %q: want ES256 or RS256", s)
+	return jwa.EmptySignatureAlgorithm(), fmt.Errorf("unsupported -alg %q: want ES256 or RS256", s)
 }
 
 // serve listens on opts.Addr, writes the certificate to opts.CertOut,
@@ -141,9 +141,9 @@ func newServer(issuer string, alg jwa.SignatureAlgorithm, now func() time.Time) 
 	var raw crypto.Signer
 	var err error
 	switch alg {
-	case jwa.ES256:
+	case jwa.ES256():
 		raw, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case jwa.RS256:
+	case jwa.RS256():
 		raw, err = rsa.GenerateKey(rand.Reader, 2048)
 	default:
 		return nil, fmt.Errorf("unsupported algorithm %q", alg)
@@ -151,7 +151,7 @@ func newServer(issuer string, alg jwa.SignatureAlgorithm, now func() time.Time) 
 	if err != nil {
 		return nil, err
 	}
-	key, err := jwk.FromRaw(raw)
+	key, err := jwk.Import(raw)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
@@ -84,7 +84,7 @@ func Start(t testing.TB, overrideConfig func(*exchange.Config)) *STS {
 		t.Fatal(err)
 	}
 	s.URL = "https://" + ln.Addr().String()
-	signer, err := issuer.GenerateSigner(jwa.ES256)
+	signer, err := issuer.GenerateSigner(jwa.ES256())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
 
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 )
@@ -35,9 +35,9 @@ const (
 
 // algorithms maps key file names to the algorithm of the key they hold.
 var algorithms = map[string]jwa.SignatureAlgorithm{
-	FileName(jwa.ES256): jwa.ES256,
-	FileName(jwa.EdDSA): jwa.EdDSA,
-	FileName(jwa.RS256): jwa.RS256,
+	FileName(jwa.ES256()): jwa.ES256(),
+	FileName(jwa.EdDSA()): jwa.EdDSA(),
+	FileName(jwa.RS256()): jwa.RS256(),
 }
 
 // FileName returns the name of the file in dir/keys holding the key for
@@ -227,11 +227,11 @@ func generate(alg jwa.SignatureAlgorithm) (crypto.Signer, error) {
 	var key crypto.Signer
 	var err error
 	switch alg {
-	case jwa.ES256:
+	case jwa.ES256():
 		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case jwa.EdDSA:
+	case jwa.EdDSA():
 		_, key, err = ed25519.GenerateKey(rand.Reader)
-	case jwa.RS256:
+	case jwa.RS256():
 		key, err = rsa.GenerateKey(rand.Reader, issuer.MinRSABits)
 	default:
 		err = errors.New("unsupported algorithm")

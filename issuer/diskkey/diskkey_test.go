@@ -16,14 +16,14 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/diskkey"
 	"github.com/spiffe-sts/spiffe-sts/issuer/signertest"
 )
 
-var algs = []jwa.SignatureAlgorithm{jwa.ES256, jwa.EdDSA, jwa.RS256}
+var algs = []jwa.SignatureAlgorithm{jwa.ES256(), jwa.EdDSA(), jwa.RS256()}
 
 func open(t *testing.T, dir string, alg jwa.SignatureAlgorithm) issuer.Signer {
 	t.Helper()
@@ -103,17 +103,17 @@ func TestOpenCreatesAndReopens(t *testing.T) {
 // and returned as public JWKs, without the signer's own.
 func TestOpenVerificationKeys(t *testing.T) {
 	dir := t.TempDir()
-	es := open(t, dir, jwa.ES256)
-	ed := open(t, dir, jwa.EdDSA)
+	es := open(t, dir, jwa.ES256())
+	ed := open(t, dir, jwa.EdDSA())
 
-	s, extra, err := diskkey.Open(dir, jwa.ES256)
+	s, extra, err := diskkey.Open(dir, jwa.ES256())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.KeyID() != es.KeyID() {
 		t.Errorf("signer kid %q, want %q", s.KeyID(), es.KeyID())
 	}
-	if len(extra) != 1 || extra[0].KeyID() != ed.KeyID() || extra[0].Algorithm() != jwa.EdDSA {
+	if len(extra) != 1 || keyID(extra[0]) != ed.KeyID() || keyAlg(extra[0]) != jwa.EdDSA().String() {
 		t.Fatalf("verification keys = %v, want the EdDSA key %q", extra, ed.KeyID())
 	}
 	if _, err := extra[0].PublicKey(); err != nil {
@@ -155,7 +155,7 @@ func TestOpenErrors(t *testing.T) {
 		},
 		{
 			name:           "unknown algorithm",
-			overrideParams: func(p *params) { p.alg = jwa.HS256 },
+			overrideParams: func(p *params) { p.alg = jwa.HS256() },
 			expectErr:      `diskkey: issuer: unsupported signature algorithm "HS256" (want ES256, EdDSA or RS256)`,
 		},
 		{
@@ -230,7 +230,7 @@ func TestOpenErrors(t *testing.T) {
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := params{alg: jwa.ES256, files: map[string]file{}}
+			p := params{alg: jwa.ES256(), files: map[string]file{}}
 			if tt.overrideParams != nil {
 				tt.overrideParams(&p)
 			}
@@ -321,7 +321,7 @@ func TestOpenNotRegular(t *testing.T) {
 			}
 			path := filepath.Join(keysDir, "es256.pem")
 			tt.make(t, path)
-			_, _, err := diskkey.Open(dir, jwa.ES256)
+			_, _, err := diskkey.Open(dir, jwa.ES256())
 			want := "diskkey: " + path + ": not a regular file"
 			if err == nil || err.Error() != want {
 				t.Fatalf("Open error = %v, want %q", err, want)
@@ -377,7 +377,7 @@ func TestOpenConcurrentCreate(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range kids {
 			wg.Go(func() {
-				s, _, err := diskkey.Open(dir, jwa.ES256)
+				s, _, err := diskkey.Open(dir, jwa.ES256())
 				if err != nil {
 					t.Errorf("Open: %v", err)
 					return

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/diskkey"
@@ -18,7 +18,7 @@ func ExampleOpen() {
 	defer os.RemoveAll(dir)
 
 	// The first start creates dir/keys/es256.pem; later starts load it.
-	signer, verificationKeys, err := diskkey.Open(dir, jwa.ES256)
+	signer, verificationKeys, err := diskkey.Open(dir, jwa.ES256())
 	if err != nil {
 		panic(err)
 	}
@@ -32,7 +32,7 @@ func ExampleOpen() {
 	}
 	fmt.Println(signer.Algorithm(), iss.KeySet().Len())
 
-	again, _, err := diskkey.Open(dir, jwa.ES256)
+	again, _, err := diskkey.Open(dir, jwa.ES256())
 	if err != nil {
 		panic(err)
 	}

@@ -14,9 +14,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
-	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 )
@@ -67,18 +67,18 @@ func Run(t *testing.T, alg jwa.SignatureAlgorithm, newSigner func(t *testing.T) 
 		if private, err := jwk.IsPrivateKey(key); err != nil || private {
 			t.Fatalf("PublicJWK returned a private key (IsPrivateKey = %v, %v)", private, err)
 		}
-		if got := key.KeyID(); got != s.KeyID() {
+		if got, _ := key.KeyID(); got != s.KeyID() {
 			t.Errorf("kid = %q, want %q", got, s.KeyID())
 		}
-		if got := key.Algorithm(); got.String() != alg.String() {
+		if got, _ := key.Algorithm(); got.String() != alg.String() {
 			t.Errorf("alg = %q, want %q", got, alg)
 		}
-		if got := key.KeyUsage(); got != string(jwk.ForSignature) {
+		if got, _ := key.KeyUsage(); got != string(jwk.ForSignature) {
 			t.Errorf("use = %q, want %q", got, jwk.ForSignature)
 		}
 		var raw any
-		if err := key.Raw(&raw); err != nil {
-			t.Fatalf("Raw: %v", err)
+		if err := jwk.Export(key, &raw); err != nil {
+			t.Fatalf("Export: %v", err)
 		}
 		eq, ok := s.Public().(interface{ Equal(crypto.PublicKey) bool })
 		if !ok || !eq.Equal(raw) {
@@ -164,15 +164,15 @@ func sign(t *testing.T, s issuer.Signer, payload []byte) []byte {
 func checkKeyType(t *testing.T, alg jwa.SignatureAlgorithm, pub crypto.PublicKey) {
 	t.Helper()
 	switch alg {
-	case jwa.ES256:
+	case jwa.ES256():
 		if k, ok := pub.(*ecdsa.PublicKey); !ok || k.Curve != elliptic.P256() {
 			t.Fatalf("Public() = %T, want a P-256 *ecdsa.PublicKey", pub)
 		}
-	case jwa.EdDSA:
+	case jwa.EdDSA():
 		if _, ok := pub.(ed25519.PublicKey); !ok {
 			t.Fatalf("Public() = %T, want ed25519.PublicKey", pub)
 		}
-	case jwa.RS256:
+	case jwa.RS256():
 		if k, ok := pub.(*rsa.PublicKey); !ok || k.N.BitLen() < issuer.MinRSABits {
 			t.Fatalf("Public() = %T, want an *rsa.PublicKey of at least %d bits", pub, issuer.MinRSABits)
 		}
@@ -185,9 +185,9 @@ func checkKeyType(t *testing.T, alg jwa.SignatureAlgorithm, pub crypto.PublicKey
 // of the signer under test.
 func rfc7638(t *testing.T, pub crypto.PublicKey) string {
 	t.Helper()
-	key, err := jwk.FromRaw(pub)
+	key, err := jwk.Import(pub)
 	if err != nil {
-		t.Fatalf("jwk.FromRaw: %v", err)
+		t.Fatalf("jwk.Import: %v", err)
 	}
 	sum, err := key.Thumbprint(crypto.SHA256)
 	if err != nil {
@@ -208,7 +208,7 @@ func checkRawSignature(t *testing.T, alg jwa.SignatureAlgorithm, pub crypto.Publ
 	input := []byte(parts[0] + "." + parts[1])
 	digest := sha256.Sum256(input)
 	switch alg {
-	case jwa.ES256:
+	case jwa.ES256():
 		if len(sig) != 64 {
 			t.Fatalf("ES256 signature is %d bytes, want 64 (r||s)", len(sig))
 		}
@@ -216,11 +216,11 @@ func checkRawSignature(t *testing.T, alg jwa.SignatureAlgorithm, pub crypto.Publ
 		if !ecdsa.Verify(pub.(*ecdsa.PublicKey), digest[:], r, s) {
 			t.Fatal("ES256 r||s signature does not verify with crypto/ecdsa")
 		}
-	case jwa.EdDSA:
+	case jwa.EdDSA():
 		if !ed25519.Verify(pub.(ed25519.PublicKey), input, sig) {
 			t.Fatal("EdDSA signature does not verify with crypto/ed25519")
 		}
-	case jwa.RS256:
+	case jwa.RS256():
 		if err := rsa.VerifyPKCS1v15(pub.(*rsa.PublicKey), crypto.SHA256, digest[:], sig); err != nil {
 			t.Fatalf("RS256 signature does not verify with crypto/rsa: %v", err)
 		}

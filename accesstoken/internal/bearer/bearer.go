@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/internal/jwtcheck"
 )
 
 // Errors of Token.
@@ -106,14 +107,4 @@ func MissingScopes(claims *accesstoken.Claims, required []string) []string {
 
 // ValidScope reports whether s is a scope-token (RFC 6749 §3.3), which can
 // also be written inside an RFC 6750 §3 quoted scope attribute.
-func ValidScope(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := range len(s) {
-		if c := s[i]; c < 0x21 || c == '"' || c == '\\' || c > 0x7e {
-			return false
-		}
-	}
-	return true
-}
+func ValidScope(s string) bool { return jwtcheck.IsScopeToken(s) }
