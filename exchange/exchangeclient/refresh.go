@@ -51,11 +51,11 @@ func (t *Tokens) run(e *entry, f *flight, from *heldToken, noticed time.Time) {
 
 	var events [2]Event
 	n := 0
-	start := time.Now()
+	start := t.c.clock.Now()
 	var h *heldToken
 	var err error
 	kind := EventObtained
-	if from != nil && time.Now().Before(from.expiry) {
+	if from != nil && t.c.clock.Now().Before(from.expiry) {
 		// RFC 8693 §2.1: the server re-issues the same grant (audience,
 		// scope, act) bound to the certificate of this connection, with
 		// an exp no later than the original's.
@@ -67,13 +67,13 @@ func (t *Tokens) run(e *entry, f *flight, from *heldToken, noticed time.Time) {
 		if err == nil {
 			kind = EventRebound
 		} else {
-			events[n] = Event{Kind: EventFailed, Thumbprint: e.thumb, Latency: time.Since(start), Err: fmt.Errorf("exchangeclient: re-binding the token: %w", err)}
+			events[n] = Event{Kind: EventFailed, Thumbprint: e.thumb, Latency: t.c.clock.Now().Sub(start), Err: fmt.Errorf("exchangeclient: re-binding the token: %w", err)}
 			n++
 		}
 	}
 	if h == nil {
 		err = nil
-		if prev := e.tok.Load(); prev != nil && time.Now().Before(prev.expiry) {
+		if prev := e.tok.Load(); prev != nil && t.c.clock.Now().Before(prev.expiry) {
 			kind = EventRefreshed
 		}
 		req := t.req
@@ -97,12 +97,12 @@ func (t *Tokens) run(e *entry, f *flight, from *heldToken, noticed time.Time) {
 	e.mu.Lock()
 	e.flight = nil
 	f.tok, f.err = h, err
-	ev := Event{Kind: kind, Thumbprint: e.thumb, Latency: time.Since(start), Blocking: f.blocking, Err: err}
+	ev := Event{Kind: kind, Thumbprint: e.thumb, Latency: t.c.clock.Now().Sub(start), Blocking: f.blocking, Err: err}
 	e.mu.Unlock()
 	close(f.done)
 
 	if !noticed.IsZero() {
-		ev.Latency = time.Since(noticed)
+		ev.Latency = t.c.clock.Now().Sub(noticed)
 	}
 	// Whichever request for the newest SVID ends first makes it current.
 	t.promote(e)
@@ -121,7 +121,7 @@ func (t *Tokens) run(e *entry, f *flight, from *heldToken, noticed time.Time) {
 
 // request sends req presenting e's SVID.
 func (t *Tokens) request(ctx context.Context, e *entry, req Request) (*heldToken, error) {
-	sent := time.Now()
+	sent := t.c.clock.Now()
 	tok, err := t.c.exchangeWith(ctx, e.sts, e.svid.ID, req)
 	if err != nil {
 		return nil, err
@@ -133,24 +133,20 @@ func (t *Tokens) request(ctx context.Context, e *entry, req Request) (*heldToken
 // certificate's NotAfter.
 func (t *Tokens) maintain(e *entry) {
 	defer t.wg.Done()
-	drop := time.NewTimer(time.Until(e.notAfter))
-	defer drop.Stop()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
+	clock := t.c.clock
+	drop := clock.After(e.notAfter.Sub(clock.Now()))
 	failures := 0
 	var lastFailure time.Time
 	for {
 		next, ok := t.plan(e, failures, lastFailure)
-		timer.Stop()
 		var fire <-chan time.Time
 		if ok {
-			timer.Reset(time.Until(next))
-			fire = timer.C
+			fire = clock.After(next.Sub(clock.Now()))
 		}
 		select {
 		case <-t.life.Done():
 			return
-		case <-drop.C:
+		case <-drop:
 			t.drop(e)
 			return
 		case <-e.wake:
@@ -168,7 +164,7 @@ func (t *Tokens) maintain(e *entry) {
 		}
 		if f.err != nil {
 			failures++
-			lastFailure = time.Now()
+			lastFailure = clock.Now()
 		} else {
 			failures = 0
 		}
@@ -200,7 +196,7 @@ func (t *Tokens) plan(e *entry, failures int, lastFailure time.Time) (time.Time,
 			next = retry
 		}
 	}
-	if !active && !time.Now().Before(next) {
+	if !active && !t.c.clock.Now().Before(next) {
 		// Due, but nothing uses the token: refresh when something does.
 		return time.Time{}, false
 	}

@@ -15,9 +15,8 @@ func (t *Tokens) watch() {
 	if u, ok := t.c.source.(interface{ Updated() <-chan struct{} }); ok {
 		updated = u.Updated()
 	}
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
 	for {
+		poll := t.c.clock.After(pollInterval)
 		select {
 		case <-t.life.Done():
 			return
@@ -25,7 +24,7 @@ func (t *Tokens) watch() {
 			if !ok {
 				updated = nil // a closed channel would wake us forever
 			}
-		case <-tick.C:
+		case <-poll:
 		}
 		t.checkSource()
 	}
@@ -47,7 +46,7 @@ func (t *Tokens) checkSource() *entry {
 	if latest != nil && bytes.Equal(latest.leaf.Raw, svid.Certificates[0].Raw) {
 		return latest
 	}
-	noticed := time.Now()
+	noticed := t.c.clock.Now()
 	e, err := t.entryFor(svid)
 	if err != nil {
 		return nil
@@ -89,14 +88,14 @@ func (t *Tokens) handshakeEntry() (*entry, error) {
 	if t.isClosed() {
 		return nil, ErrTokensClosed
 	}
-	if e := t.current.Load(); e != nil && !e.dropped.Load() && time.Now().Before(e.notAfter) {
+	if e := t.current.Load(); e != nil && !e.dropped.Load() && t.c.clock.Now().Before(e.notAfter) {
 		return e, nil
 	}
 	e := t.checkSource()
 	if e == nil {
 		return nil, errors.New("exchangeclient: the source has no X509-SVID")
 	}
-	if !time.Now().Before(e.notAfter) {
+	if !t.c.clock.Now().Before(e.notAfter) {
 		return nil, fmt.Errorf("%w: the source's X509-SVID x5t#S256 %s expired at %s", ErrCertificateExpired, e.thumb, e.notAfter.UTC().Format(time.RFC3339))
 	}
 	return e, nil

@@ -158,7 +158,7 @@ func (t *Tokens) Token(ctx context.Context, leaf *x509.Certificate) (string, err
 // path takes no lock and allocates nothing.
 func (t *Tokens) token(ctx context.Context, e *entry, leaf *x509.Certificate) (*heldToken, error) {
 	if e != nil && !e.dropped.Load() {
-		if h := e.tok.Load(); h != nil && time.Now().Before(h.usableUntil) {
+		if h := e.tok.Load(); h != nil && t.c.clock.Now().Before(h.usableUntil) {
 			if !e.used.Load() && e.used.CompareAndSwap(false, true) {
 				e.poke()
 			}
@@ -174,7 +174,7 @@ func (t *Tokens) token(ctx context.Context, e *entry, leaf *x509.Certificate) (*
 		case e != nil:
 		case t.isClosed():
 			return nil, ErrTokensClosed
-		case !time.Now().Before(leaf.NotAfter):
+		case !t.c.clock.Now().Before(leaf.NotAfter):
 			// Most likely an SVID whose entry was dropped.
 			return nil, fmt.Errorf("%w: x5t#S256 %s expired at %s", ErrCertificateExpired, accesstoken.Thumbprint(leaf), leaf.NotAfter.UTC().Format(time.RFC3339))
 		default:
@@ -190,7 +190,7 @@ func (t *Tokens) wait(ctx context.Context, e *entry) (*heldToken, error) {
 	if t.isClosed() {
 		return nil, ErrTokensClosed
 	}
-	now := time.Now()
+	now := t.c.clock.Now()
 	if e.dropped.Load() || !now.Before(e.notAfter) {
 		return nil, fmt.Errorf("%w: x5t#S256 %s expired at %s", ErrCertificateExpired, e.thumb, e.notAfter.UTC().Format(time.RFC3339))
 	}
