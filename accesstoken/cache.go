@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 	"weak"
+
+	"github.com/spiffe-sts/spiffe-sts/internal/boundedcache"
 )
 
 const (
@@ -18,9 +20,6 @@ const (
 	// MaxCachedTokenLen is the length of the longest token the cache keeps;
 	// longer tokens are verified in full on every call.
 	MaxCachedTokenLen = 4096
-	// evictionSample is how many entries a full cache looks at to pick one
-	// to evict.
-	evictionSample = 8
 )
 
 // tokenCache remembers tokens that passed Verify, keyed by the raw token.
@@ -95,26 +94,14 @@ func (c *tokenCache) put(raw string, claims *Claims, peerLeaf *x509.Certificate,
 	c.m[raw] = e
 }
 
-// evictLocked removes one entry: among a few sampled at random (map
-// iteration starts at a random position), an expired one or else the one
-// expiring first, as it has the least use left.
+// evictLocked makes room for one entry: among a few sampled at random, the
+// expired ones or else the one expiring first, as it has the least use left
+// (boundedcache.Evict).
 func (c *tokenCache) evictLocked(now time.Time) {
-	var victim string
-	var victimDeadline time.Time
-	n := 0
-	for k, e := range c.m {
-		if n == 0 || e.deadline.Before(victimDeadline) {
-			victim, victimDeadline = k, e.deadline
-		}
-		n++
-		if n == evictionSample || !now.Before(victimDeadline) {
-			break
-		}
-	}
-	if n > 0 {
-		delete(c.m, victim)
-	}
+	boundedcache.Evict(c.m, now, cacheDeadline)
 }
+
+func cacheDeadline(e *cacheEntry) time.Time { return e.deadline }
 
 // remove deletes raw if it still maps to e.
 func (c *tokenCache) remove(raw string, e *cacheEntry) {

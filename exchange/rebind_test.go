@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
+	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
@@ -25,6 +27,7 @@ func TestRebind(t *testing.T) {
 		name             string
 		presenter        string // SPIFFE ID of the new certificate's workload
 		newSVIDTTL       time.Duration
+		elapsed          time.Duration // on the server's clock, from minting the original to presenting it
 		overrideOriginal func(*accesstoken.Claims, *time.Duration)
 		overridePolicy   func(t *testing.T) *stsid.Policy
 		overrideExpected func(*expected)
@@ -55,7 +58,7 @@ func TestRebind(t *testing.T) {
 		},
 		{
 			name:             "an expired original",
-			overrideOriginal: func(_ *accesstoken.Claims, ttl *time.Duration) { *ttl = time.Second },
+			elapsed:          2*time.Minute + time.Second, // past the original's exp
 			overrideExpected: func(e *expected) { e.code = "invalid_grant" },
 		},
 		{
@@ -87,7 +90,10 @@ func TestRebind(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := ststest.Start(t, nil)
+			// The server reads a fake clock, so the original can expire
+			// without the test waiting for it.
+			clk := fakeclock.New(time.Now())
+			s := ststest.Start(t, func(c *exchange.Config) { c.Clock = clk.Now })
 			oldSVID := s.CA.SVID(t, ststest.WorkloadID, time.Hour)
 			original := accesstoken.Claims{Subject: ststest.WorkloadID, ClientID: ststest.WorkloadID,
 				Audience: accesstoken.Audience{ststest.APIAudience}, Scope: "read write"}
@@ -99,9 +105,7 @@ func TestRebind(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ttl < 2*time.Second {
-				time.Sleep(ttl + 1100*time.Millisecond)
-			}
+			clk.Advance(tt.elapsed)
 			if tt.overridePolicy != nil {
 				s.Server.SetPolicy(tt.overridePolicy(t))
 			}

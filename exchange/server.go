@@ -153,7 +153,7 @@ func New(cfg Config) (*Server, error) {
 		trusted:  append([]spiffeid.TrustDomain{cfg.TrustDomain}, cfg.FederatedTrustDomains...),
 		tokenURL: cfg.IssuerURL + protocol.PathToken,
 		accessTV: accesstoken.NewVerifier(cfg.IssuerURL, cfg.Keys, &accesstoken.Config{Now: cfg.Clock}),
-		svids:    newSVIDCache(svidCacheSize),
+		svids:    newSVIDCache(svidCacheSize, cfg.Clock),
 	}
 	s.policy.Store(cfg.Policy)
 	s.bufferPool.New = func() any { return new(bytes.Buffer) }

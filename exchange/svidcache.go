@@ -7,6 +7,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/spiffe-sts/spiffe-sts/internal/boundedcache"
 )
 
 // svidCache remembers JWT-SVIDs that passed full validation, so that a
@@ -17,6 +19,7 @@ import (
 // the same key; anything else validates from scratch. The audiences this
 // server accepts never change while it runs, so they need no re-check.
 type svidCache struct {
+	now     func() time.Time
 	mu      sync.RWMutex
 	max     int
 	entries map[string]svidCacheEntry
@@ -35,8 +38,10 @@ type svidCacheEntry struct {
 // some 4 MiB.
 const svidCacheSize = 4096
 
-func newSVIDCache(max int) *svidCache {
-	return &svidCache{max: max, entries: make(map[string]svidCacheEntry, max)}
+// newSVIDCache returns a cache of at most max tokens that reads the time
+// from now (exchange.Config.Clock) to find expired ones.
+func newSVIDCache(max int, now func() time.Time) *svidCache {
+	return &svidCache{now: now, max: max, entries: make(map[string]svidCacheEntry, max)}
 }
 
 // get returns a cached token valid at now and still signed by an
@@ -62,37 +67,20 @@ func (c *svidCache) get(token string, bundles jwtbundle.Source, now time.Time) (
 	return e, true
 }
 
-// put adds a validated token. When the cache is full it looks at a few
-// entries (map iteration order is random) and drops the expired ones among
-// them, or else the first: constant work per insert, and the cache stays
+// put adds a validated token. When the cache is full it drops, among a
+// few entries sampled at random, the expired ones or else the one expiring
+// first (boundedcache.Evict): constant work per insert, and the cache stays
 // within its bound whatever callers send.
 func (c *svidCache) put(token string, e svidCacheEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.entries) >= c.max {
-		now := time.Now()
-		var victim string
-		sampled, dropped := 0, false
-		for k, v := range c.entries {
-			if !now.Before(v.expiry) {
-				delete(c.entries, k)
-				dropped = true
-			} else if victim == "" {
-				victim = k
-			}
-			if sampled++; sampled == evictionSample {
-				break
-			}
-		}
-		if !dropped {
-			delete(c.entries, victim)
-		}
+	if _, ok := c.entries[token]; !ok && len(c.entries) >= c.max {
+		boundedcache.Evict(c.entries, c.now(), svidCacheExpiry)
 	}
 	c.entries[token] = e
 }
 
-// evictionSample is how many entries a full cache looks at per insert.
-const evictionSample = 8
+func svidCacheExpiry(e svidCacheEntry) time.Time { return e.expiry }
 
 func (c *svidCache) len() int {
 	c.mu.RLock()

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"fmt"
 	"testing"
 	"time"
 
@@ -61,7 +62,7 @@ func TestSVIDCache(t *testing.T) {
 			if tt.overrideNow != nil {
 				at = tt.overrideNow(now)
 			}
-			c := newSVIDCache(4)
+			c := newSVIDCache(4, func() time.Time { return now })
 			c.put("token", e)
 			got, ok := c.get("token", bundle, at)
 			if ok != tt.expectHit {
@@ -78,11 +79,59 @@ func TestSVIDCache(t *testing.T) {
 }
 
 func TestSVIDCacheBounded(t *testing.T) {
-	c := newSVIDCache(8)
+	c := newSVIDCache(8, time.Now)
 	for i := range 100 {
 		c.put(string(rune('a'+i%26))+string(rune(i)), svidCacheEntry{})
 	}
 	if n := c.len(); n > 8 {
 		t.Fatalf("%d entries, bound is 8", n)
+	}
+}
+
+// TestSVIDCacheEvictsExpired checks that a full cache drops the tokens
+// expired by its clock rather than valid ones, and that storing a token
+// it holds again evicts nothing.
+func TestSVIDCacheEvictsExpired(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := now
+	c := newSVIDCache(4, func() time.Time { return clock })
+	for i, ttl := range []time.Duration{time.Minute, 2 * time.Minute, 3 * time.Minute, 4 * time.Minute} {
+		c.put(fmt.Sprint("t", i), svidCacheEntry{expiry: now.Add(ttl)})
+	}
+	c.put("t3", svidCacheEntry{expiry: now.Add(4 * time.Minute)})
+	if n := c.len(); n != 4 {
+		t.Fatalf("re-storing a cached token: %d entries, want 4", n)
+	}
+	clock = now.Add(90 * time.Second) // t0 has expired
+	c.put("new", svidCacheEntry{expiry: now.Add(time.Hour)})
+	if n := c.len(); n != 4 {
+		t.Fatalf("%d entries, want 4", n)
+	}
+	if _, ok := c.entries["t0"]; ok {
+		t.Error("the expired token was kept")
+	}
+	clock = now // nothing has expired: the one expiring first goes
+	c.put("newer", svidCacheEntry{expiry: now.Add(time.Hour)})
+	if _, ok := c.entries["t1"]; ok || c.len() != 4 {
+		t.Errorf("entries %v; want t1, which expires first, evicted", c.entries)
+	}
+}
+
+// BenchmarkSVIDCachePutFull measures storing a token in a full cache,
+// which evicts one.
+func BenchmarkSVIDCachePutFull(b *testing.B) {
+	now := time.Unix(1_800_000_000, 0)
+	c := newSVIDCache(svidCacheSize, func() time.Time { return now })
+	keys := make([]string, 2*svidCacheSize)
+	for i := range keys {
+		keys[i] = fmt.Sprint("token-", i)
+	}
+	for i := range svidCacheSize {
+		c.put(keys[i], svidCacheEntry{expiry: now.Add(time.Duration(i) * time.Second)})
+	}
+	i := 0
+	for b.Loop() {
+		c.put(keys[i%len(keys)], svidCacheEntry{expiry: now.Add(time.Duration(i%3600) * time.Second)})
+		i++
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -512,13 +513,59 @@ policy "spiffe://example.org/ns/prod/sa/*" {
 
 // startRun runs the server in the background until the test ends and
 // returns its log and a function that stops it and returns run's error.
-func startRun(t *testing.T, configSrc string) (logs *testrun.Buffer, stop func() error) {
+func startRun(t *testing.T, configSrc string) (logs *runLog, stop func() error) {
 	t.Helper()
 	path := writeConfig(t, configSrc)
-	logs = new(testrun.Buffer)
+	logs = &runLog{changed: make(chan struct{})}
 	stop = testrun.Start(t, "run", 15*time.Second, func(ctx context.Context) error { return run(ctx, path, io.Discard, logs) })
 	return logs, stop
 }
+
+// runLog is run's log, which tests wait on: each write wakes them.
+type runLog struct {
+	testrun.Buffer
+	mu      sync.Mutex
+	changed chan struct{} // closed, and replaced, at each write
+}
+
+func (l *runLog) Write(p []byte) (int, error) {
+	n, err := l.Buffer.Write(p)
+	l.mu.Lock()
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.mu.Unlock()
+	return n, err
+}
+
+// waitFor waits until the log contains want, failing the test after 10s,
+// a guard against a hung test only.
+func (l *runLog) waitFor(t *testing.T, want string) {
+	t.Helper()
+	guard := time.NewTimer(10 * time.Second)
+	defer guard.Stop()
+	for {
+		l.mu.Lock()
+		changed := l.changed
+		l.mu.Unlock()
+		if strings.Contains(l.String(), want) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-guard.C:
+			t.Fatalf("timed out waiting for the log line %q:\n%s", want, l)
+		}
+	}
+}
+
+// The log lines that tell a test the server has reached a state.
+const (
+	// logHealthListening comes once the health listener accepts
+	// connections.
+	logHealthListening = "[INFO]  spiffe-sts.health: health listener started"
+	// logServing comes once /readyz answers 200.
+	logServing = "[INFO]  spiffe-sts: serving: "
+)
 
 // httpGet returns the status of GET url, or 0 when it cannot connect.
 func httpGet(c *http.Client, url string) int {
@@ -530,30 +577,20 @@ func httpGet(c *http.Client, url string) int {
 	return resp.StatusCode
 }
 
-// waitFor polls cond until it holds or 10s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestRunStopsWhileWaitingForWorkloadAPI(t *testing.T) {
 	socket := "unix://" + filepath.Join(t.TempDir(), "absent.sock")
 	health := freeAddr(t)
 	logs, stop := startRun(t, runConfig(t, socket, freeAddr(t), health))
 
 	// The health listener is up before the SVID arrives.
-	waitFor(t, "/healthz", func() bool { return httpGet(http.DefaultClient, "http://"+health+"/healthz") == http.StatusOK })
+	logs.waitFor(t, logHealthListening)
+	if code := httpGet(http.DefaultClient, "http://"+health+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz: %d, want 200", code)
+	}
 	if code := httpGet(http.DefaultClient, "http://"+health+"/readyz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz: %d, want 503", code)
 	}
-	waitFor(t, "the waiting log", func() bool {
-		return strings.Contains(logs.String(), "[INFO]  spiffe-sts: waiting for the X509-SVID and bundles from the Workload API: address="+socket)
-	})
+	logs.waitFor(t, "[INFO]  spiffe-sts: waiting for the X509-SVID and bundles from the Workload API: address="+socket)
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v\n%s", err, logs)
 	}
@@ -570,7 +607,10 @@ func TestRun(t *testing.T) {
 	src := runConfig(t, wl.Addr, bind, health)
 	logs, stop := startRun(t, src)
 
-	waitFor(t, "/readyz", func() bool { return httpGet(http.DefaultClient, "http://"+health+"/readyz") == http.StatusOK })
+	logs.waitFor(t, logServing)
+	if code := httpGet(http.DefaultClient, "http://"+health+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz: %d, want 200", code)
+	}
 	if !strings.Contains(logs.String(), "[INFO]  spiffe-sts: serving: address="+bind+" issuer=https://"+bind+" spiffe_id=spiffe://example.org/sts rules=1") {
 		t.Errorf("no serving log:\n%s", logs)
 	}
@@ -619,9 +659,7 @@ func TestRun(t *testing.T) {
 	// The server's SVID rotates.
 	rotated := ca.SVID(t, "spiffe://example.org/sts", 2*time.Hour)
 	wl.SetSVID(rotated)
-	waitFor(t, "the rotation log", func() bool {
-		return strings.Contains(logs.String(), "[INFO]  spiffe-sts: X509-SVID rotated: spiffe_id=spiffe://example.org/sts expires="+rotated.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
-	})
+	logs.waitFor(t, "[INFO]  spiffe-sts: X509-SVID rotated: spiffe_id=spiffe://example.org/sts expires="+rotated.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
 
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v\n%s", err, logs)
@@ -733,7 +771,10 @@ external_issuer "k8s" {
 	health := freeAddr(t)
 	logs, stop := startRun(t, externalRunConfig(t, wl.Addr, freeAddr(t), health, blocks))
 
-	waitFor(t, "/readyz", func() bool { return httpGet(http.DefaultClient, "http://"+health+"/readyz") == http.StatusOK })
+	logs.waitFor(t, logServing)
+	if code := httpGet(http.DefaultClient, "http://"+health+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz: %d, want 200", code)
+	}
 	for _, want := range []string{
 		"[INFO]  spiffe-sts: external issuer ready: external_issuer=corp issuer=https://idp.example.com\n",
 		"[INFO]  spiffe-sts: external issuer ready: external_issuer=k8s issuer=https://kubernetes.default.svc.cluster.local\n",

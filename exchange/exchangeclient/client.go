@@ -51,6 +51,7 @@ type Client struct {
 	authorizer tlsconfig.Authorizer
 	timeout    time.Duration
 	useGRPC    bool
+	clock      Clock
 	// sts sends token requests presenting the source's current SVID.
 	sts *stsConn
 
@@ -81,6 +82,10 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	}
 
 	c := &Client{tokenURL: tokenURL, source: cfg.source, timeout: cfg.timeout, useGRPC: cfg.grpc}
+	c.clock = cfg.clock
+	if c.clock == nil {
+		c.clock = systemClock{}
+	}
 	if !cfg.sourceSet {
 		var srcOpts []workloadapi.X509SourceOption
 		if cfg.workloadAddr != "" {
@@ -312,7 +317,7 @@ func (c *Client) exchangeWith(ctx context.Context, sts *stsConn, id spiffeid.ID,
 	httpReq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	httpReq.Header.Set("Accept", "application/json")
 
-	sent := time.Now()
+	sent := c.clock.Now()
 	resp, err := sts.http.Do(httpReq)
 	if err != nil {
 		return nil, fmt.Errorf("exchangeclient: token request: %w", err)

@@ -42,10 +42,12 @@ type resourceServer struct {
 	mu      sync.Mutex
 	calls   map[string]int // by x5t#S256 of the client certificate
 	refused []string
+	// accepted is closed, and replaced, when a call is accepted.
+	accepted chan struct{}
 }
 
 func newResourceServer(s *ststest.STS) *resourceServer {
-	return &resourceServer{verifier: s.Verifier(ststest.APIAudience), calls: map[string]int{}}
+	return &resourceServer{verifier: s.Verifier(ststest.APIAudience), calls: map[string]int{}, accepted: make(chan struct{})}
 }
 
 func (rs *resourceServer) check(ctx context.Context, authorization []string, peerCerts []*x509.Certificate) error {
@@ -70,7 +72,31 @@ func (rs *resourceServer) check(ctx context.Context, authorization []string, pee
 		return err
 	}
 	rs.calls[accesstoken.Thumbprint(peerCerts[0])]++
+	close(rs.accepted)
+	rs.accepted = make(chan struct{})
 	return nil
+}
+
+// waitCert waits until rs has accepted a call made with leaf, failing the
+// test after timeout.
+func (rs *resourceServer) waitCert(t *testing.T, leaf *x509.Certificate, timeout time.Duration) {
+	t.Helper()
+	thumb := accesstoken.Thumbprint(leaf)
+	guard := time.NewTimer(timeout)
+	defer guard.Stop()
+	for {
+		rs.mu.Lock()
+		n, accepted := rs.calls[thumb], rs.accepted
+		rs.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		select {
+		case <-accepted:
+		case <-guard.C:
+			t.Fatalf("no call with the certificate x5t#S256 %s accepted within %v", thumb, timeout)
+		}
+	}
 }
 
 // stats returns the number of accepted calls, of client certificates they
@@ -115,10 +141,12 @@ func startGRPC(t testing.TB, s *ststest.STS, rs *resourceServer, opts ...grpc.Se
 	return ln.Addr().String()
 }
 
-// callWhileRotating calls call from several goroutines until rotations
-// rotations of src, one every interval, are done, and returns the number
-// of calls and the errors.
-func callWhileRotating(t *testing.T, s *ststest.STS, src *rotatingSource, rotations int, interval time.Duration, call func(context.Context) error) (int64, []error) {
+// callWhileRotating calls call from several goroutines while it rotates
+// src rotations times. After each rotation it waits until rs has accepted
+// a call made with the new certificate, failing the test when that takes
+// longer than timeout, so the pace is set by the calls, not by a clock. It
+// returns the number of calls and the errors.
+func callWhileRotating(t *testing.T, s *ststest.STS, src *rotatingSource, rs *resourceServer, rotations int, timeout time.Duration, call func(context.Context) error) (int64, []error) {
 	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	var calls atomic.Int64
@@ -137,15 +165,15 @@ func callWhileRotating(t *testing.T, s *ststest.STS, src *rotatingSource, rotati
 					mu.Unlock()
 				}
 				calls.Add(1)
-				time.Sleep(time.Millisecond)
 			}
 		})
 	}
+	rs.waitCert(t, src.leaf(), timeout)
 	for range rotations {
-		time.Sleep(interval)
-		src.rotate(s.CA.SVID(t, ststest.WorkloadID, time.Hour))
+		svid := s.CA.SVID(t, ststest.WorkloadID, time.Hour)
+		src.rotate(svid)
+		rs.waitCert(t, svid.Certificates[0], timeout)
 	}
-	time.Sleep(interval)
 	stop()
 	wg.Wait()
 	return calls.Load(), errs
@@ -179,7 +207,7 @@ func TestGRPCRotation(t *testing.T) {
 	health := healthpb.NewHealthClient(conn)
 
 	const rotations = 5
-	calls, errs := callWhileRotating(t, s, src, rotations, time.Second, func(ctx context.Context) error {
+	calls, errs := callWhileRotating(t, s, src, rs, rotations, 10*time.Second, func(ctx context.Context) error {
 		_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
 		return err
 	})

@@ -66,7 +66,7 @@ func TestHTTPRotation(t *testing.T) {
 	hc := &http.Client{Transport: tokens.RoundTripper(tlsconfig.AuthorizeID(apiID))}
 
 	const rotations = 5
-	calls, errs := callWhileRotating(t, s, src, rotations, time.Second, func(ctx context.Context) error {
+	calls, errs := callWhileRotating(t, s, src, rs, rotations, 10*time.Second, func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/orders", nil)
 		if err != nil {
 			return err

@@ -21,6 +21,7 @@ type clientConfig struct {
 	serverID     spiffeid.ID
 	timeout      time.Duration
 	grpc         bool
+	clock        Clock
 }
 
 type optionFunc func(*clientConfig)
@@ -72,6 +73,14 @@ func WithTimeout(d time.Duration) Option {
 // HTTP: one connection per client certificate.
 func WithGRPC() Option {
 	return optionFunc(func(c *clientConfig) { c.grpc = true })
+}
+
+// WithClock makes the client and its Tokens read the time from clock:
+// when tokens expire and when to refresh them, retry, poll the source and
+// drop a certificate's token. The default, and what a nil clock means, is
+// the system clock. It is meant for tests, with a fake clock.
+func WithClock(clock Clock) Option {
+	return optionFunc(func(c *clientConfig) { c.clock = clock })
 }
 
 // TokensOption configures Client.NewTokens. Only this package creates

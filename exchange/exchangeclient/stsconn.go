@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -72,7 +71,7 @@ func (s *stsConn) close() {
 func (c *Client) exchangeGRPC(ctx context.Context, api exchangepb.TokenExchangeClient, p *wireRequest, requestedScope []string) (*Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	sent := time.Now()
+	sent := c.clock.Now()
 	resp, err := api.Exchange(ctx, &exchangepb.ExchangeRequest{
 		GrantType:          p.grantType.String(),
 		ClientId:           p.clientID,

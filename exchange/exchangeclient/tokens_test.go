@@ -18,7 +18,9 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
+	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
+	"github.com/spiffe-sts/spiffe-sts/issuer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -68,12 +70,29 @@ func (s *rotatingSource) leaf() *x509.Certificate {
 type recorder struct {
 	mu     sync.Mutex
 	events []exchangeclient.Event
+	// changed is closed, and replaced, at each event; nil before the
+	// first wait.
+	changed chan struct{}
 }
 
 func (r *recorder) record(ev exchangeclient.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, ev)
+	if r.changed != nil {
+		close(r.changed)
+		r.changed = nil
+	}
+}
+
+// next returns the events so far and a channel closed at the next one.
+func (r *recorder) next() ([]exchangeclient.Event, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.changed == nil {
+		r.changed = make(chan struct{})
+	}
+	return slices.Clone(r.events), r.changed
 }
 
 func (r *recorder) all() []exchangeclient.Event {
@@ -82,21 +101,35 @@ func (r *recorder) all() []exchangeclient.Event {
 	return slices.Clone(r.events)
 }
 
-// wait returns the first event matching match, failing the test after
-// timeout.
+// wait returns the first event matching match, waking at each event; it
+// fails the test when none has come after timeout, which only guards
+// against a hung test: the events come from Tokens' goroutines, without
+// the clock moving.
 func (r *recorder) wait(t *testing.T, timeout time.Duration, what string, match func(exchangeclient.Event) bool) exchangeclient.Event {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	return r.waitN(t, timeout, what, 1, match)
+}
+
+// waitN returns the nth event matching match, like wait.
+func (r *recorder) waitN(t *testing.T, timeout time.Duration, what string, n int, match func(exchangeclient.Event) bool) exchangeclient.Event {
+	t.Helper()
+	guard := time.NewTimer(timeout)
+	defer guard.Stop()
 	for {
-		for _, ev := range r.all() {
+		events, changed := r.next()
+		seen := 0
+		for _, ev := range events {
 			if match(ev) {
-				return ev
+				if seen++; seen == n {
+					return ev
+				}
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s event within %v; events: %+v", what, timeout, r.all())
+		select {
+		case <-changed:
+		case <-guard.C:
+			t.Fatalf("no %s event %d within %v; events: %+v", what, n, timeout, r.all())
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -122,9 +155,37 @@ func policyWithTTL(t testing.TB, ttl time.Duration) func(*exchange.Config) {
 	}
 }
 
-func newClient(t testing.TB, s *ststest.STS, src exchangeclient.X509Source) *exchangeclient.Client {
+// startFakeTime runs an STS whose server and issuer read clk, with
+// overrideConfig (when not nil) applied first, and returns it with a
+// resource-server verifier for APIAudience that reads clk too. Tokens of
+// the STS must be verified with that verifier, not s.Verifier.
+func startFakeTime(t testing.TB, clk *fakeclock.Clock, overrideConfig func(*exchange.Config)) (*ststest.STS, *accesstoken.Verifier) {
 	t.Helper()
-	client, err := exchangeclient.New(context.Background(), exchangeclient.WithIssuerURL(s.URL), exchangeclient.WithX509Source(src))
+	var iss *issuer.Issuer
+	s := ststest.Start(t, func(c *exchange.Config) {
+		if overrideConfig != nil {
+			overrideConfig(c)
+		}
+		alg, err := issuer.ParseAlgorithm("ES256")
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer, err := issuer.GenerateSigner(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if iss, err = issuer.New(issuer.Config{IssuerURL: c.IssuerURL, Signer: signer, Clock: clk.Now}); err != nil {
+			t.Fatal(err)
+		}
+		c.Minter, c.Keys, c.Clock = iss, iss.KeySet(), clk.Now
+	})
+	return s, accesstoken.NewVerifier(s.URL, iss.KeySet(), &accesstoken.Config{Audiences: []string{ststest.APIAudience}, Now: clk.Now})
+}
+
+func newClient(t testing.TB, s *ststest.STS, src exchangeclient.X509Source, opts ...exchangeclient.Option) *exchangeclient.Client {
+	t.Helper()
+	opts = append([]exchangeclient.Option{exchangeclient.WithIssuerURL(s.URL), exchangeclient.WithX509Source(src)}, opts...)
+	client, err := exchangeclient.New(context.Background(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,18 +250,18 @@ func TestTokens(t *testing.T) {
 			}
 			tokens := newTokens(t, newClient(t, s, src), req, opts...)
 
-			// The first token is held when NewTokens returns.
-			start := time.Now()
+			// The first token is held when NewTokens returns: Token sends
+			// no request for it.
 			tok, err := tokens.Token(ctx, src.leaf())
 			if err != nil {
 				t.Fatalf("Token: %v", err)
 			}
-			if d := time.Since(start); d > 50*time.Millisecond {
-				t.Errorf("Token took %v; the first token should have been held", d)
-			}
-			ev := rec.wait(t, time.Second, "obtained", kindFor(exchangeclient.EventObtained, src.leaf()))
+			ev := rec.wait(t, 10*time.Second, "obtained", kindFor(exchangeclient.EventObtained, src.leaf()))
 			if ev.Blocking || ev.Expiry.IsZero() || ev.Err != nil {
 				t.Errorf("obtained event = %+v", ev)
+			}
+			if events := rec.all(); len(events) != 1 {
+				t.Errorf("events %+v; want only the first token's", events)
 			}
 			claims, err := s.Verifier(ststest.APIAudience).Verify(ctx, tok, src.leaf())
 			if err != nil {
@@ -236,67 +297,65 @@ func TestTokens(t *testing.T) {
 	}
 }
 
-// TestTokensRefresh checks that tokens are replaced in the background
-// before they expire, so that Token never waits.
+// TestTokensRefresh checks, on a fake clock, that tokens are replaced in
+// the background before they expire, so that Token never waits.
 func TestTokensRefresh(t *testing.T) {
 	t.Parallel()
-	const ttl = 3 * time.Second
-	s := ststest.Start(t, policyWithTTL(t, ttl))
+	const ttl = time.Minute
+	clk := fakeclock.New(time.Now())
+	s, verifier := startFakeTime(t, clk, policyWithTTL(t, ttl))
 	ctx := context.Background()
 	src := newRotatingSource(s.CA.Bundle(), s.WorkloadSVID(t, ststest.WorkloadID))
 	var rec recorder
-	tokens := newTokens(t, newClient(t, s, src), exchangeclient.Request{Audience: []string{ststest.APIAudience}},
+	tokens := newTokens(t, newClient(t, s, src, exchangeclient.WithClock(clk)), exchangeclient.Request{Audience: []string{ststest.APIAudience}},
 		exchangeclient.WithEvents(rec.record))
-	verifier := s.Verifier(ststest.APIAudience)
 
-	type seenToken struct {
-		raw    string
-		claims *accesstoken.Claims
-		at     time.Time
+	tok, err := tokens.Token(ctx, src.leaf())
+	if err != nil {
+		t.Fatalf("Token: %v", err)
 	}
-	var seen []seenToken
-	var slowest time.Duration
-	for end := time.Now().Add(2*ttl + ttl/2); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
-		start := time.Now()
-		tok, err := tokens.Token(ctx, src.leaf())
-		slowest = max(slowest, time.Since(start))
+	const refreshes = 3
+	for i := range refreshes {
+		claims, err := verifier.Verify(ctx, tok, src.leaf())
+		if err != nil {
+			t.Fatalf("token %d does not verify: %v", i, err)
+		}
+		// Before two thirds of its life nothing is requested.
+		clk.Advance(ttl / 2)
+		if again, err := tokens.Token(ctx, src.leaf()); err != nil || again != tok {
+			t.Fatalf("Token at half the token's life = %v; want the same token", err)
+		}
+		if n := countKind(rec.all(), exchangeclient.EventRefreshed); n != i {
+			t.Fatalf("%d refreshed events at half the life of token %d, want %d", n, i, i)
+		}
+		// Past two thirds the replacement comes without a caller asking.
+		clk.Advance(ttl / 4)
+		ev := rec.waitN(t, 10*time.Second, "refreshed", i+1, func(ev exchangeclient.Event) bool { return ev.Kind == exchangeclient.EventRefreshed })
+		next, err := tokens.Token(ctx, src.leaf())
 		if err != nil {
 			t.Fatalf("Token: %v", err)
 		}
-		if len(seen) > 0 && seen[len(seen)-1].raw == tok {
-			continue
+		if next == tok {
+			t.Fatalf("refresh %d: Token returns the old token after the refreshed event %+v", i, ev)
 		}
-		claims, err := verifier.Verify(ctx, tok, src.leaf())
-		if err != nil {
-			t.Fatalf("a token Token returned does not verify: %v", err)
-		}
-		seen = append(seen, seenToken{raw: tok, claims: claims, at: time.Now()})
-	}
-
-	if len(seen) < 3 {
-		t.Fatalf("saw %d tokens in %v of %v tokens, want at least 3", len(seen), 2*ttl+ttl/2, ttl)
-	}
-	for i := 1; i < len(seen); i++ {
 		// The replacement was held before its predecessor expired.
-		if prevExp := time.Unix(seen[i-1].claims.Expiry, 0); !seen[i].at.Before(prevExp) {
-			t.Errorf("token %d appeared at %v, after token %d expired at %v", i, seen[i].at, i-1, prevExp)
+		if prevExp := time.Unix(claims.Expiry, 0); !clk.Now().Before(prevExp) {
+			t.Errorf("token %d appeared at %v, after token %d expired at %v", i+1, clk.Now(), i, prevExp)
 		}
+		tok = next
 	}
+	if _, err := verifier.Verify(ctx, tok, src.leaf()); err != nil {
+		t.Fatalf("the last token does not verify: %v", err)
+	}
+	// Token never waited on a request: no request failed or was blocking.
 	for _, ev := range rec.all() {
 		if ev.Blocking || ev.Kind == exchangeclient.EventFailed {
 			t.Errorf("event %+v: no request should fail or be waited for", ev)
 		}
 	}
-	if n := countKind(rec.all(), exchangeclient.EventRefreshed); n < 2 {
-		t.Errorf("%d refreshed events, want at least 2", n)
+	if n := countKind(rec.all(), exchangeclient.EventRefreshed); n != refreshes {
+		t.Errorf("%d refreshed events, want %d", n, refreshes)
 	}
-	// Token never waited on a request (no Blocking event above): it
-	// answers from memory. The bound is loose for -race on a shared
-	// machine.
-	if slowest > 50*time.Millisecond {
-		t.Errorf("slowest Token call took %v", slowest)
-	}
-	t.Logf("%d tokens, slowest Token call %v", len(seen), slowest)
 }
 
 func countKind(events []exchangeclient.Event, kind exchangeclient.EventKind) int {
@@ -332,20 +391,23 @@ var rotationCases = []struct {
 	},
 }
 
+// TestTokensRotation rotates the SVID on a fake clock: the new
+// certificate's token is obtained without the clock moving, and the old
+// one's is dropped when the clock reaches its NotAfter.
 func TestTokensRotation(t *testing.T) {
 	t.Parallel()
-	s := ststest.Start(t, nil)
 	ctx := context.Background()
-	verifier := s.Verifier(ststest.APIAudience)
 	for _, tt := range rotationCases {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			// The first SVID expires soon, to see its token dropped.
-			oldSVID := s.CA.SVIDValid(t, ststest.WorkloadID, time.Now().Add(-time.Minute), time.Now().Add(4*time.Second))
+			clk := fakeclock.New(time.Now())
+			s, verifier := startFakeTime(t, clk, nil)
+			// The first SVID expires first, to see its token dropped.
+			oldSVID := s.CA.SVIDValid(t, ststest.WorkloadID, clk.Now().Add(-time.Minute), clk.Now().Add(10*time.Minute))
 			oldLeaf := oldSVID.Certificates[0]
 			src := newRotatingSource(s.CA.Bundle(), oldSVID)
 			var rec recorder
-			tokens := newTokens(t, newClient(t, s, src), exchangeclient.Request{Audience: []string{ststest.APIAudience}, Scope: []string{"read", "write"}},
+			tokens := newTokens(t, newClient(t, s, src, exchangeclient.WithClock(clk)), exchangeclient.Request{Audience: []string{ststest.APIAudience}, Scope: []string{"read", "write"}},
 				exchangeclient.WithEvents(rec.record))
 			oldTok, err := tokens.Token(ctx, oldLeaf)
 			if err != nil {
@@ -360,12 +422,13 @@ func TestTokensRotation(t *testing.T) {
 			newLeaf := newSVID.Certificates[0]
 			src.rotate(newSVID)
 
-			// The new certificate's token is obtained promptly, without a
+			// The new certificate's token is obtained at once (the clock
+			// does not move: Tokens does not wait for a poll), without a
 			// caller asking for it.
 			last := tt.expectKinds[len(tt.expectKinds)-1]
-			ev := rec.wait(t, 2*time.Second, last.String(), kindFor(last, newLeaf))
-			if ev.Latency > time.Second || ev.Blocking {
-				t.Errorf("%v event = %+v; want it within a second of the rotation, waited for by nobody", last, ev)
+			ev := rec.wait(t, 10*time.Second, last.String(), kindFor(last, newLeaf))
+			if ev.Latency != 0 || ev.Blocking {
+				t.Errorf("%v event = %+v; want it with no time passed since the rotation, waited for by nobody", last, ev)
 			}
 			var kinds []exchangeclient.EventKind
 			for _, ev := range rec.all() {
@@ -377,13 +440,13 @@ func TestTokensRotation(t *testing.T) {
 				t.Errorf("events for the new certificate = %v, want %v; %+v", kinds, tt.expectKinds, rec.all())
 			}
 
-			start := time.Now()
+			held := len(rec.all())
 			newTok, err := tokens.Token(ctx, newLeaf)
 			if err != nil {
 				t.Fatalf("Token(new certificate): %v", err)
 			}
-			if d := time.Since(start); d > 50*time.Millisecond {
-				t.Errorf("Token(new certificate) took %v; the token should have been held", d)
+			if events := rec.all(); len(events) != held {
+				t.Errorf("Token(new certificate) sent a request (events %+v); the token should have been held", events[held:])
 			}
 			newClaims, err := verifier.Verify(ctx, newTok, newLeaf)
 			if err != nil {
@@ -404,8 +467,19 @@ func TestTokensRotation(t *testing.T) {
 				t.Errorf("Token(old certificate) = %v; want the old token", err)
 			}
 
-			// At the old certificate's NotAfter its token is dropped.
-			rec.wait(t, time.Until(oldLeaf.NotAfter)+2*time.Second, "dropped", kindFor(exchangeclient.EventDropped, oldLeaf))
+			// Until the old certificate's NotAfter it gets tokens (the
+			// first has expired by now); at it, its token is dropped.
+			clk.Advance(oldLeaf.NotAfter.Sub(clk.Now()) - time.Minute)
+			if tok, err := tokens.Token(ctx, oldLeaf); err != nil {
+				t.Errorf("Token(old certificate) a minute before its NotAfter: %v", err)
+			} else if _, err := verifier.Verify(ctx, tok, oldLeaf); err != nil {
+				t.Errorf("the old certificate's token a minute before its NotAfter: %v", err)
+			}
+			if n := countKind(rec.all(), exchangeclient.EventDropped); n != 0 {
+				t.Errorf("%d dropped events before the NotAfter", n)
+			}
+			clk.Advance(time.Minute)
+			rec.wait(t, 10*time.Second, "dropped", kindFor(exchangeclient.EventDropped, oldLeaf))
 			if _, err := tokens.Token(ctx, oldLeaf); !errors.Is(err, exchangeclient.ErrCertificateExpired) {
 				t.Errorf("Token(old certificate) after NotAfter: %v, want %v", err, exchangeclient.ErrCertificateExpired)
 			}
