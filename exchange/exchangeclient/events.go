@@ -64,7 +64,7 @@ type Event struct {
 	// Blocking reports that a caller waited for this request because no
 	// usable token was kept for its certificate.
 	Blocking bool
-	// Err is why the request failed; an protocol.Error when the STS
+	// Err is why the request failed; a protocol.Error when the STS
 	// refused it.
 	Err error
 }
