@@ -25,13 +25,23 @@ type STSOptions struct {
 	Policy string
 	// LogLevel is spiffe-sts's log_level; default "debug".
 	LogLevel string
+	// IssuerURL is issuer_url; default https://127.0.0.1:Port. Replicas
+	// behind one name share it.
+	IssuerURL string
+	// ServerHCL is extra lines for the server block (jwks_max_age, ...).
+	ServerHCL string
+	// ExtraHCL is extra blocks after the server block (issuer, datastore).
+	ExtraHCL string
 }
 
 // STS is a running spiffe-sts process.
 type STS struct {
 	*Process
-	// URL is the issuer URL, https://127.0.0.1:port.
+	// URL is the issuer URL: STSOptions.IssuerURL, else
+	// https://127.0.0.1:port.
 	URL string
+	// Addr is the TLS listener, 127.0.0.1:port.
+	Addr string
 	// Port is the TLS port.
 	Port int
 	// HealthURL is the plain-HTTP health listener.
@@ -60,8 +70,13 @@ func StartSTS(ctx context.Context, s *SPIRE, opts STSOptions) (*STS, error) {
 	if err != nil {
 		return nil, err
 	}
+	addr := "127.0.0.1:" + strconv.Itoa(opts.Port)
+	if opts.IssuerURL == "" {
+		opts.IssuerURL = "https://" + addr
+	}
 	sts := &STS{
-		URL:        "https://127.0.0.1:" + strconv.Itoa(opts.Port),
+		URL:        opts.IssuerURL,
+		Addr:       addr,
 		Port:       opts.Port,
 		HealthURL:  "http://127.0.0.1:" + strconv.Itoa(healthPort),
 		DataDir:    opts.DataDir,
@@ -75,8 +90,10 @@ func StartSTS(ctx context.Context, s *SPIRE, opts STSOptions) (*STS, error) {
   data_dir            = %q
   workload_api_socket = %q
   log_level           = %q
+%s
 }
-%s`, s.TrustDomain().Name(), sts.URL, opts.Port, healthPort, opts.DataDir, s.WorkloadAPIAddr(), opts.LogLevel, opts.Policy)
+%s
+%s`, s.TrustDomain().Name(), sts.URL, opts.Port, healthPort, opts.DataDir, s.WorkloadAPIAddr(), opts.LogLevel, opts.ServerHCL, opts.ExtraHCL, opts.Policy)
 	if err := os.WriteFile(sts.ConfigPath, []byte(config), 0o600); err != nil {
 		return nil, fmt.Errorf("harness: write spiffe-sts config: %w", err)
 	}
