@@ -132,6 +132,8 @@ type ringWatcher struct {
 	log  hclog.Logger
 	// keys are the keys last logged, by kid.
 	keys map[string]keyring.KeyInfo
+	// changed is the ring's Changed channel, taken before keys were read.
+	changed <-chan struct{}
 	// reachable and lastErr are the store status last logged.
 	reachable bool
 	lastErr   string
@@ -139,6 +141,7 @@ type ringWatcher struct {
 
 func newRingWatcher(m *keyring.Manager, log hclog.Logger) *ringWatcher {
 	w := &ringWatcher{ring: m, log: log, keys: map[string]keyring.KeyInfo{}, reachable: true}
+	w.changed = m.Changed() // first: a change after it closes it
 	for _, k := range m.Keys() {
 		w.keys[k.KeyID] = k
 		log.Info("signing key loaded", keyFields(k)...)
@@ -156,11 +159,11 @@ func (w *ringWatcher) run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		changed := w.ring.Changed()
 		select {
 		case <-ctx.Done():
 			return
-		case <-changed:
+		case <-w.changed:
+			w.changed = w.ring.Changed() // before reading the keys
 			w.keysChanged()
 		case <-t.C:
 			w.status()
