@@ -9,8 +9,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/lestrrat-go/jwx/v3/jwa"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // ringConfig is a valid configuration using every key ring key. Test
@@ -168,7 +168,7 @@ func TestParseConfigKeyRing(t *testing.T) {
 			expectErr:      `sts.hcl:23: datastore "embedded": only one datastore block is allowed; the first is on line 17`,
 		},
 		{
-			name:           "unknown key in datastore",
+			name: "unknown key in datastore",
 			overrideConfig: replace(`refresh_interval        = "1s"`, `refresh_interval = "1s"
   pool_size = 4`),
 			expectErr: `sts.hcl:21: Unsupported argument: An argument named "pool_size" is not expected here.`,
