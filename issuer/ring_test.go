@@ -182,3 +182,36 @@ func TestStaticKeysErrors(t *testing.T) {
 		t.Errorf("SigningKey = %v, want the signer", got)
 	}
 }
+
+// BenchmarkMintRing measures Mint signing with a key ring's active key.
+func BenchmarkMintRing(b *testing.B) {
+	clk := &ringClock{now: testNow}
+	store, err := filestore.Open(filepath.Join(b.TempDir(), filestore.FileName))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := keyring.New(context.Background(), keyring.Config{
+		Store: store, KeyID: issuer.KeyID, Algorithm: keyring.ES256, Clock: clk.Now,
+		Schedule: keyring.Schedule{MaxTokenTTL: 5 * time.Minute},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys, err := issuer.NewRingKeys(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	iss, err := issuer.New(issuer.Config{IssuerURL: testIssuerURL, Keys: keys, Clock: clk.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	leaf := newLeaf(b, testNow.Add(time.Hour))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		claims := baseClaims()
+		if _, err := iss.Mint(ctx, &claims, leaf, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

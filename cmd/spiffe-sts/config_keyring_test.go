@@ -9,8 +9,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/lestrrat-go/jwx/v3/jwa"
-	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
 // ringConfig is a valid configuration using every key ring key. Test
