@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,9 @@ import (
 const (
 	defaultMaxBodyBytes  = 64 << 10
 	defaultTokenLifetime = 5 * time.Minute
+	// DefaultJWKSMaxAge is the Cache-Control max-age of the JWKS and
+	// metadata documents when Config.JWKSMaxAge is zero.
+	DefaultJWKSMaxAge = 5 * time.Minute
 )
 
 // Minter signs access tokens. *issuer.Issuer implements it.
@@ -59,10 +63,19 @@ type ExternalIssuer interface {
 }
 
 // PublicKeys are the issuer's verification keys: they verify access tokens
-// presented as subject tokens and are published as the JWKS.
+// presented as subject or actor tokens and are published as the JWKS. The
+// Server reads them at each use, so keys that rotate (*issuer.KeySet over
+// a key ring) are served as they are now; MarshalJSON should be cheap.
 type PublicKeys interface {
 	accesstoken.KeySet
 	json.Marshaler
+}
+
+// Readier is implemented by a Minter that can be unable to sign, such as
+// *issuer.Issuer over a key ring without an active key; Server.Ready
+// includes it.
+type Readier interface {
+	Ready() error
 }
 
 // Config configures a Server. Sources are go-spiffe's, normally from the
@@ -92,6 +105,11 @@ type Config struct {
 	Minter Minter
 	// Keys are the issuer's public keys.
 	Keys PublicKeys
+	// JWKSMaxAge is the Cache-Control max-age of the JWKS and of both
+	// metadata documents (DefaultJWKSMaxAge when zero). A key ring's
+	// publication window must be longer, so that a verifier that
+	// refreshes only on expiry has a key before it signs.
+	JWKSMaxAge time.Duration
 	// MaxBodyBytes caps a token request body, and a gRPC request message;
 	// 64 KiB when zero.
 	MaxBodyBytes int64
@@ -115,7 +133,7 @@ type Server struct {
 	external   map[string]ExternalIssuer // by "iss"
 	svids      *svidCache
 	metadata   []byte
-	jwks       []byte
+	cacheCtl   string // Cache-Control of the JWKS and metadata
 	mux        *http.ServeMux
 	grpc       *grpc.Server
 	bufferPool sync.Pool
@@ -137,6 +155,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("exchange: Minter and Keys are required")
 	case cfg.MaxBodyBytes < 0:
 		return nil, errors.New("exchange: MaxBodyBytes must not be negative")
+	case cfg.JWKSMaxAge < 0:
+		return nil, errors.New("exchange: JWKSMaxAge must not be negative")
+	}
+	if cfg.JWKSMaxAge == 0 {
+		cfg.JWKSMaxAge = DefaultJWKSMaxAge
 	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = defaultMaxBodyBytes
@@ -154,6 +177,7 @@ func New(cfg Config) (*Server, error) {
 		tokenURL: cfg.IssuerURL + protocol.PathToken,
 		accessTV: accesstoken.NewVerifier(cfg.IssuerURL, cfg.Keys, &accesstoken.Config{Now: cfg.Clock}),
 		svids:    newSVIDCache(svidCacheSize, cfg.Clock),
+		cacheCtl: "public, max-age=" + strconv.FormatInt(int64(cfg.JWKSMaxAge/time.Second), 10),
 	}
 	s.policy.Store(cfg.Policy)
 	s.bufferPool.New = func() any { return new(bytes.Buffer) }
@@ -172,7 +196,9 @@ func New(cfg Config) (*Server, error) {
 	if s.metadata, err = json.Marshal(s.metadataDocument()); err != nil {
 		return nil, fmt.Errorf("exchange: metadata: %w", err)
 	}
-	if s.jwks, err = cfg.Keys.MarshalJSON(); err != nil {
+	// The JWKS is encoded at each request, from the keys as they are
+	// then; this checks that the keys can be encoded at all.
+	if _, err = cfg.Keys.MarshalJSON(); err != nil {
 		return nil, fmt.Errorf("exchange: JWKS: %w", err)
 	}
 	s.mux = http.NewServeMux()
@@ -252,8 +278,15 @@ type connAuth struct {
 }
 
 // Ready reports whether the server can issue tokens: it has its SVID, the
-// X.509 and JWT bundles of its trust domain, and signing keys.
+// X.509 and JWT bundles of its trust domain, and, when the Minter is a
+// Readier, a signing key. A key ring whose store is unreachable stays
+// ready: it signs with its in-memory key.
 func (s *Server) Ready() error {
+	if r, ok := s.cfg.Minter.(Readier); ok {
+		if err := r.Ready(); err != nil {
+			return fmt.Errorf("exchange: no signing key: %w", err)
+		}
+	}
 	if _, err := s.cfg.SVIDs.GetX509SVID(); err != nil {
 		return fmt.Errorf("exchange: no X509-SVID: %w", err)
 	}
@@ -328,11 +361,20 @@ func validateIssuerURL(raw string) error {
 }
 
 func (s *Server) serveMetadata(w http.ResponseWriter, _ *http.Request) {
-	writeRaw(w, s.metadata, "public, max-age=300")
+	writeRaw(w, s.metadata, s.cacheCtl)
 }
 
+// serveJWKS serves the current public keys (RFC 7517 §5); a key ring's
+// changes show here as soon as the ring has refreshed.
 func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
-	writeRaw(w, s.jwks, "public, max-age=300")
+	doc, err := s.cfg.Keys.MarshalJSON()
+	if err != nil {
+		s.log.Error("cannot encode the JWKS", logKeyReason, err.Error())
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	writeRaw(w, doc, s.cacheCtl)
 }
 
 func writeRaw(w http.ResponseWriter, body []byte, cacheControl string) {

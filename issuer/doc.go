@@ -5,10 +5,10 @@
 // An Issuer is built from a Config by New, which fills in defaults and
 // validates it:
 //
-//	signer, err := issuer.GenerateSigner(jwa.ES256) // or diskkey.Open(dir, jwa.ES256)
+//	keys, err := issuer.NewRingKeys(ring) // a *keyring.Manager, or issuer.StaticKeys(signer)
 //	iss, err := issuer.New(issuer.Config{
 //		IssuerURL:  "https://sts.example.org",
-//		Signer:     signer,
+//		Keys:       keys,
 //		DefaultTTL: 5 * time.Minute,
 //		Logger:     logger,
 //	})
@@ -26,14 +26,18 @@
 //	token, err := iss.Mint(ctx, claims, leaf, 0)
 //	expiresIn := claims.Expiry - claims.IssuedAt
 //
-// KeySet returns the public keys to serve as the JWKS document; resource
-// servers verify tokens with package accesstoken, which never imports this
-// package.
+// KeySet returns the public keys to serve as the JWKS document, as they are
+// at each use; resource servers verify tokens with package accesstoken,
+// which never imports this package.
 //
-// Keys sit behind Signer, a crypto.Signer with an RFC 7638 key ID and a JWS
-// algorithm (ES256, EdDSA or RS256). GenerateSigner is the in-memory backend
-// and package diskkey the persistent one; every backend passes the
-// conformance suite in package signertest.
+// Keys come from a KeySource, read from memory on every Mint: StaticKeys
+// holds fixed keys, and RingKeys follows a rotating key ring (package
+// keyring), signing with its active key and publishing its next, active
+// and retired keys; it rebuilds the public key set only when the ring's
+// Version changes. A key is a Signer, a crypto.Signer with an RFC 7638 key
+// ID (KeyID) and a JWS algorithm (ES256, EdDSA or RS256). GenerateSigner
+// is the in-memory backend; every backend passes the conformance suite in
+// package signertest.
 //
 // The issuer logs only at debug level, through Config.Logger, and never logs
 // a token.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
 
@@ -32,11 +31,16 @@ type Config struct {
 	// IssuerURL identifies the issuer; it is the "iss" claim of every token
 	// (RFC 9068 §2.2). Required; an https URL without query or fragment.
 	IssuerURL string
-	// Signer signs tokens. Required. Its public key is always in KeySet.
+	// Keys supplies the signing key, per Mint, and the public key set:
+	// StaticKeys for fixed keys, NewRingKeys for a rotating key ring.
+	// Required unless Signer is set.
+	Keys KeySource
+	// Signer, when Keys is nil, signs every token: it is short for
+	// Keys: StaticKeys(Signer, VerificationKeys...). Set only one of Keys
+	// and Signer.
 	Signer Signer
-	// VerificationKeys are extra public keys published in the key set, for
-	// example keys of other algorithms kept on disk, so tokens they signed
-	// still verify. Each needs "kid" and "alg".
+	// VerificationKeys are extra public keys published beside Signer (see
+	// StaticKeys). Each needs "kid" and "alg". Only with Signer.
 	VerificationKeys []jwk.Key
 	// DefaultTTL is the lifetime of a token when Mint is given none;
 	// DefaultTTL (5m) when zero. Negative values are rejected.
@@ -51,13 +55,11 @@ type Config struct {
 // (RFC 8705 §3.1). It is safe for concurrent use.
 type Issuer struct {
 	issuerURL string
-	signer    Signer
-	keys      *accesstoken.StaticKeySet
+	src       KeySource
+	keys      *KeySet
 	ttl       time.Duration
 	clock     func() time.Time
 	log       hclog.Logger
-	alg       jwa.SignatureAlgorithm
-	kid       string
 }
 
 // New fills in Config defaults, validates it and builds the public key set.
@@ -74,36 +76,31 @@ func New(cfg Config) (*Issuer, error) {
 	if err := validateIssuerURL(cfg.IssuerURL); err != nil {
 		return nil, err
 	}
-	if cfg.Signer == nil {
-		return nil, errors.New("issuer: Signer is required")
-	}
-	alg := cfg.Signer.Algorithm()
-	if _, err := ParseAlgorithm(alg.String()); err != nil {
-		return nil, fmt.Errorf("issuer: Signer algorithm %q is not supported", alg)
-	}
-	kid := cfg.Signer.KeyID()
-	if kid == "" {
-		return nil, errors.New("issuer: Signer has no key ID")
+	src := cfg.Keys
+	switch {
+	case src != nil && (cfg.Signer != nil || len(cfg.VerificationKeys) > 0):
+		return nil, errors.New("issuer: set only one of Keys and Signer (with VerificationKeys)")
+	case src == nil:
+		var err error
+		if src, err = StaticKeys(cfg.Signer, cfg.VerificationKeys...); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.DefaultTTL < 0 {
 		return nil, fmt.Errorf("issuer: DefaultTTL must be positive, got %s", cfg.DefaultTTL)
 	}
-	keys, err := buildKeySet(cfg.Signer, cfg.VerificationKeys)
-	if err != nil {
-		return nil, err
-	}
 
 	log := cfg.Logger.Named("issuer")
-	log.Debug("issuer ready", logKeyKID, kid)
+	if s := src.SigningKey(); s != nil {
+		log.Debug("issuer ready", logKeyKID, s.KeyID())
+	}
 	return &Issuer{
 		issuerURL: cfg.IssuerURL,
-		signer:    cfg.Signer,
-		keys:      keys,
+		src:       src,
+		keys:      &KeySet{src: src},
 		ttl:       cfg.DefaultTTL,
 		clock:     cfg.Clock,
 		log:       log,
-		alg:       alg,
-		kid:       kid,
 	}, nil
 }
 
@@ -150,10 +147,19 @@ func buildKeySet(signer Signer, extra []jwk.Key) (*accesstoken.StaticKeySet, err
 	return keys, nil
 }
 
-// KeySet returns the public keys of the issuer: the Signer's and the
-// VerificationKeys. Serve it as the JWKS document, and use it to verify
-// tokens this issuer minted.
-func (i *Issuer) KeySet() *accesstoken.StaticKeySet { return i.keys }
+// KeySet returns the public keys of the issuer, read from the key source
+// at each use, so it follows key rotation. Serve it as the JWKS document,
+// and use it to verify tokens this issuer minted.
+func (i *Issuer) KeySet() *KeySet { return i.keys }
+
+// Ready reports whether the issuer can sign now: its key source has an
+// active key. It wraps ErrNoSigningKey otherwise.
+func (i *Issuer) Ready() error {
+	if i.src.SigningKey() == nil {
+		return ErrNoSigningKey
+	}
+	return nil
+}
 
 // IssuerURL returns the "iss" value of minted tokens.
 func (i *Issuer) IssuerURL() string { return i.issuerURL }
@@ -184,8 +190,12 @@ func (i *Issuer) Mint(ctx context.Context, claims *accesstoken.Claims, leaf *x50
 	if err != nil {
 		return "", err
 	}
+	key := i.src.SigningKey()
+	if key == nil {
+		return "", ErrNoSigningKey
+	}
 	c := i.complete(claims, leaf, iat, exp)
-	token, err := i.sign(&c)
+	token, err := sign(&c, key)
 	if err != nil {
 		return "", err
 	}
@@ -195,7 +205,7 @@ func (i *Issuer) Mint(ctx context.Context, claims *accesstoken.Claims, leaf *x50
 			logKeyJTI, c.JWTID,
 			logKeySubject, c.Subject,
 			logKeyX5TS256, c.Confirmation.X5TS256,
-			logKeyKID, i.kid,
+			logKeyKID, key.KeyID(),
 		)
 	}
 	return token, nil
@@ -259,19 +269,19 @@ func (i *Issuer) complete(claims *accesstoken.Claims, leaf *x509.Certificate, ia
 	return c
 }
 
-// sign encodes c and signs it as a JWS compact serialization.
-func (i *Issuer) sign(c *accesstoken.Claims) (string, error) {
+// sign encodes c and signs it with key as a JWS compact serialization.
+func sign(c *accesstoken.Claims, key Signer) (string, error) {
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("issuer: encode claims: %w", err)
 	}
 	// jws.Sign writes to the protected header, so a header cannot be
 	// shared between concurrent Mints; it is built per token.
-	hdr, err := i.header()
+	hdr, err := header(key.KeyID())
 	if err != nil {
 		return "", err
 	}
-	token, err := jws.Sign(payload, jws.WithKey(i.alg, i.signer, jws.WithProtectedHeaders(hdr)))
+	token, err := jws.Sign(payload, jws.WithKey(key.Algorithm(), key, jws.WithProtectedHeaders(hdr)))
 	if err != nil {
 		return "", fmt.Errorf("issuer: sign token: %w", err)
 	}
@@ -280,12 +290,12 @@ func (i *Issuer) sign(c *accesstoken.Claims) (string, error) {
 
 // header returns the JWS protected header of a token: "typ" is "at+jwt"
 // (RFC 9068 §2.1) and "kid" names the key in the JWKS. jws.Sign adds "alg".
-func (i *Issuer) header() (jws.Headers, error) {
+func header(kid string) (jws.Headers, error) {
 	hdr := jws.NewHeaders()
 	if err := hdr.Set(jws.TypeKey, accesstoken.Type); err != nil {
 		return nil, fmt.Errorf("issuer: set JWS header %q: %w", jws.TypeKey, err)
 	}
-	if err := hdr.Set(jws.KeyIDKey, i.kid); err != nil {
+	if err := hdr.Set(jws.KeyIDKey, kid); err != nil {
 		return nil, fmt.Errorf("issuer: set JWS header %q: %w", jws.KeyIDKey, err)
 	}
 	return hdr, nil

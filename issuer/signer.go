@@ -94,23 +94,7 @@ func GenerateSigner(alg jwa.SignatureAlgorithm) (Signer, error) {
 // PublicJWK returns the public key of s as a JWK (RFC 7517) with "kid",
 // "alg" and "use": "sig" set, ready for a JWKS document.
 func PublicJWK(s Signer) (jwk.Key, error) {
-	key, err := jwk.Import(s.Public())
-	if err != nil {
-		return nil, fmt.Errorf("issuer: public key as JWK: %w", err)
-	}
-	for _, kv := range [...]struct {
-		k string
-		v any
-	}{
-		{jwk.KeyIDKey, s.KeyID()},
-		{jwk.AlgorithmKey, s.Algorithm()},
-		{jwk.KeyUsageKey, jwk.ForSignature},
-	} {
-		if err := key.Set(kv.k, kv.v); err != nil {
-			return nil, fmt.Errorf("issuer: set JWK %q: %w", kv.k, err)
-		}
-	}
-	return key, nil
+	return publicJWK(s.Public(), s.KeyID(), s.Algorithm())
 }
 
 // signer is the Signer returned by NewSigner.

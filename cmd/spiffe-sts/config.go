@@ -19,9 +19,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -36,6 +38,13 @@ const (
 	blockExternal   = "external_issuer"
 	blockPolicy     = "policy"
 	blockDelegation = "delegation"
+	blockDatastore  = "datastore"
+)
+
+// Datastore kinds: the label of the datastore block.
+const (
+	datastoreEmbedded = "embedded"
+	datastorePostgres = "postgres"
 )
 
 // fileConfig is the configuration file as written. Values stay strings
@@ -47,6 +56,7 @@ type fileConfig struct {
 	Issuer          *issuerBlock          `hcl:"issuer,block"`
 	ExternalIssuers []externalIssuerBlock `hcl:"external_issuer,block"`
 	Policies        []policyBlock         `hcl:"policy,block"`
+	Datastores      []datastoreBlock      `hcl:"datastore,block"`
 }
 
 type serverBlock struct {
@@ -59,11 +69,25 @@ type serverBlock struct {
 	HealthAddress     string   `hcl:"health_address,optional"`
 	LogLevel          string   `hcl:"log_level,optional"`
 	LogFormat         string   `hcl:"log_format,optional"`
+	JWKSMaxAge        string   `hcl:"jwks_max_age,optional"`
 }
 
 type issuerBlock struct {
-	SigningAlgorithm string `hcl:"signing_algorithm,optional"`
-	DefaultTTL       string `hcl:"default_ttl,optional"`
+	SigningAlgorithm  string `hcl:"signing_algorithm,optional"`
+	DefaultTTL        string `hcl:"default_ttl,optional"`
+	RotationPeriod    string `hcl:"rotation_period,optional"`
+	PublicationWindow string `hcl:"publication_window,optional"`
+}
+
+// datastoreBlock is where the signing-key ring lives, shaped like SPIRE's
+// DataStore plugin block: `datastore "embedded" {}` or
+// `datastore "postgres" {}`.
+type datastoreBlock struct {
+	Kind                 string `hcl:"kind,label"`
+	ConnectionString     string `hcl:"connection_string,optional"`
+	ConnectionStringFile string `hcl:"connection_string_file,optional"`
+	KEKFile              string `hcl:"key_encryption_key_file,optional"`
+	RefreshInterval      string `hcl:"refresh_interval,optional"`
 }
 
 type policyBlock struct {
@@ -102,6 +126,9 @@ type config struct {
 	// Rules are the policy blocks in file order; Policy is built from them.
 	Rules  []stsid.Rule
 	Policy *stsid.Policy
+	// Datastore is the datastore block; its zero value is
+	// datastore "embedded" {}.
+	Datastore datastoreSettings
 }
 
 // serverSettings is the server block.
@@ -118,12 +145,39 @@ type serverSettings struct {
 	HealthAddress string
 	LogLevel      hclog.Level
 	LogJSON       bool
+	// JWKSMaxAge is jwks_max_age; zero for exchange.DefaultJWKSMaxAge.
+	JWKSMaxAge time.Duration
 }
 
-// issuerSettings is the issuer block, defaults applied.
+// issuerSettings is the issuer block, defaults applied except for the
+// key ring's schedule, whose zero values mean the defaults (see schedule).
 type issuerSettings struct {
 	Algorithm  jwa.SignatureAlgorithm
 	DefaultTTL time.Duration
+	// RotationPeriod is rotation_period; zero for
+	// keyring.DefaultRotationPeriod.
+	RotationPeriod time.Duration
+	// PublicationWindow is publication_window; zero for twice the JWKS
+	// max-age.
+	PublicationWindow time.Duration
+}
+
+// datastoreSettings is the datastore block. Its files are read only by
+// run and the keys commands (see openRing).
+type datastoreSettings struct {
+	// Kind is datastorePostgres, or empty for the embedded ring file.
+	Kind string
+	// ConnectionString or ConnectionStringFile (exactly one, for postgres)
+	// locate the database. The connection string is never logged.
+	ConnectionString     string
+	ConnectionStringFile string
+	// KEKFile holds the key-encryption key; required for postgres.
+	KEKFile string
+	// At locate the file attributes, for the errors of reading them.
+	ConnectionStringFileAt, KEKFileAt attrAt
+	// RefreshInterval is how often the ring is re-read; zero for
+	// keyring.DefaultRefreshInterval.
+	RefreshInterval time.Duration
 }
 
 // externalIssuerSettings is an external_issuer block. Its files and URL
@@ -300,7 +354,7 @@ func parseConfig(filename string, src []byte) (*config, error) {
 	// gohcl decodes blocks in file order, so the n-th decoded block of a
 	// type is the n-th block of that type in the syntax tree.
 	var serverAt, issuerAt blockAt
-	var externalAt, policyAt []blockAt
+	var externalAt, policyAt, datastoreAt []blockAt
 	for _, b := range body.Blocks {
 		at := blockAt{file: filename, name: b.Type, block: b}
 		switch b.Type {
@@ -314,6 +368,9 @@ func parseConfig(filename string, src []byte) (*config, error) {
 		case blockPolicy:
 			at.name = blockPolicy + " " + strconv.Quote(b.Labels[0])
 			policyAt = append(policyAt, at)
+		case blockDatastore:
+			at.name = blockDatastore + " " + strconv.Quote(b.Labels[0])
+			datastoreAt = append(datastoreAt, at)
 		}
 	}
 
@@ -328,6 +385,9 @@ func parseConfig(filename string, src []byte) (*config, error) {
 		errs = append(errs, err)
 	}
 	cfg.Issuer, err = issuerConfig(fc.Issuer, issuerAt)
+	errs = append(errs, err)
+	errs = append(errs, checkSchedule(cfg.Issuer, cfg.Server.JWKSMaxAge, issuerAt, serverAt))
+	cfg.Datastore, err = datastoreConfig(fc.Datastores, datastoreAt)
 	errs = append(errs, err)
 	cfg.ExternalIssuers, err = externalIssuers(fc.ExternalIssuers, externalAt)
 	errs = append(errs, err)
@@ -449,6 +509,17 @@ func serverConfig(b *serverBlock, at blockAt) (serverSettings, error) {
 	default:
 		fail("log_format", "must be text or json, got %q", b.LogFormat)
 	}
+	if b.JWKSMaxAge != "" {
+		d, err := parseDuration(b.JWKSMaxAge)
+		switch {
+		case err != nil:
+			fail("jwks_max_age", "%v", err)
+		case d%time.Second != 0:
+			fail("jwks_max_age", "must be whole seconds (Cache-Control max-age), got %q", b.JWKSMaxAge)
+		default:
+			s.JWKSMaxAge = d
+		}
+	}
 	return s, errors.Join(errs...)
 }
 
@@ -481,15 +552,134 @@ func issuerConfig(b *issuerBlock, at blockAt) (issuerSettings, error) {
 			s.Algorithm = alg
 		}
 	}
-	if b.DefaultTTL != "" {
-		d, err := parseDuration(b.DefaultTTL)
+	for _, d := range []struct {
+		attr, value string
+		dst         *time.Duration
+	}{
+		{"default_ttl", b.DefaultTTL, &s.DefaultTTL},
+		{"rotation_period", b.RotationPeriod, &s.RotationPeriod},
+		{"publication_window", b.PublicationWindow, &s.PublicationWindow},
+	} {
+		if d.value == "" {
+			continue
+		}
+		v, err := parseDuration(d.value)
 		if err != nil {
-			errs = append(errs, at.errorf("default_ttl", "%v", err))
+			errs = append(errs, at.errorf(d.attr, "%v", err))
 		} else {
-			s.DefaultTTL = d
+			*d.dst = v
 		}
 	}
 	return s, errors.Join(errs...)
+}
+
+// schedule returns the key ring's rotation period and publication window,
+// defaults applied: keyring.DefaultRotationPeriod, and twice the JWKS
+// max-age (jwksMaxAge, zero for exchange.DefaultJWKSMaxAge), so that a
+// verifier that refreshes the JWKS only when its cached copy expires has a
+// new key before any replica signs with it.
+func (s issuerSettings) schedule(jwksMaxAge time.Duration) (rotation, window time.Duration) {
+	rotation, window = s.RotationPeriod, s.PublicationWindow
+	if rotation == 0 {
+		rotation = keyring.DefaultRotationPeriod
+	}
+	if window == 0 {
+		if jwksMaxAge == 0 {
+			jwksMaxAge = exchange.DefaultJWKSMaxAge
+		}
+		window = 2 * jwksMaxAge
+	}
+	return rotation, window
+}
+
+// checkSchedule checks that the publication window is shorter than the
+// rotation period, as keyring.Schedule requires, and locates the error at
+// the attribute that set the offending value.
+func checkSchedule(s issuerSettings, jwksMaxAge time.Duration, issuerAt, serverAt blockAt) error {
+	rotation, window := s.schedule(jwksMaxAge)
+	if window < rotation {
+		return nil
+	}
+	switch {
+	case s.PublicationWindow != 0:
+		return issuerAt.errorf("publication_window", "must be shorter than the rotation period (%s), got %s", rotation, window)
+	case serverAt.has("jwks_max_age") && !issuerAt.has("rotation_period"):
+		return serverAt.errorf("jwks_max_age", "twice it, the default publication window (%s), must be shorter than the rotation period (%s)", window, rotation)
+	}
+	return issuerAt.errorf("rotation_period", "must be longer than the publication window (%s), got %s", window, rotation)
+}
+
+// datastoreConfig translates the datastore blocks; at[i] locates
+// blocks[i]. There is at most one; none is datastore "embedded" {}. It
+// checks them without reading their files.
+func datastoreConfig(blocks []datastoreBlock, at []blockAt) (datastoreSettings, error) {
+	var s datastoreSettings
+	if len(blocks) == 0 {
+		return s, nil
+	}
+	var errs []error
+	for i := 1; i < len(blocks); i++ {
+		errs = append(errs, at[i].errorf("", "only one datastore block is allowed; the first is on line %d", at[0].lineOf("")))
+	}
+	b, a := blocks[0], at[0]
+	fail := func(attr, format string, args ...any) {
+		errs = append(errs, a.errorf(attr, format, args...))
+	}
+	fileAt := func(attr string) attrAt {
+		return attrAt{File: a.file, Line: a.lineOf(attr), Key: a.name + ": " + attr}
+	}
+	switch b.Kind {
+	case datastoreEmbedded:
+		for _, attr := range []string{"connection_string", "connection_string_file"} {
+			if a.has(attr) {
+				fail(attr, "applies to datastore %q only", datastorePostgres)
+			}
+		}
+	case datastorePostgres:
+		s.Kind = datastorePostgres
+		switch {
+		case b.ConnectionString == "" && b.ConnectionStringFile == "":
+			fail("", "one of connection_string and connection_string_file is required")
+		case b.ConnectionString != "" && b.ConnectionStringFile != "":
+			fail("connection_string_file", "set only one of connection_string and connection_string_file")
+		}
+		s.ConnectionString = b.ConnectionString
+		if b.ConnectionStringFile != "" {
+			s.ConnectionStringFile, s.ConnectionStringFileAt = b.ConnectionStringFile, fileAt("connection_string_file")
+		}
+		if b.KEKFile == "" {
+			fail("key_encryption_key_file", "is required for datastore %q: the keys in a shared database must be encrypted", datastorePostgres)
+		}
+	default:
+		fail("", "unknown datastore %q: want %q or %q", b.Kind, datastoreEmbedded, datastorePostgres)
+	}
+	if b.KEKFile != "" {
+		s.KEKFile, s.KEKFileAt = b.KEKFile, fileAt("key_encryption_key_file")
+	}
+	if b.RefreshInterval != "" {
+		d, err := parseDuration(b.RefreshInterval)
+		if err != nil {
+			fail("refresh_interval", "%v", err)
+		} else {
+			s.RefreshInterval = d
+		}
+	}
+	return s, errors.Join(errs...)
+}
+
+// maxTokenTTL returns the longest lifetime a token of cfg can have: the
+// issuer's default TTL or the longest max_ttl of the policy rules. A
+// retired key stays published this long after it stopped signing.
+func (cfg *config) maxTokenTTL() time.Duration {
+	return maxTokenTTL(cfg.Issuer.DefaultTTL, cfg.Rules)
+}
+
+func maxTokenTTL(defaultTTL time.Duration, rules []stsid.Rule) time.Duration {
+	m := defaultTTL
+	for _, r := range rules {
+		m = max(m, r.MaxTTL)
+	}
+	return m
 }
 
 // externalIssuers translates the external_issuer blocks; at[i] locates

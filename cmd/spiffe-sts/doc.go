@@ -7,6 +7,9 @@
 //
 //	spiffe-sts run -config FILE
 //	spiffe-sts validate -config FILE
+//	spiffe-sts keys list -config FILE
+//	spiffe-sts keys rotate -config FILE
+//	spiffe-sts keys revoke -config FILE -kid KID
 //	spiffe-sts help
 //
 // "validate" loads and checks the configuration file, without touching the
@@ -19,24 +22,63 @@
 //
 //  1. It starts the plain HTTP health listener (health_address), if
 //     configured: /healthz is always 200, /readyz is 200 once the token
-//     server runs and has its SVID and bundles, 503 before.
+//     server runs and has its SVID, bundles and an active signing key,
+//     503 before.
 //  2. It loads the keys of each external_issuer: it reads jwks_file, or
 //     fetches jwks_url (trusting ca_file, else the system roots; at most
 //     30s). A key set that cannot be loaded stops start-up.
-//  3. It waits for the server's X509-SVID and the X.509 and JWT bundles from
+//  3. It loads the signing-key ring from the datastore (data_dir/keyring.json,
+//     or PostgreSQL; at most 30s to connect), creating the first key, or
+//     importing the key files of older versions from data_dir/keys (the key
+//     of signing_algorithm signs, the others are published until their
+//     tokens expire; the files are left in place). A store that cannot be
+//     reached, a ring file that is corrupt or that group or others may
+//     read, and a record that does not decrypt stop start-up, naming it;
+//     nothing is overwritten. It then refreshes the ring every
+//     refresh_interval, creating the next key when due.
+//  4. It waits for the server's X509-SVID and the X.509 and JWT bundles from
 //     the Workload API (workload_api_socket, else SPIFFE_ENDPOINT_SOCKET)
 //     and checks that the SVID is in trust_domain.
-//  4. It loads the signing key for signing_algorithm from data_dir/keys,
-//     creating it if missing; keys of the other algorithms found there are
-//     published in the JWKS so tokens they signed still verify.
 //  5. It serves the token endpoint, metadata and JWKS over TLS on
 //     bind_address with its rotating X509-SVID.
 //
+// Signing keys rotate (package issuer/keyring): a new key is published in
+// the JWKS for publication_window before it signs, signs for
+// rotation_period, and stays published, retired, until the last token it
+// signed has expired. Every replica signs from memory and switches at the
+// time recorded in the ring, so replicas need not talk to each other. If
+// the store becomes unreachable, a running server keeps signing with its
+// in-memory key and stays ready; rotation waits. The log says so once
+// ("key ring store unavailable; signing with the in-memory key; rotation
+// waits") and again when the store is back, and records each key created,
+// activated, retired, revoked and removed (kid, seq, state; never key
+// material).
+//
 // SIGHUP re-reads the configuration file and replaces the policy,
 // delegation blocks included; if the new file has any error the old policy
-// stays in force. Changes outside the policy blocks, external_issuer blocks
-// among them, need a restart (a warning names the changed sections). SIGTERM and SIGINT shut the server down
-// gracefully (at most 10s).
+// stays in force. If the new policy allows longer tokens, retired keys stay
+// published longer to match. Changes outside the policy blocks,
+// external_issuer and datastore blocks among them, need a restart (a
+// warning names the changed sections). SIGTERM and SIGINT shut the server
+// down gracefully (at most 10s).
+//
+// "keys" manages the ring directly in the datastore of the configuration
+// file, so it works while servers run; they pick the change up within
+// refresh_interval:
+//
+//	$ spiffe-sts keys list -config sts.hcl
+//	SEQ  KID       ALG    STATE    CREATED               ACTIVATES             REVOKED
+//	1    kVvN...   ES256  active   2030-01-01T00:00:00Z  2030-01-01T00:00:00Z  -
+//	$ spiffe-sts keys rotate -config sts.hcl
+//	created key Fd9Q... (seq 2, ES256): published now, signs from 2030-01-01T12:10:00Z
+//	$ spiffe-sts keys revoke -config sts.hcl -kid kVvN...
+//	revoked key kVvN...: withdrawn from the JWKS; it signs no more
+//	key Fd9Q... (seq 2, ES256) signs now
+//
+// rotate creates a key that signs after the publication window; revoke
+// withdraws a key at once (a compromise response), and if it was the
+// active key the next key, or a new one, signs from now on. Times are
+// RFC 3339 UTC.
 //
 // Exit codes: 0 success, 1 configuration or runtime error, 2 usage error.
 //
@@ -53,7 +95,8 @@
 //	  trust_domain        = "example.org"                  # required
 //	  issuer_url          = "https://sts.example.org:8443" # required; https, no path, query or fragment
 //	  bind_address        = "0.0.0.0:8443"                 # required; host:port
-//	  data_dir            = "/var/lib/spiffe-sts"          # required; keys live in data_dir/keys
+//	  data_dir            = "/var/lib/spiffe-sts"          # required; the embedded ring file and legacy keys/
+//	  jwks_max_age        = "5m"                           # default 5m; Cache-Control max-age of /jwks and metadata
 //	  workload_api_socket = "unix:///run/spire/agent.sock" # default $SPIFFE_ENDPOINT_SOCKET; one is required
 //	  federates_with      = ["partner.example"]            # default none; trust domains that may also call
 //	  health_address      = "0.0.0.0:8081"                 # default none; plain HTTP /healthz and /readyz
@@ -64,6 +107,20 @@
 //	issuer {                                               # optional
 //	  signing_algorithm = "ES256"                          # ES256 (default), EdDSA or RS256
 //	  default_ttl       = "5m"                             # default 5m; max_ttl of rules without one
+//	  rotation_period    = "24h"                           # default 24h; how long a key signs
+//	  publication_window = "10m"                           # default 2 × jwks_max_age; < rotation_period
+//	}
+//
+//	datastore "embedded" {                                 # at most one datastore block; this one is the default
+//	  key_encryption_key_file = "/path/kek"                # optional; encrypts the keys in data_dir/keyring.json
+//	  refresh_interval        = "2s"                       # default 2s
+//	}
+//
+//	datastore "postgres" {                                 # for several replicas
+//	  connection_string       = "postgres://..."           # exactly one of connection_string and
+//	  connection_string_file  = "/etc/spiffe-sts/datastore/connection-string" # connection_string_file
+//	  key_encryption_key_file = "/etc/spiffe-sts/kek/kek"  # required; 32 bytes, raw or base64
+//	  refresh_interval        = "2s"                       # default 2s; how soon replicas see changes
 //	}
 //
 //	external_issuer "corp" {                              # zero or more; the label is the name policy uses
@@ -103,6 +160,10 @@
 // every ID in it) or an ID with "*" path segments, each matching one
 // segment. A rule that an earlier rule makes unreachable is an error.
 // Durations are Go durations ("90s", "5m") and must be positive.
+//
+// The key-encryption key and connection string files may be symlinks (as
+// Kubernetes mounts Secrets); their contents are never logged. The tables
+// in PostgreSQL are created and migrated by the server on start.
 //
 // See testdata/example.hcl for a complete example.
 package main

@@ -13,3 +13,13 @@ const (
 	logKeySections       = "sections"
 	logKeyError          = "error"
 )
+
+// Log keys of the key ring's events.
+const (
+	logKeyKID       = "kid"
+	logKeySeq       = "seq"
+	logKeyAlgorithm = "alg"
+	logKeyState     = "state"
+	logKeyActivates = "activates"
+	logKeyMaxTTL    = "max_token_ttl"
+)

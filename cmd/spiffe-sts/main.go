@@ -25,6 +25,7 @@ OAuth 2.0 token exchange (RFC 8693) for SPIFFE workloads.
 Commands:
   run        run the server
   validate   check the configuration file and exit
+  keys       list, rotate or revoke signing keys (spiffe-sts keys help)
   help       show this help
 
 Run "spiffe-sts <command> -h" for the flags of a command.
@@ -47,6 +48,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	case "run", "validate":
+	case "keys":
+		return keysMain(args, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "spiffe-sts: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage

@@ -26,7 +26,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
-	"github.com/spiffe-sts/spiffe-sts/issuer/diskkey"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -107,6 +107,28 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 		log.Info("external issuer ready", logKeyExternalIssuer, ext.Name(), logKeyIssuer, ext.Issuer())
 	}
 
+	// The key ring too: without a ring (a store that cannot be reached, a
+	// record that does not open) there is no key to sign with.
+	ring, closeStore, err := startKeyRing(ctx, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped while loading the key ring")
+			return nil
+		}
+		return fmt.Errorf("signing keys: %w", err)
+	}
+	defer closeStore()
+	ringCtx, stopRing := context.WithCancel(ctx)
+	defer stopRing()
+	ringLog := log.Named("keyring")
+	watcher := newRingWatcher(ring, ringLog)
+	refreshEvery := cfg.Datastore.RefreshInterval
+	if refreshEvery == 0 {
+		refreshEvery = keyring.DefaultRefreshInterval
+	}
+	go func() { _ = ring.Run(ringCtx) }()
+	go watcher.run(ringCtx, refreshEvery)
+
 	log.Info("waiting for the X509-SVID and bundles from the Workload API", logKeyAddress, cfg.Server.WorkloadAPIAddr)
 	client, err := workloadapi.New(ctx,
 		workloadapi.WithAddr(cfg.Server.WorkloadAPIAddr),
@@ -143,17 +165,16 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 		return fmt.Errorf("own X509-SVID %s is not in trust domain %q (server.trust_domain)", svid.ID, cfg.Server.TrustDomain.Name())
 	}
 
-	signer, verificationKeys, err := diskkey.Open(cfg.Server.DataDir, cfg.Issuer.Algorithm)
+	keys, err := issuer.NewRingKeys(ring)
 	if err != nil {
 		return fmt.Errorf("signing keys: %w", err)
 	}
 	// issuer and exchange name their loggers themselves.
 	iss, err := issuer.New(issuer.Config{
-		IssuerURL:        cfg.Server.IssuerURL,
-		Signer:           signer,
-		VerificationKeys: verificationKeys,
-		DefaultTTL:       cfg.Issuer.DefaultTTL,
-		Logger:           log,
+		IssuerURL:  cfg.Server.IssuerURL,
+		Keys:       keys,
+		DefaultTTL: cfg.Issuer.DefaultTTL,
+		Logger:     log,
 	})
 	if err != nil {
 		return err
@@ -169,6 +190,7 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 		ExternalIssuers:       externalIssuers,
 		Minter:                iss,
 		Keys:                  iss.KeySet(),
+		JWKSMaxAge:            cfg.Server.JWKSMaxAge,
 		Logger:                log,
 	})
 	if err != nil {
@@ -190,7 +212,7 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 		logKeyRules, len(cfg.Rules),
 	)
 
-	reload := &reloader{path: configPath, running: cfg, sts: sts, log: log}
+	reload := &reloader{path: configPath, running: cfg, sts: sts, ring: ring, log: log}
 	rotation := svidWatcher{log: log, last: leafSum(svid)}
 	for {
 		select {
@@ -339,7 +361,16 @@ type reloader struct {
 	// running is the configuration the server started with.
 	running *config
 	sts     policySetter
-	log     hclog.Logger
+	// ring, when not nil, learns a raised maximum token lifetime, so that
+	// retired keys stay published until the longer tokens expire.
+	ring maxTTLSetter
+	log  hclog.Logger
+}
+
+// maxTTLSetter is the part of *keyring.Manager that reloading needs.
+type maxTTLSetter interface {
+	SetMaxTokenTTL(time.Duration)
+	MaxTokenTTL() time.Duration
 }
 
 // reload loads the configuration file and applies its policy. On any
@@ -361,8 +392,18 @@ func (r *reloader) reload() error {
 	if !reflect.DeepEqual(cfg.ExternalIssuers, r.running.ExternalIssuers) {
 		changed = append(changed, blockExternal)
 	}
+	if !reflect.DeepEqual(cfg.Datastore, r.running.Datastore) {
+		changed = append(changed, blockDatastore)
+	}
 	if len(changed) > 0 {
 		r.log.Warn("changes outside policy blocks take effect only after a restart", logKeySections, changed)
+	}
+	if r.ring != nil {
+		// Raise before the new policy mints longer tokens.
+		if ttl := maxTokenTTL(r.running.Issuer.DefaultTTL, cfg.Rules); ttl > r.ring.MaxTokenTTL() {
+			r.ring.SetMaxTokenTTL(ttl)
+			r.log.Info("key ring keeps retired keys longer for the longer tokens", logKeyMaxTTL, ttl.String())
+		}
 	}
 	r.sts.SetPolicy(cfg.Policy)
 	r.log.Info("policy reloaded", logKeyRules, len(cfg.Rules))

@@ -31,7 +31,8 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 	"github.com/spiffe-sts/spiffe-sts/internal/testrun"
-	"github.com/spiffe-sts/spiffe-sts/issuer/diskkey"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/filestore"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -650,9 +651,9 @@ func TestRun(t *testing.T) {
 	if strings.Contains(logs.String(), body.AccessToken) {
 		t.Error("the access token was logged")
 	}
-	// The signing key was created in data_dir/keys.
+	// The signing key was created in the embedded ring, data_dir/keyring.json.
 	dataDir := strings.Split(strings.Split(src, `data_dir            = "`)[1], `"`)[0]
-	if _, err := os.Stat(filepath.Join(dataDir, diskkey.KeysDir, "es256.pem")); err != nil {
+	if _, err := os.Stat(filepath.Join(dataDir, filestore.FileName)); err != nil {
 		t.Errorf("signing key: %v", err)
 	}
 
@@ -687,7 +688,7 @@ func TestRunBadKeyDir(t *testing.T) {
 	wl := fakeworkloadapi.Start(t, ca, ca.SVID(t, "spiffe://example.org/sts", time.Hour))
 	src := runConfig(t, wl.Addr, freeAddr(t), freeAddr(t))
 	dataDir := strings.Split(strings.Split(src, `data_dir            = "`)[1], `"`)[0]
-	keys := filepath.Join(dataDir, diskkey.KeysDir)
+	keys := filepath.Join(dataDir, keyring.LegacyKeysDir)
 	if err := os.MkdirAll(keys, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -697,7 +698,7 @@ func TestRunBadKeyDir(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	err := run(ctx, writeConfig(t, src), io.Discard, io.Discard)
-	want := "signing keys: diskkey: " + filepath.Join(keys, "es256.pem") + ": no PEM block"
+	want := "signing keys: keyring: " + filepath.Join(keys, "es256.pem") + ": no PEM block"
 	if err == nil || err.Error() != want {
 		t.Fatalf("run: %v, want %s", err, want)
 	}

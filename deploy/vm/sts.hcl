@@ -1,7 +1,7 @@
 # spiffe-sts configuration for a VM, installed as /etc/spiffe-sts/sts.hcl.
 # Check it with: spiffe-sts validate -config /etc/spiffe-sts/sts.hcl
 # After editing policy blocks: systemctl reload spiffe-sts. Changes to the
-# server or issuer blocks need: systemctl restart spiffe-sts.
+# server, issuer or datastore blocks need: systemctl restart spiffe-sts.
 
 server {
   # The trust domain of the SPIRE server that registered spiffe-sts.
@@ -14,8 +14,13 @@ server {
 
   bind_address = "0.0.0.0:8443"
 
-  # StateDirectory=spiffe-sts of the systemd unit; keys live in keys/.
+  # StateDirectory=spiffe-sts of the systemd unit. The signing-key ring
+  # lives in keyring.json here (mode 0600); key files of older versions in
+  # keys/ are imported into it on first start and left in place.
   data_dir = "/var/lib/spiffe-sts"
+
+  # Cache-Control max-age of /jwks and the metadata documents.
+  jwks_max_age = "5m"
 
   # The SPIRE agent's Workload API (agent.conf socket_path). It must not be
   # under /tmp: the unit has PrivateTmp=yes.
@@ -32,6 +37,18 @@ server {
 issuer {
   signing_algorithm = "ES256"
   default_ttl       = "5m"
+
+  # A new key is published for publication_window (default twice
+  # jwks_max_age) before it signs, and signs for rotation_period.
+  # List, rotate and revoke keys with: spiffe-sts keys list -config FILE
+  rotation_period    = "24h"
+  publication_window = "10m"
+}
+
+# One node: the key ring is a file under data_dir, no server to run. This
+# block is the default and may be left out. Set key_encryption_key_file (32
+# bytes, raw or base64, mode 0600) to encrypt the keys in the file too.
+datastore "embedded" {
 }
 
 # First matching rule wins; a caller no rule matches is denied.

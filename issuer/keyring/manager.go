@@ -352,10 +352,12 @@ type Manager struct {
 	changed chan struct{}
 }
 
-// snapshot is an opened ring, by Seq.
+// snapshot is an opened ring, by Seq, with the schedule its states are
+// computed with (which SetMaxTokenTTL can change).
 type snapshot struct {
 	records []Record // SealedKey dropped
 	signers []crypto.Signer
+	sched   Schedule
 }
 
 // New loads the ring from cfg.Store, blocking on the store: it imports
@@ -471,7 +473,7 @@ func (m *Manager) load(recs []Record) error {
 		recs[i].SealedKey = nil
 	}
 	m.opened = opened
-	m.snap.Store(&snapshot{records: recs, signers: signers})
+	m.snap.Store(&snapshot{records: recs, signers: signers, sched: m.cfg.Schedule})
 	return nil
 }
 
@@ -525,7 +527,7 @@ func (m *Manager) Active() (signer crypto.Signer, kid, alg string) {
 // retired), by Seq. It reads memory only.
 func (m *Manager) Published() []PublicKey {
 	s := m.snap.Load()
-	states := m.cfg.States(s.records, m.cfg.Clock())
+	states := s.sched.States(s.records, m.cfg.Clock())
 	var keys []PublicKey
 	for i, r := range s.records {
 		if states[i].Published() {
@@ -537,8 +539,29 @@ func (m *Manager) Published() []PublicKey {
 
 // Keys describes every record of the snapshot with its state now.
 func (m *Manager) Keys() []KeyInfo {
-	return describe(m.cfg.Schedule, m.snap.Load().records, m.cfg.Clock())
+	s := m.snap.Load()
+	return describe(s.sched, s.records, m.cfg.Clock())
 }
+
+// SetMaxTokenTTL raises the Schedule's MaxTokenTTL to d, for an issuer
+// whose policy now allows longer tokens, so that retired keys stay
+// published until those tokens expire. It never lowers it: tokens minted
+// under the old maximum may still be live. It takes effect at once for
+// Published and Keys, and for the plan at the next refresh.
+func (m *Manager) SetMaxTokenTTL(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d <= m.cfg.MaxTokenTTL {
+		return
+	}
+	m.cfg.MaxTokenTTL = d
+	s := *m.snap.Load()
+	s.sched = m.cfg.Schedule
+	m.snap.Store(&s)
+}
+
+// MaxTokenTTL returns the Schedule's MaxTokenTTL.
+func (m *Manager) MaxTokenTTL() time.Duration { return m.snap.Load().sched.MaxTokenTTL }
 
 // Changed returns a channel that is closed at the next change of the
 // published set or of a key's state (noticed at a refresh); call it again
