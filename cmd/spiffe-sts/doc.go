@@ -118,8 +118,8 @@
 //
 //	datastore "postgres" {                                 # for several replicas
 //	  connection_string       = "postgres://..."           # exactly one of connection_string and
-//	  connection_string_file  = "/etc/spiffe-sts/datastore/connection-string" # connection_string_file
-//	  key_encryption_key_file = "/etc/spiffe-sts/kek/kek"  # required; 32 bytes, raw or base64
+//	  connection_string_file  = "/var/run/secrets/spiffe-sts/datastore/connection-string" # connection_string_file
+//	  key_encryption_key_file = "/var/run/secrets/spiffe-sts/kek/kek"  # required; 32 bytes, raw or base64
 //	  refresh_interval        = "2s"                       # default 2s; how soon replicas see changes
 //	}
 //
