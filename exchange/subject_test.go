@@ -21,8 +21,10 @@ import (
 func TestSubjectTokenRefusals(t *testing.T) {
 	// The server's clock is fixed; tokens are made relative to it. The
 	// JWT-SVID parser of go-spiffe reads the wall clock but allows a minute
-	// of skew, so the offsets below stay within it.
-	now := time.Now().Truncate(time.Second)
+	// of skew, so the offsets below stay within it. Each case sets now a
+	// little ahead of the wall clock, so that tokens minted on the wall
+	// clock during the case (whole seconds) are never in its future.
+	var now time.Time
 	partner := testca.New(t, "partner.example")
 	const partnerWorkload = "spiffe://partner.example/ns/prod/sa/web"
 
@@ -147,6 +149,7 @@ func TestSubjectTokenRefusals(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			now = time.Now().Truncate(time.Second).Add(2 * time.Second)
 			e := env{ext: &fakeIssuer{tokens: map[string]*accesstoken.Claims{}}}
 			clock := tc.clock
 			if clock == nil {

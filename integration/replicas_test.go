@@ -179,6 +179,10 @@ datastore "postgres" {
 	pg.Start(t)
 	t.Logf("PostgreSQL started")
 	load.checkStillValid(t, "the PostgreSQL outage", before)
+	for _, r := range rs.replicas {
+		waitLog(t, r.sts(), "key ring store unavailable; signing with the in-memory key", 5*time.Second)
+		waitLog(t, r.sts(), "key ring store available again", 10*time.Second)
+	}
 
 	// 8. Rotation resumes once the store is back.
 	load.waitRotations(t, load.rotations()+2, 60*time.Second)
@@ -630,6 +634,18 @@ func (l *replicaLoad) checkStillValid(t *testing.T, event string, tokens []issue
 		if err := l.verify(t.Context(), tok.replica, tok.token); err != nil {
 			t.Errorf("a token issued before %s no longer verifies: %v", event, err)
 		}
+	}
+}
+
+// waitLog waits until a replica's log has a line containing text.
+func waitLog(t *testing.T, h *harness.STS, text string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(h.Output(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("replica log has no %q within %s", text, within)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
