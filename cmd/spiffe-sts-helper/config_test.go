@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -298,4 +299,29 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted an incomplete configuration: %+v", cfg)
 		}
 	})
+}
+
+// TestSidecarExampleConfig parses the helper.hcl of the Kubernetes example,
+// so that the example keeps up with the configuration.
+func TestSidecarExampleConfig(t *testing.T) {
+	raw, err := os.ReadFile("../../deploy/kubernetes/helper-sidecar.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(raw), "  helper.hcl: |\n")
+	if !ok {
+		t.Fatal("no helper.hcl in the ConfigMap")
+	}
+	rest, _, _ = strings.Cut(rest, "\n---\n")
+	var src strings.Builder
+	for _, line := range strings.Split(rest, "\n") {
+		src.WriteString(strings.TrimPrefix(line, "    ") + "\n")
+	}
+	cfg, err := parseConfig("helper-sidecar.yaml", []byte(src.String()), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ListenNetwork != "unix" || len(cfg.Tokens) != 1 || !cfg.Daemon {
+		t.Fatalf("%+v", cfg)
+	}
 }

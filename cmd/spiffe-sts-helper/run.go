@@ -84,7 +84,7 @@ func run(ctx context.Context, configPath string, stderr io.Writer) error {
 		if t.Grant == helper.GrantJWTSVID {
 			client, err := workloadapi.New(ctx, workloadapi.WithAddr(cfg.AgentAddress))
 			if err != nil {
-				return fmt.Errorf("Workload API client: %w", err)
+				return fmt.Errorf("the Workload API client: %w", err)
 			}
 			defer client.Close()
 			hcfg.JWTSource = client
