@@ -38,6 +38,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseForm -fuzztime 30s ./exchange
 	$(GO) test -run '^$$' -fuzz FuzzClaimsJSON -fuzztime 30s ./accesstoken
 	$(GO) test -run '^$$' -fuzz FuzzParsePattern -fuzztime 30s ./spiffeid
+	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s ./cmd/spiffe-sts-helper
 
 build:
 	$(GO) build -o bin/ ./cmd/...
