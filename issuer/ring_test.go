@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwa"
-
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
@@ -161,25 +159,6 @@ func TestRingKeys(t *testing.T) {
 	}
 	if _, err := iss.KeySet().LookupKey(ctx, k1); err == nil {
 		t.Errorf("revoked key %s still verifies", k1)
-	}
-}
-
-// TestStaticKeysErrors checks StaticKeys and the Keys/Signer choice.
-func TestStaticKeysErrors(t *testing.T) {
-	if _, err := issuer.StaticKeys(nil); err == nil || err.Error() != "issuer: Signer is required" {
-		t.Errorf("StaticKeys(nil): %v", err)
-	}
-	es := testSigner(t, jwa.ES256())
-	keys, err := issuer.StaticKeys(es)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = issuer.New(issuer.Config{IssuerURL: testIssuerURL, Keys: keys, Signer: es})
-	if want := "issuer: set only one of Keys and Signer (with VerificationKeys)"; err == nil || err.Error() != want {
-		t.Errorf("New with Keys and Signer: %v, want %s", err, want)
-	}
-	if got := keys.SigningKey(); got != es {
-		t.Errorf("SigningKey = %v, want the signer", got)
 	}
 }
 
