@@ -27,7 +27,6 @@ import (
 // It counts the requests that did not come over HTTP/2 in http1.
 func startHTTP(t testing.TB, s *ststest.STS, rs *resourceServer, http1 *atomic.Int64) string {
 	t.Helper()
-	svid := s.CA.SVID(t, ststest.APIAudience, time.Hour)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor != 2 {
 			http1.Add(1)
@@ -38,6 +37,14 @@ func startHTTP(t testing.TB, s *ststest.STS, rs *resourceServer, http1 *atomic.I
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
+	return serveHTTPS(t, s, handler, nil)
+}
+
+// serveHTTPS serves handler over mTLS as APIAudience, with connState
+// (when not nil) as the server's ConnState hook, and returns its URL.
+func serveHTTPS(t testing.TB, s *ststest.STS, handler http.Handler, connState func(net.Conn, http.ConnState)) string {
+	t.Helper()
+	svid := s.CA.SVID(t, ststest.APIAudience, time.Hour)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +53,7 @@ func startHTTP(t testing.TB, s *ststest.STS, rs *resourceServer, http1 *atomic.I
 		Handler:           handler,
 		TLSConfig:         tlsconfig.MTLSServerConfig(svid, s.CA.Bundle(), tlsconfig.AuthorizeAny()),
 		ReadHeaderTimeout: 5 * time.Second,
+		ConnState:         connState,
 		// Refused handshakes are expected.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
@@ -239,23 +247,11 @@ func TestRoundTripperRetiresOldTransport(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{
-		Handler:           handler,
-		TLSConfig:         tlsconfig.MTLSServerConfig(s.CA.SVID(t, ststest.APIAudience, time.Hour), s.CA.Bundle(), tlsconfig.AuthorizeAny()),
-		ReadHeaderTimeout: 5 * time.Second,
-		ConnState: func(c net.Conn, state http.ConnState) {
-			if state == http.StateClosed {
-				closed <- c.RemoteAddr().String()
-			}
-		},
-	}
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() { _ = srv.Close() })
-	url := "https://" + ln.Addr().String()
+	url := serveHTTPS(t, s, handler, func(c net.Conn, state http.ConnState) {
+		if state == http.StateClosed {
+			closed <- c.RemoteAddr().String()
+		}
+	})
 
 	oldSVID := s.CA.SVIDValid(t, ststest.WorkloadID, clk.Now().Add(-time.Minute), clk.Now().Add(10*time.Minute))
 	oldLeaf := oldSVID.Certificates[0]

@@ -5,12 +5,13 @@ import (
 	"testing"
 
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/internal/keyringtest"
 )
 
 // BenchmarkActive measures the signing hot path's key lookup: a pointer
 // load, a clock read and a scan of the ring in memory.
 func BenchmarkActive(b *testing.B) {
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	m, err := keyring.New(context.Background(), baseConfig(&memStore{}, clk.Now))
 	if err != nil {
 		b.Fatal(err)
