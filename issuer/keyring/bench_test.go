@@ -2,9 +2,11 @@ package keyring_test
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/filestore"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/internal/keyringtest"
 )
 
@@ -21,4 +23,15 @@ func BenchmarkActive(b *testing.B) {
 			b.Fatal("no active key")
 		}
 	}
+}
+
+// BenchmarkRefresh measures a refresh (every refresh_interval) of a ring
+// of four keys in a file store: read and parse the file, reuse the opened
+// keys, plan.
+func BenchmarkRefresh(b *testing.B) {
+	store, err := filestore.Open(filepath.Join(b.TempDir(), filestore.FileName))
+	if err != nil {
+		b.Fatal(err)
+	}
+	keyringtest.BenchRefresh(b, baseConfig(store, keyringtest.NewClock().Now), 4)
 }

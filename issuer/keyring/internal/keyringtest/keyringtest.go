@@ -1,6 +1,7 @@
 package keyringtest
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/seal"
 )
 
@@ -43,4 +45,31 @@ func NewKEK(tb testing.TB) *seal.KEK {
 		tb.Fatal(err)
 	}
 	return k
+}
+
+// BenchRefresh measures Manager.Refresh, the work a replica does every
+// refresh interval, on a ring of n keys in cfg.Store: it starts a Manager
+// on cfg, forces rotations until the ring holds n keys, then refreshes
+// the unchanged ring b.N times.
+func BenchRefresh(b *testing.B, cfg keyring.Config, n int) {
+	b.Helper()
+	ctx := context.Background()
+	m, err := keyring.New(ctx, cfg)
+	if err != nil {
+		b.Fatalf("New: %v", err)
+	}
+	for len(m.Keys()) < n {
+		if _, err := m.Rotate(ctx); err != nil {
+			b.Fatalf("Rotate: %v", err)
+		}
+	}
+	if got := len(m.Published()); got != n {
+		b.Fatalf("%d published keys, want %d: %+v", got, n, m.Keys())
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := m.Refresh(ctx); err != nil {
+			b.Fatalf("Refresh: %v", err)
+		}
+	}
 }
