@@ -16,7 +16,7 @@ func BenchmarkMint(b *testing.B) {
 	bench := func(b *testing.B, alg jwa.SignatureAlgorithm) {
 		iss, err := issuer.New(issuer.Config{
 			IssuerURL: testIssuerURL,
-			Signer:    testSigner(b, alg),
+			Keys:      staticKeys(b, testSigner(b, alg)),
 			Clock:     fixedClock,
 		})
 		if err != nil {

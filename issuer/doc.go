@@ -30,8 +30,9 @@
 // at each use; resource servers verify tokens with package accesstoken,
 // which never imports this package.
 //
-// Keys come from a KeySource, read from memory on every Mint: StaticKeys
-// holds fixed keys, and RingKeys follows a rotating key ring (package
+// Keys come from Config.Keys, a KeySource read from memory on every Mint:
+// StaticKeys(signer, extra...) holds fixed keys (signer signs, extra public
+// keys are published beside it), and RingKeys follows a rotating key ring (package
 // keyring), signing with its active key and publishing its next, active
 // and retired keys; it rebuilds the public key set only when the ring's
 // Version changes. A key is a Signer, a crypto.Signer with an RFC 7638 key

@@ -16,9 +16,13 @@ func ExampleIssuer_Mint() {
 	if err != nil {
 		panic(err)
 	}
+	keys, err := issuer.StaticKeys(signer) // or issuer.NewRingKeys(ring)
+	if err != nil {
+		panic(err)
+	}
 	iss, err := issuer.New(issuer.Config{
 		IssuerURL: "https://sts.example.org",
-		Signer:    signer,
+		Keys:      keys,
 		Clock:     fixedClock, // omit to use time.Now
 	})
 	if err != nil {

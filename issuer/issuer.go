@@ -32,16 +32,9 @@ type Config struct {
 	// (RFC 9068 §2.2). Required; an https URL without query or fragment.
 	IssuerURL string
 	// Keys supplies the signing key, per Mint, and the public key set:
-	// StaticKeys for fixed keys, NewRingKeys for a rotating key ring.
-	// Required unless Signer is set.
+	// StaticKeys(signer, extra...) for fixed keys, NewRingKeys for a
+	// rotating key ring. Required.
 	Keys KeySource
-	// Signer, when Keys is nil, signs every token: it is short for
-	// Keys: StaticKeys(Signer, VerificationKeys...). Set only one of Keys
-	// and Signer.
-	Signer Signer
-	// VerificationKeys are extra public keys published beside Signer (see
-	// StaticKeys). Each needs "kid" and "alg". Only with Signer.
-	VerificationKeys []jwk.Key
 	// DefaultTTL is the lifetime of a token when Mint is given none;
 	// DefaultTTL (5m) when zero. Negative values are rejected.
 	DefaultTTL time.Duration
@@ -77,14 +70,8 @@ func New(cfg Config) (*Issuer, error) {
 		return nil, err
 	}
 	src := cfg.Keys
-	switch {
-	case src != nil && (cfg.Signer != nil || len(cfg.VerificationKeys) > 0):
-		return nil, errors.New("issuer: set only one of Keys and Signer (with VerificationKeys)")
-	case src == nil:
-		var err error
-		if src, err = StaticKeys(cfg.Signer, cfg.VerificationKeys...); err != nil {
-			return nil, err
-		}
+	if src == nil {
+		return nil, errors.New("issuer: Keys is required")
 	}
 	if cfg.DefaultTTL < 0 {
 		return nil, fmt.Errorf("issuer: DefaultTTL must be positive, got %s", cfg.DefaultTTL)
@@ -126,18 +113,18 @@ func buildKeySet(signer Signer, extra []jwk.Key) (*accesstoken.StaticKeySet, err
 	}
 	for i, key := range extra {
 		if key == nil {
-			return nil, fmt.Errorf("issuer: VerificationKeys[%d] is nil", i)
+			return nil, fmt.Errorf("issuer: extra[%d] is nil", i)
 		}
 		if kid, _ := key.KeyID(); kid == signer.KeyID() {
 			// The signer's own key listed again is harmless; another key
 			// under its kid is not.
 			if !jwk.Equal(own, key) {
-				return nil, fmt.Errorf("issuer: VerificationKeys[%d] has the Signer's kid %q but is a different key", i, kid)
+				return nil, fmt.Errorf("issuer: extra[%d] has the Signer's kid %q but is a different key", i, kid)
 			}
 			continue
 		}
 		if err := set.AddKey(key); err != nil {
-			return nil, fmt.Errorf("issuer: VerificationKeys[%d]: %w", i, err)
+			return nil, fmt.Errorf("issuer: extra[%d]: %w", i, err)
 		}
 	}
 	keys, err := accesstoken.NewStaticKeySet(set)

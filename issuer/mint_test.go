@@ -23,7 +23,7 @@ import (
 func baseConfig(tb testing.TB) issuer.Config {
 	return issuer.Config{
 		IssuerURL: testIssuerURL,
-		Signer:    testSigner(tb, jwa.ES256()),
+		Keys:      staticKeys(tb, testSigner(tb, jwa.ES256())),
 		Clock:     fixedClock,
 	}
 }
@@ -61,11 +61,11 @@ func TestMint(t *testing.T) {
 		},
 		{
 			name:           "EdDSA",
-			overrideConfig: func(c *issuer.Config) { c.Signer = testSigner(t, jwa.EdDSA()) },
+			overrideConfig: func(c *issuer.Config) { c.Keys = staticKeys(t, testSigner(t, jwa.EdDSA())) },
 		},
 		{
 			name:           "RS256",
-			overrideConfig: func(c *issuer.Config) { c.Signer = testSigner(t, jwa.RS256()) },
+			overrideConfig: func(c *issuer.Config) { c.Keys = staticKeys(t, testSigner(t, jwa.RS256())) },
 		},
 		{
 			name:           "ttl caps exp",
@@ -269,8 +269,8 @@ func TestMint(t *testing.T) {
 			// The header is exactly typ, kid and alg (RFC 9068 §2.1).
 			checkHeader(t, raw, map[string]string{
 				"typ": "at+jwt",
-				"kid": cfg.Signer.KeyID(),
-				"alg": cfg.Signer.Algorithm().String(),
+				"kid": cfg.Keys.SigningKey().KeyID(),
+				"alg": cfg.Keys.SigningKey().Algorithm().String(),
 			})
 
 			// The payload is the JSON encoding of the claims.
@@ -388,7 +388,7 @@ func TestMintLogs(t *testing.T) {
 		"jti":      claims.JWTID,
 		"subject":  testSPIFFEID,
 		"x5t_s256": accesstoken.Thumbprint(leaf),
-		"kid":      cfg.Signer.KeyID(),
+		"kid":      cfg.Keys.SigningKey().KeyID(),
 	} {
 		if minted[k] != want {
 			t.Errorf("log %q = %v, want %v", k, minted[k], want)

@@ -33,10 +33,18 @@ func publicJWK(t *testing.T, s issuer.Signer) jwk.Key {
 	return k
 }
 
+// staticKeys returns issuer.StaticKeys(signer, extra...) or fails the test.
+func staticKeys(tb testing.TB, signer issuer.Signer, extra ...jwk.Key) issuer.KeySource {
+	tb.Helper()
+	keys, err := issuer.StaticKeys(signer, extra...)
+	if err != nil {
+		tb.Fatalf("StaticKeys: %v", err)
+	}
+	return keys
+}
+
 func TestNew(t *testing.T) {
 	es := testSigner(t, jwa.ES256())
-	ed := testSigner(t, jwa.EdDSA())
-	rs := testSigner(t, jwa.RS256())
 
 	type expected struct {
 		issuerURL string
@@ -60,19 +68,6 @@ func TestNew(t *testing.T) {
 		{
 			name:           "nil Clock uses time.Now",
 			overrideConfig: func(c *issuer.Config) { c.Clock = nil },
-		},
-		{
-			name: "VerificationKeys are published",
-			overrideConfig: func(c *issuer.Config) {
-				c.VerificationKeys = []jwk.Key{publicJWK(t, ed), publicJWK(t, rs)}
-			},
-			overrideExpected: func(e *expected) { e.kids = append(e.kids, ed.KeyID(), rs.KeyID()) },
-		},
-		{
-			name: "the Signer's own key in VerificationKeys is published once",
-			overrideConfig: func(c *issuer.Config) {
-				c.VerificationKeys = []jwk.Key{publicJWK(t, es)}
-			},
 		},
 		{
 			name:           "no IssuerURL",
@@ -132,64 +127,18 @@ func TestNew(t *testing.T) {
 			expectErr:      `issuer: IssuerURL "https://sts.example.org:8443/" must not end in a slash`,
 		},
 		{
-			name:           "no Signer",
-			overrideConfig: func(c *issuer.Config) { c.Signer = nil },
-			expectErr:      "issuer: Signer is required",
-		},
-		{
-			name: "Signer with unsupported algorithm",
-			overrideConfig: func(c *issuer.Config) {
-				c.Signer = fakeSigner{Signer: es, kid: es.KeyID(), alg: jwa.HS256()}
-			},
-			expectErr: `issuer: Signer algorithm "HS256" is not supported`,
-		},
-		{
-			name: "Signer without key ID",
-			overrideConfig: func(c *issuer.Config) {
-				c.Signer = fakeSigner{Signer: es, alg: jwa.ES256()}
-			},
-			expectErr: "issuer: Signer has no key ID",
+			name:           "no Keys",
+			overrideConfig: func(c *issuer.Config) { c.Keys = nil },
+			expectErr:      "issuer: Keys is required",
 		},
 		{
 			name:           "negative DefaultTTL",
 			overrideConfig: func(c *issuer.Config) { c.DefaultTTL = -time.Second },
 			expectErr:      "issuer: DefaultTTL must be positive, got -1s",
 		},
-		{
-			name:           "nil VerificationKey",
-			overrideConfig: func(c *issuer.Config) { c.VerificationKeys = []jwk.Key{publicJWK(t, ed), nil} },
-			expectErr:      "issuer: VerificationKeys[1] is nil",
-		},
-		{
-			name: "VerificationKey reusing the Signer's kid",
-			overrideConfig: func(c *issuer.Config) {
-				k := publicJWK(t, ed)
-				_ = k.Set(jwk.KeyIDKey, es.KeyID())
-				c.VerificationKeys = []jwk.Key{k}
-			},
-			expectErr: `issuer: VerificationKeys[0] has the Signer's kid "` + es.KeyID() + `" but is a different key`,
-		},
-		{
-			name: "VerificationKey without alg",
-			overrideConfig: func(c *issuer.Config) {
-				k := publicJWK(t, ed)
-				_ = k.Remove(jwk.AlgorithmKey)
-				c.VerificationKeys = []jwk.Key{k}
-			},
-			expectErr: `issuer: key set: accesstoken: key "` + ed.KeyID() + `" has no alg`,
-		},
-		{
-			name: "VerificationKey without kid",
-			overrideConfig: func(c *issuer.Config) {
-				k := publicJWK(t, ed)
-				_ = k.Remove(jwk.KeyIDKey)
-				c.VerificationKeys = []jwk.Key{k}
-			},
-			expectErr: "issuer: key set: accesstoken: key 1 has no kid",
-		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := issuer.Config{IssuerURL: testIssuerURL, Signer: es, Clock: fixedClock}
+			cfg := issuer.Config{IssuerURL: testIssuerURL, Keys: staticKeys(t, es), Clock: fixedClock}
 			if tt.overrideConfig != nil {
 				tt.overrideConfig(&cfg)
 			}
@@ -241,11 +190,126 @@ func TestNew(t *testing.T) {
 	}
 }
 
+// TestStaticKeys checks the arguments of StaticKeys: the signer and the
+// extra public keys published beside it.
+func TestStaticKeys(t *testing.T) {
+	es := testSigner(t, jwa.ES256())
+	ed := testSigner(t, jwa.EdDSA())
+	rs := testSigner(t, jwa.RS256())
+
+	type params struct {
+		signer issuer.Signer
+		extra  []jwk.Key
+	}
+	for _, tt := range []struct {
+		name             string
+		overrideParams   func(*params)
+		overrideExpected func(kids *[]string)
+		expectErr        string
+	}{
+		{
+			name: "baseline",
+		},
+		{
+			name:             "extra keys are published",
+			overrideParams:   func(p *params) { p.extra = []jwk.Key{publicJWK(t, ed), publicJWK(t, rs)} },
+			overrideExpected: func(kids *[]string) { *kids = append(*kids, ed.KeyID(), rs.KeyID()) },
+		},
+		{
+			name:           "the signer's own key in extra is published once",
+			overrideParams: func(p *params) { p.extra = []jwk.Key{publicJWK(t, es)} },
+		},
+		{
+			name:           "no signer",
+			overrideParams: func(p *params) { p.signer = nil },
+			expectErr:      "issuer: Signer is required",
+		},
+		{
+			name:           "signer with unsupported algorithm",
+			overrideParams: func(p *params) { p.signer = fakeSigner{Signer: es, kid: es.KeyID(), alg: jwa.HS256()} },
+			expectErr:      `issuer: Signer algorithm "HS256" is not supported`,
+		},
+		{
+			name:           "signer without key ID",
+			overrideParams: func(p *params) { p.signer = fakeSigner{Signer: es, alg: jwa.ES256()} },
+			expectErr:      "issuer: Signer has no key ID",
+		},
+		{
+			name:           "nil extra key",
+			overrideParams: func(p *params) { p.extra = []jwk.Key{publicJWK(t, ed), nil} },
+			expectErr:      "issuer: extra[1] is nil",
+		},
+		{
+			name: "extra key reusing the signer's kid",
+			overrideParams: func(p *params) {
+				k := publicJWK(t, ed)
+				_ = k.Set(jwk.KeyIDKey, es.KeyID())
+				p.extra = []jwk.Key{k}
+			},
+			expectErr: `issuer: extra[0] has the Signer's kid "` + es.KeyID() + `" but is a different key`,
+		},
+		{
+			name: "extra key without alg",
+			overrideParams: func(p *params) {
+				k := publicJWK(t, ed)
+				_ = k.Remove(jwk.AlgorithmKey)
+				p.extra = []jwk.Key{k}
+			},
+			expectErr: `issuer: key set: accesstoken: key "` + ed.KeyID() + `" has no alg`,
+		},
+		{
+			name: "extra key without kid",
+			overrideParams: func(p *params) {
+				k := publicJWK(t, ed)
+				_ = k.Remove(jwk.KeyIDKey)
+				p.extra = []jwk.Key{k}
+			},
+			expectErr: "issuer: key set: accesstoken: key 1 has no kid",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := params{signer: es}
+			if tt.overrideParams != nil {
+				tt.overrideParams(&p)
+			}
+			wantKIDs := []string{es.KeyID()}
+			if tt.overrideExpected != nil {
+				tt.overrideExpected(&wantKIDs)
+			}
+
+			keys, err := issuer.StaticKeys(p.signer, p.extra...)
+			if tt.expectErr != "" {
+				if err == nil || err.Error() != tt.expectErr {
+					t.Fatalf("StaticKeys error = %v, want %q", err, tt.expectErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("StaticKeys: %v", err)
+			}
+
+			if got := keys.SigningKey(); got != p.signer {
+				t.Errorf("SigningKey = %v, want the signer", got)
+			}
+			pub := keys.PublicKeys()
+			if pub.Len() != len(wantKIDs) {
+				t.Errorf("PublicKeys().Len() = %d, want %d", pub.Len(), len(wantKIDs))
+			}
+			for _, kid := range wantKIDs {
+				if _, err := pub.LookupKey(context.Background(), kid); err != nil {
+					t.Errorf("PublicKeys lacks %q: %v", kid, err)
+				}
+			}
+		})
+	}
+}
+
 // TestKeySetJWKS checks the JWKS document: public keys only, with kid, alg
 // and use.
 func TestKeySetJWKS(t *testing.T) {
+	signer := testSigner(t, jwa.ES256())
 	cfg := baseConfig(t)
-	cfg.VerificationKeys = []jwk.Key{publicJWK(t, testSigner(t, jwa.EdDSA()))}
+	cfg.Keys = staticKeys(t, signer, publicJWK(t, testSigner(t, jwa.EdDSA())))
 	iss, err := issuer.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +328,7 @@ func TestKeySetJWKS(t *testing.T) {
 	if parsed.Len() != 2 {
 		t.Fatalf("JWKS has %d keys, want 2", parsed.Len())
 	}
-	key, err := parsed.LookupKey(context.Background(), cfg.Signer.KeyID())
+	key, err := parsed.LookupKey(context.Background(), signer.KeyID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +341,7 @@ func TestKeySetJWKS(t *testing.T) {
 	if err := jwk.Export(key, &raw); err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.Signer.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(raw) {
+	if !signer.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(raw) {
 		t.Error("signer JWK does not hold the signer's public key")
 	}
 }

@@ -4,38 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwa"
-
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/filestore"
 )
 
-// ringClock is a settable clock for the ring and the issuer.
-type ringClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *ringClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *ringClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
 // newRing returns a key ring in a file of a temporary directory.
-func newRing(t *testing.T, clk *ringClock) *keyring.Manager {
+func newRing(t *testing.T, clk *fakeclock.Clock) *keyring.Manager {
 	t.Helper()
 	store, err := filestore.Open(filepath.Join(t.TempDir(), filestore.FileName))
 	if err != nil {
@@ -56,7 +36,7 @@ func newRing(t *testing.T, clk *ringClock) *keyring.Manager {
 
 // mintKID mints a token and returns the kid of its header, checking that
 // the issuer's own key set verifies it.
-func mintKID(t *testing.T, iss *issuer.Issuer, clk *ringClock) string {
+func mintKID(t *testing.T, iss *issuer.Issuer, clk *fakeclock.Clock) string {
 	t.Helper()
 	leaf := newLeaf(t, clk.Now().Add(time.Hour))
 	claims := baseClaims()
@@ -104,7 +84,7 @@ func kids(t *testing.T, iss *issuer.Issuer) map[string]bool {
 // JWKS follows the ring's Version.
 func TestRingKeys(t *testing.T) {
 	ctx := context.Background()
-	clk := &ringClock{now: testNow}
+	clk := fakeclock.New(testNow)
 	m := newRing(t, clk)
 	keys, err := issuer.NewRingKeys(m)
 	if err != nil {
@@ -164,28 +144,9 @@ func TestRingKeys(t *testing.T) {
 	}
 }
 
-// TestStaticKeysErrors checks StaticKeys and the Keys/Signer choice.
-func TestStaticKeysErrors(t *testing.T) {
-	if _, err := issuer.StaticKeys(nil); err == nil || err.Error() != "issuer: Signer is required" {
-		t.Errorf("StaticKeys(nil): %v", err)
-	}
-	es := testSigner(t, jwa.ES256())
-	keys, err := issuer.StaticKeys(es)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = issuer.New(issuer.Config{IssuerURL: testIssuerURL, Keys: keys, Signer: es})
-	if want := "issuer: set only one of Keys and Signer (with VerificationKeys)"; err == nil || err.Error() != want {
-		t.Errorf("New with Keys and Signer: %v, want %s", err, want)
-	}
-	if got := keys.SigningKey(); got != es {
-		t.Errorf("SigningKey = %v, want the signer", got)
-	}
-}
-
 // BenchmarkMintRing measures Mint signing with a key ring's active key.
 func BenchmarkMintRing(b *testing.B) {
-	clk := &ringClock{now: testNow}
+	clk := fakeclock.New(testNow)
 	store, err := filestore.Open(filepath.Join(b.TempDir(), filestore.FileName))
 	if err != nil {
 		b.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 )
@@ -19,7 +18,8 @@ import (
 // only that certificate, so a request's token always matches its
 // connection. After a rotation new requests go to the new certificate's
 // transport at once; the previous transport finishes its requests in
-// flight and is closed after its certificate's NotAfter.
+// flight and is closed when the client's Clock reaches its certificate's
+// NotAfter.
 func (t *Tokens) RoundTripper(authorizer tlsconfig.Authorizer, opts ...RoundTripperOption) http.RoundTripper {
 	var cfg roundTripperConfig
 	for _, opt := range opts {
@@ -106,10 +106,35 @@ func (rt *roundTripper) transport(e *entry) (*http.Transport, error) {
 		// certificate.
 		old := rt.transports[prev]
 		old.CloseIdleConnections()
-		time.AfterFunc(time.Until(prev.notAfter), func() { rt.retire(prev) })
+		rt.retireAt(prev)
 	}
 	rt.last = e
 	return tr, nil
+}
+
+// retireAt retires e's transport when the client's clock reaches e's
+// NotAfter, in a goroutine of Tokens that ends with it: Close waits for
+// it, then closes every transport. The timer is set before retireAt
+// returns, so a fake clock advanced afterwards fires it.
+func (rt *roundTripper) retireAt(e *entry) {
+	t := rt.t
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return // Close closes every transport
+	}
+	t.wg.Add(1)
+	t.mu.Unlock()
+	clock := t.c.clock
+	expired := clock.After(e.notAfter.Sub(clock.Now()))
+	go func() {
+		defer t.wg.Done()
+		select {
+		case <-t.life.Done():
+		case <-expired:
+			rt.retire(e)
+		}
+	}()
 }
 
 // retire closes the transport of e, whose certificate has expired.

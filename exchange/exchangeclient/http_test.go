@@ -2,6 +2,7 @@ package exchangeclient_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 )
 
@@ -24,7 +27,6 @@ import (
 // It counts the requests that did not come over HTTP/2 in http1.
 func startHTTP(t testing.TB, s *ststest.STS, rs *resourceServer, http1 *atomic.Int64) string {
 	t.Helper()
-	svid := s.CA.SVID(t, ststest.APIAudience, time.Hour)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor != 2 {
 			http1.Add(1)
@@ -35,6 +37,14 @@ func startHTTP(t testing.TB, s *ststest.STS, rs *resourceServer, http1 *atomic.I
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
+	return serveHTTPS(t, s, handler, nil)
+}
+
+// serveHTTPS serves handler over mTLS as APIAudience, with connState
+// (when not nil) as the server's ConnState hook, and returns its URL.
+func serveHTTPS(t testing.TB, s *ststest.STS, handler http.Handler, connState func(net.Conn, http.ConnState)) string {
+	t.Helper()
+	svid := s.CA.SVID(t, ststest.APIAudience, time.Hour)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +53,7 @@ func startHTTP(t testing.TB, s *ststest.STS, rs *resourceServer, http1 *atomic.I
 		Handler:           handler,
 		TLSConfig:         tlsconfig.MTLSServerConfig(svid, s.CA.Bundle(), tlsconfig.AuthorizeAny()),
 		ReadHeaderTimeout: 5 * time.Second,
+		ConnState:         connState,
 		// Refused handshakes are expected.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
@@ -208,5 +219,114 @@ func TestRoundTripperAfterClose(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "tokens are closed") {
 		t.Fatalf("Get after Close: %v", err)
+	}
+}
+
+// TestRoundTripperRetiresOldTransport checks, on a fake clock, that after
+// a rotation the old certificate's transport keeps its connection busy
+// with a request in flight, and closes it when the clock reaches the old
+// certificate's NotAfter.
+func TestRoundTripperRetiresOldTransport(t *testing.T) {
+	t.Parallel()
+	clk := fakeclock.New(time.Now())
+	s, _ := startFakeTime(t, clk, nil)
+
+	// The server holds /slow until release is closed, and reports each
+	// connection's client certificate and its close.
+	entered, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	certOf := map[string]*x509.Certificate{} // by remote address
+	closed := make(chan string, 16)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		certOf[r.RemoteAddr] = r.TLS.PeerCertificates[0]
+		mu.Unlock()
+		if r.URL.Path == "/slow" {
+			close(entered)
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	url := serveHTTPS(t, s, handler, func(c net.Conn, state http.ConnState) {
+		if state == http.StateClosed {
+			closed <- c.RemoteAddr().String()
+		}
+	})
+
+	oldSVID := s.CA.SVIDValid(t, ststest.WorkloadID, clk.Now().Add(-time.Minute), clk.Now().Add(10*time.Minute))
+	oldLeaf := oldSVID.Certificates[0]
+	src := newRotatingSource(s.CA.Bundle(), oldSVID)
+	var rec recorder
+	tokens := newTokens(t, newClient(t, s, src, exchangeclient.WithClock(clk)), exchangeclient.Request{Audience: []string{ststest.APIAudience}},
+		exchangeclient.WithEvents(rec.record))
+	hc := &http.Client{Transport: tokens.RoundTripper(tlsconfig.AuthorizeID(apiID))}
+	get := func(path string) error {
+		resp, err := hc.Get(url + path)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.ReadAll(resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		return nil
+	}
+
+	// A request in flight on the old certificate's connection.
+	slowDone := make(chan error, 1)
+	go func() { slowDone <- get("/slow") }()
+	<-entered
+
+	newSVID := s.CA.SVID(t, ststest.WorkloadID, time.Hour)
+	newLeaf := newSVID.Certificates[0]
+	src.rotate(newSVID)
+	rec.wait(t, 10*time.Second, "rebound", kindFor(exchangeclient.EventRebound, newLeaf))
+	// The next request moves to the new certificate's transport, which
+	// sets the old one's retirement.
+	if err := get("/fast"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-slowDone; err != nil {
+		t.Fatalf("the request in flight over the rotation: %v", err)
+	}
+
+	mu.Lock()
+	var oldAddr string
+	for addr, cert := range certOf {
+		switch {
+		case cert.Equal(oldLeaf):
+			oldAddr = addr
+		case !cert.Equal(newLeaf):
+			t.Errorf("connection %s presented an unknown certificate", addr)
+		}
+	}
+	mu.Unlock()
+	if oldAddr == "" || len(certOf) != 2 {
+		t.Fatalf("connections %v; want one per certificate", certOf)
+	}
+	// The old connection, idle now, stays open until the NotAfter.
+	select {
+	case addr := <-closed:
+		t.Fatalf("connection %s closed before the old certificate's NotAfter", addr)
+	default:
+	}
+
+	clk.Advance(oldLeaf.NotAfter.Sub(clk.Now()) + time.Second)
+	guard := time.NewTimer(10 * time.Second) // only against a hung test
+	defer guard.Stop()
+	for {
+		select {
+		case addr := <-closed:
+			if addr != oldAddr {
+				t.Fatalf("connection %s closed at the old certificate's NotAfter; want only the old one, %s", addr, oldAddr)
+			}
+			return
+		case <-guard.C:
+			t.Fatal("the old certificate's connection is still open after its NotAfter")
+		}
 	}
 }

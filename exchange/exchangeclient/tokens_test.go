@@ -174,7 +174,11 @@ func startFakeTime(t testing.TB, clk *fakeclock.Clock, overrideConfig func(*exch
 		if err != nil {
 			t.Fatal(err)
 		}
-		if iss, err = issuer.New(issuer.Config{IssuerURL: c.IssuerURL, Signer: signer, Clock: clk.Now}); err != nil {
+		keys, err := issuer.StaticKeys(signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if iss, err = issuer.New(issuer.Config{IssuerURL: c.IssuerURL, Keys: keys, Clock: clk.Now}); err != nil {
 			t.Fatal(err)
 		}
 		c.Minter, c.Keys, c.Clock = iss, iss.KeySet(), clk.Now

@@ -56,7 +56,25 @@ func (c *Clock) Advance(d time.Duration) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+	c.moveLocked(c.now.Add(d))
+}
+
+// Set moves the clock forward to t and fires every After whose time has
+// come, like Advance(t.Sub(Now())). It is for tests that step through
+// absolute times. It panics if t is before the clock's time.
+func (c *Clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.Before(c.now) {
+		panic("fakeclock: Set to a time before Now")
+	}
+	c.moveLocked(t)
+}
+
+// moveLocked sets the clock to now and fires the waiters due by then.
+// c.mu must be held.
+func (c *Clock) moveLocked(now time.Time) {
+	c.now = now
 	kept := c.waiters[:0]
 	for _, w := range c.waiters {
 		if w.at.After(c.now) {

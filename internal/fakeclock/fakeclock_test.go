@@ -55,6 +55,46 @@ func TestClock(t *testing.T) {
 	}
 }
 
+func TestSet(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	c := New(t0)
+	second := c.After(time.Second)
+	minute := c.After(time.Minute)
+	c.Set(t0) // to the same time: nothing fires
+	if fired(second) || fired(minute) {
+		t.Fatal("Set(Now()) fired a waiter")
+	}
+	at := t0.Add(30 * time.Second)
+	c.Set(at)
+	if !c.Now().Equal(at) {
+		t.Fatalf("Now = %v after Set, want %v", c.Now(), at)
+	}
+	select {
+	case got := <-second:
+		if !got.Equal(at) {
+			t.Errorf("fired with %v, want %v", got, at)
+		}
+	default:
+		t.Fatal("After(1s) did not fire at Set(+30s)")
+	}
+	if fired(minute) {
+		t.Fatal("After(1m) fired at Set(+30s)")
+	}
+	if n, _ := c.Waiters(); n != 1 {
+		t.Fatalf("%d waiters, want 1", n)
+	}
+
+	defer func() {
+		if recover() == nil {
+			t.Error("Set to an earlier time did not panic")
+		}
+		if !c.Now().Equal(at) {
+			t.Errorf("Now = %v after the refused Set, want %v", c.Now(), at)
+		}
+	}()
+	c.Set(at.Add(-time.Nanosecond))
+}
+
 func TestWaitersAdded(t *testing.T) {
 	c := New(time.Unix(0, 0))
 	_, added := c.Waiters()

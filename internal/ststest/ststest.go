@@ -88,7 +88,11 @@ func Start(t testing.TB, overrideConfig func(*exchange.Config)) *STS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Issuer, err = issuer.New(issuer.Config{IssuerURL: s.URL, Signer: signer}); err != nil {
+	keys, err := issuer.StaticKeys(signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Issuer, err = issuer.New(issuer.Config{IssuerURL: s.URL, Keys: keys}); err != nil {
 		t.Fatal(err)
 	}
 	cfg := exchange.Config{

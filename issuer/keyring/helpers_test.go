@@ -2,11 +2,6 @@ package keyring_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,63 +9,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
-	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/seal"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/internal/keyringtest"
 )
 
 // t0 is the fake clock's start.
-var t0 = time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
+var t0 = keyringtest.T0
 
-// fakeClock is a settable clock shared by the managers of a test.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{now: t0} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
-func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
-
-// skewed returns c's time offset by d, as seen by a replica whose clock is
-// off by d.
-func (c *fakeClock) skewed(d time.Duration) func() time.Time {
-	return func() time.Time { return c.Now().Add(d) }
-}
-
-// testKeyID stands in for the RFC 7638 thumbprint: any stable function of
-// the public key serves the ring.
-func testKeyID(pub crypto.PublicKey) (string, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(der)
-	return base64.RawURLEncoding.EncodeToString(sum[:]), nil
-}
-
-func newKEK(t *testing.T) *seal.KEK {
-	t.Helper()
-	b := make([]byte, seal.KEKSize)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	k, err := seal.NewKEK(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
+// skewed returns clk's time offset by d, as seen by a replica whose clock
+// is off by d.
+func skewed(clk *fakeclock.Clock, d time.Duration) func() time.Time {
+	return func() time.Time { return clk.Now().Add(d) }
 }
 
 // memStore is an in-memory keyring.Store that can be taken down, for
@@ -181,7 +131,7 @@ func (s *memStore) records() []keyring.Record {
 func baseConfig(store keyring.Store, clock func() time.Time) keyring.Config {
 	return keyring.Config{
 		Store:     store,
-		KeyID:     testKeyID,
+		KeyID:     keyringtest.KeyID,
 		Algorithm: keyring.ES256,
 		Schedule: keyring.Schedule{
 			RotationPeriod:    24 * time.Hour,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/internal/keyringtest"
 )
 
 // writeDiskKey writes key as issuer/diskkey does: PKCS#8 PEM, mode 0600.
@@ -68,15 +69,15 @@ func TestImportLegacy(t *testing.T) {
 	if len(legacy) != 2 {
 		t.Fatalf("ReadLegacyKeys = %d keys, want 2", len(legacy))
 	}
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	store := &memStore{}
 	cfg := baseConfig(store, clk.Now)
-	cfg.KEK = newKEK(t)
+	cfg.KEK = keyringtest.NewKEK(t)
 	cfg.Legacy = legacy
 	m := newManager(t, cfg)
 
-	ecKID, _ := testKeyID(ec.Public())
-	edKID, _ := testKeyID(ed.Public())
+	ecKID, _ := keyringtest.KeyID(ec.Public())
+	edKID, _ := keyringtest.KeyID(ed.Public())
 	if got := activeKID(m); got != ecKID {
 		t.Fatalf("Active = %s, want the legacy ES256 key %s", got, ecKID)
 	}
@@ -108,7 +109,7 @@ func TestImportLegacyOtherAlgorithm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	cfg := baseConfig(&memStore{}, clk.Now)
 	cfg.Algorithm = keyring.RS256
 	cfg.Legacy = legacy
@@ -116,7 +117,7 @@ func TestImportLegacyOtherAlgorithm(t *testing.T) {
 	if _, _, alg := m.Active(); alg != keyring.RS256 {
 		t.Fatalf("Active alg = %s, want a new RS256 key", alg)
 	}
-	ecKID, _ := testKeyID(ec.Public())
+	ecKID, _ := keyringtest.KeyID(ec.Public())
 	if got := published(m); len(got) != 3 || got[ecKID] != keyring.StateRetired {
 		t.Fatalf("Published = %v, want the new key active and both legacy keys retired", got)
 	}

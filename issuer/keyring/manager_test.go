@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/internal/keyringtest"
 )
 
 func TestLifecycle(t *testing.T) {
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	store := &memStore{}
 	m := newManager(t, baseConfig(store, clk.Now))
 	ctx := context.Background()
@@ -106,12 +108,12 @@ func TestSimulation(t *testing.T) {
 		ttl    = 15 * time.Minute
 		skew   = 5 * time.Second
 	)
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	store := &memStore{}
 	skews := []time.Duration{-skew, 0, skew}
 	var ms []*keyring.Manager
 	for _, d := range skews {
-		cfg := baseConfig(store, clk.skewed(d))
+		cfg := baseConfig(store, skewed(clk, d))
 		cfg.RotationPeriod = time.Hour
 		cfg.PublicationWindow = window
 		cfg.MaxTokenTTL = ttl
@@ -202,11 +204,11 @@ func TestConcurrentNextKey(t *testing.T) {
 	const n = 4
 	for _, d := range []time.Duration{0, 5 * time.Second} {
 		t.Run(fmt.Sprintf("skew %s", d), func(t *testing.T) {
-			clk := newClock()
+			clk := keyringtest.NewClock()
 			store := &memStore{}
 			var ms []*keyring.Manager
 			for i := range n {
-				ms = append(ms, newManager(t, baseConfig(store, clk.skewed(time.Duration(i%2*2-1)*d))))
+				ms = append(ms, newManager(t, baseConfig(store, skewed(clk, time.Duration(i%2*2-1)*d))))
 			}
 			if got := len(store.records()); got != 1 {
 				t.Fatalf("%d records after %d replicas started, want 1", got, n)
@@ -264,11 +266,11 @@ func TestConcurrentNextKey(t *testing.T) {
 func TestRevoke(t *testing.T) {
 	ctx := context.Background()
 	// setup: k1 active, k2 next (forced rotation), both managers see both.
-	setup := func(t *testing.T) (*fakeClock, *memStore, *keyring.Manager, *keyring.Manager, string, string) {
-		clk := newClock()
+	setup := func(t *testing.T) (*fakeclock.Clock, *memStore, *keyring.Manager, *keyring.Manager, string, string) {
+		clk := keyringtest.NewClock()
 		store := &memStore{}
 		m := newManager(t, baseConfig(store, clk.Now))
-		other := newManager(t, baseConfig(store, clk.skewed(5*time.Second)))
+		other := newManager(t, baseConfig(store, skewed(clk, 5*time.Second)))
 		k1 := activeKID(m)
 		info, err := m.Rotate(ctx)
 		if err != nil {
@@ -315,7 +317,7 @@ func TestRevoke(t *testing.T) {
 	})
 
 	t.Run("active without a next key", func(t *testing.T) {
-		clk := newClock()
+		clk := keyringtest.NewClock()
 		store := &memStore{}
 		m := newManager(t, baseConfig(store, clk.Now))
 		k1 := activeKID(m)
@@ -356,7 +358,7 @@ func TestRevoke(t *testing.T) {
 }
 
 func TestStoreOutage(t *testing.T) {
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	store := &memStore{}
 	m := newManager(t, baseConfig(store, clk.Now))
 	if st := m.Status(); !st.StoreReachable || st.LastError != nil || !st.LastRefresh.Equal(t0) {
@@ -411,10 +413,10 @@ func TestRecordRefused(t *testing.T) {
 		{name: "plain PKCS#8 in a sealed ring", change: func(t *testing.T, r *keyring.Record) { r.SealedKey = []byte{0x30, 0x03, 0x02, 0x01, 0x00} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := newClock()
+			clk := keyringtest.NewClock()
 			store := &memStore{}
 			cfg := baseConfig(store, clk.Now)
-			cfg.KEK = newKEK(t)
+			cfg.KEK = keyringtest.NewKEK(t)
 			m := newManager(t, cfg)
 			k1 := activeKID(m)
 			rec := store.records()[0]
@@ -426,7 +428,7 @@ func TestRecordRefused(t *testing.T) {
 				store.mu.Unlock()
 			}
 			if tc.kek {
-				cfg.KEK = newKEK(t)
+				cfg.KEK = keyringtest.NewKEK(t)
 				m = nil
 			}
 			if m != nil {
@@ -462,7 +464,7 @@ func TestRecordRefused(t *testing.T) {
 
 func TestRecordRefusedKeyMismatch(t *testing.T) {
 	ctx := context.Background()
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	// A ring without KEK, where a record's key is swapped for another one
 	// (kid no longer matches) or for a key of another type.
 	for _, tc := range []struct {
@@ -493,13 +495,13 @@ func TestRecordRefusedKeyMismatch(t *testing.T) {
 }
 
 func TestSealedAtRest(t *testing.T) {
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	store := &memStore{shared: true}
 	if _, err := keyring.New(context.Background(), baseConfig(store, clk.Now)); err == nil || err.Error() != "keyring: a shared store needs a key-encryption key" {
 		t.Fatalf("New(shared store, no KEK) = %v", err)
 	}
 	cfg := baseConfig(store, clk.Now)
-	cfg.KEK = newKEK(t)
+	cfg.KEK = keyringtest.NewKEK(t)
 	m := newManager(t, cfg)
 	signer, _, _ := m.Active()
 	der, err := x509.MarshalPKCS8PrivateKey(signer)
@@ -512,7 +514,7 @@ func TestSealedAtRest(t *testing.T) {
 }
 
 func TestAlgorithmChange(t *testing.T) {
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	store := &memStore{}
 	newManager(t, baseConfig(store, clk.Now))
 	cfg := baseConfig(store, clk.Now)
@@ -529,7 +531,7 @@ func TestAlgorithmChange(t *testing.T) {
 }
 
 func TestRunFollowsStore(t *testing.T) {
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	store := &memStore{}
 	cfg := baseConfig(store, clk.Now)
 	cfg.RefreshInterval = time.Millisecond
@@ -557,7 +559,7 @@ func TestRunFollowsStore(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	for _, tc := range []struct {
 		name     string
 		override func(*keyring.Config)

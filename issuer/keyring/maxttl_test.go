@@ -5,12 +5,13 @@ import (
 	"time"
 
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/internal/keyringtest"
 )
 
 // TestSetMaxTokenTTL checks that raising MaxTokenTTL keeps a retired key
 // published longer, at once, and that it is never lowered.
 func TestSetMaxTokenTTL(t *testing.T) {
-	clk := newClock()
+	clk := keyringtest.NewClock()
 	store := &memStore{}
 	m := newManager(t, baseConfig(store, clk.Now)) // MaxTokenTTL 1h, Leeway 1m
 	k1 := activeKID(m)

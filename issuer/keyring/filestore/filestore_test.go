@@ -2,10 +2,6 @@ package filestore_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/sha256"
-	"crypto/x509"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +10,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/filestore"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/internal/keyringtest"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/storetest"
 )
 
@@ -92,16 +89,12 @@ func TestRefuses(t *testing.T) {
 func TestManager(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), filestore.FileName)
-	clock := func() time.Time { return time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC) }
 	cfg := keyring.Config{
-		Store: open(t, path),
-		KeyID: func(pub crypto.PublicKey) (string, error) {
-			der, err := x509.MarshalPKIXPublicKey(pub)
-			return fmt.Sprintf("%x", sha256.Sum256(der)), err
-		},
+		Store:     open(t, path),
+		KeyID:     keyringtest.KeyID,
 		Algorithm: keyring.EdDSA,
 		Schedule:  keyring.Schedule{MaxTokenTTL: time.Hour},
-		Clock:     clock,
+		Clock:     keyringtest.NewClock().Now,
 	}
 	m, err := keyring.New(ctx, cfg)
 	if err != nil {

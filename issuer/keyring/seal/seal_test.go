@@ -2,30 +2,17 @@ package seal_test
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
 
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/internal/keyringtest"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/seal"
 )
 
-func newKEK(t *testing.T) *seal.KEK {
-	t.Helper()
-	key := make([]byte, seal.KEKSize)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	k, err := seal.NewKEK(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 func TestRoundTrip(t *testing.T) {
-	k := newKEK(t)
+	k := keyringtest.NewKEK(t)
 	plain := []byte("PKCS#8 bytes")
 	aad := []byte("seq=1 kid=abc alg=ES256")
 	a, err := k.Seal(plain, aad)
@@ -60,7 +47,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestOpenRefuses(t *testing.T) {
-	k := newKEK(t)
+	k := keyringtest.NewKEK(t)
 	plain := []byte("PKCS#8 bytes")
 	aad := []byte("seq=1 kid=abc alg=ES256")
 	good, err := k.Seal(plain, aad)
@@ -78,7 +65,7 @@ func TestOpenRefuses(t *testing.T) {
 		sealed []byte
 		aad    []byte
 	}{
-		{name: "wrong KEK", kek: newKEK(t), sealed: good, aad: aad},
+		{name: "wrong KEK", kek: keyringtest.NewKEK(t), sealed: good, aad: aad},
 		{name: "other additional data", kek: k, sealed: good, aad: []byte("seq=2 kid=abc alg=ES256")},
 		{name: "no additional data", kek: k, sealed: good, aad: nil},
 		{name: "version byte", kek: k, sealed: flip(0), aad: aad},
