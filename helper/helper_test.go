@@ -175,7 +175,11 @@ func start(t *testing.T, opts options) *fixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.iss, err = issuer.New(issuer.Config{IssuerURL: cfg.IssuerURL, Signer: signer, Clock: f.clock.Now}); err != nil {
+		keys, err := issuer.StaticKeys(signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.iss, err = issuer.New(issuer.Config{IssuerURL: cfg.IssuerURL, Keys: keys, Clock: f.clock.Now}); err != nil {
 			t.Fatal(err)
 		}
 		cfg.Minter, cfg.Keys, cfg.Clock = f.iss, f.iss.KeySet(), f.clock.Now
@@ -453,7 +457,11 @@ func TestRotationFallsBackToGrant(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		iss, err := issuer.New(issuer.Config{IssuerURL: cfg.IssuerURL, Signer: other})
+		keys, err := issuer.StaticKeys(other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iss, err := issuer.New(issuer.Config{IssuerURL: cfg.IssuerURL, Keys: keys})
 		if err != nil {
 			t.Fatal(err)
 		}
