@@ -39,6 +39,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzClaimsJSON -fuzztime 30s ./accesstoken
 	$(GO) test -run '^$$' -fuzz FuzzParsePattern -fuzztime 30s ./spiffeid
 	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s ./cmd/spiffe-sts-helper
+	$(GO) test -run '^$$' -fuzz FuzzParseXFCC -fuzztime 30s ./spiffeid/forwarded
+	$(GO) test -run '^$$' -fuzz FuzzParseClientCert -fuzztime 30s ./spiffeid/forwarded
 
 build:
 	$(GO) build -o bin/ ./cmd/...

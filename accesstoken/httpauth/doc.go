@@ -28,6 +28,20 @@
 // compares the token's binding with its leaf. A request without TLS or
 // without a client certificate is refused.
 //
+// Behind a proxy or sidecar that terminates mTLS, opt in with
+// WithTrustedProxies: requests from a trusted proxy are then checked
+// against the client certificate it forwards (Envoy's
+// x-forwarded-client-cert or RFC 9440 Client-Cert), and a forwarding
+// header from any other hop is refused:
+//
+//	policy, err := forwarded.New(forwarded.Config{
+//		Format:         forwarded.FormatXFCC,
+//		TrustedProxies: []stsid.Pattern{stsid.RequirePattern("spiffe://example.org/ns/edge/sa/envoy")},
+//		Bundles:        bundles,
+//	})
+//	...
+//	httpauth.Middleware(v, httpauth.WithTrustedProxies(policy))(listOrders)
+//
 // Failures are answered as RFC 6750 §3 describes, with a WWW-Authenticate
 // challenge and no other detail; descriptions never echo the token. The
 // package logs nothing.

@@ -1,6 +1,7 @@
 package httpauth
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/accesstoken/internal/bearer"
+	"github.com/spiffe-sts/spiffe-sts/spiffeid/forwarded"
 )
 
 // Option configures Middleware. Only this package creates options.
@@ -16,7 +18,8 @@ type Option interface {
 }
 
 type options struct {
-	scopes []string
+	scopes  []string
+	proxies *forwarded.Policy
 }
 
 type optionFunc func(*options)
@@ -35,6 +38,27 @@ func WithScopes(scopes ...string) Option {
 	}
 	scopes = append([]string(nil), scopes...)
 	return optionFunc(func(o *options) { o.scopes = append(o.scopes, scopes...) })
+}
+
+// WithTrustedProxies makes the middleware check a token's binding against
+// the client certificate a trusted proxy forwards (package
+// spiffeid/forwarded), for servers behind a proxy or sidecar that
+// terminates mTLS. policy says which hops are proxies (by the SPIFFE ID of
+// their own mTLS connection, or a Unix socket listener), the header format
+// and the bundles the forwarded certificate is verified against.
+//
+// With it, a request from a trusted proxy is checked against the
+// forwarded certificate only: one whose proxy forwarded none is refused,
+// never served as the proxy. A request from any other hop is checked
+// against that hop's certificate as without the option, unless it carries
+// a forwarding header, which is refused. Refusals are 401 invalid_token
+// with a fixed description (forwarded.Describe). It panics if policy is
+// nil.
+func WithTrustedProxies(policy *forwarded.Policy) Option {
+	if policy == nil {
+		panic("httpauth: nil trusted-proxy policy")
+	}
+	return optionFunc(func(o *options) { o.proxies = policy })
 }
 
 // Middleware returns middleware that passes a request to the next handler
@@ -65,11 +89,23 @@ func Middleware(v *accesstoken.Verifier, opts ...Option) func(http.Handler) http
 			case err != nil:
 				fail(w, http.StatusUnauthorized, invalidToken(bearer.Describe(err)))
 				return
+			}
+			var leaf *x509.Certificate
+			switch {
+			case o.proxies != nil:
+				res, err := o.proxies.Client(forwarded.HopFromRequest(r), r.Header)
+				if err != nil {
+					fail(w, http.StatusUnauthorized, invalidToken(forwarded.Describe(err)))
+					return
+				}
+				leaf = res.Client.Leaf
 			case r.TLS == nil || len(r.TLS.PeerCertificates) == 0:
 				fail(w, http.StatusUnauthorized, invalidToken("no client certificate"))
 				return
+			default:
+				leaf = r.TLS.PeerCertificates[0]
 			}
-			claims, err := v.Verify(r.Context(), raw, r.TLS.PeerCertificates[0])
+			claims, err := v.Verify(r.Context(), raw, leaf)
 			if err != nil {
 				fail(w, http.StatusUnauthorized, invalidToken(bearer.Describe(err)))
 				return
