@@ -38,6 +38,8 @@ func TestImportGraph(t *testing.T) {
 		module + "/accesstoken",
 		module + "/accesstoken/grpcauth",
 		module + "/accesstoken/httpauth",
+		module + "/accesstoken/extauthz",
+		module + "/spiffeid/forwarded",
 	} {
 		t.Run(strings.TrimPrefix(root, module+"/"), func(t *testing.T) {
 			cmd := exec.Command(goTool, "list", "-deps", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", root)
