@@ -2,11 +2,14 @@ package exchange
 
 import (
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
@@ -154,7 +157,11 @@ func (s *Server) auditRecord(d *decision, perr protocol.Error, err error) *audit
 	}
 	if d.caller.Leaf != nil {
 		rec.Caller = d.caller.ID.String()
-		rec.X5TS256 = accesstoken.Thumbprint(d.caller.Leaf)
+		if d.claims != nil && err == nil {
+			rec.X5TS256 = d.claims.Confirmation.X5TS256 // the same, computed by the Minter
+		} else {
+			rec.X5TS256 = accesstoken.Thumbprint(d.caller.Leaf)
+		}
 	}
 	if req := d.req; req != nil {
 		rec.GrantType = string(req.GrantType)
@@ -181,12 +188,41 @@ func (s *Server) auditRecord(d *decision, perr protocol.Error, err error) *audit
 		rec.Act = c.ActorChain()
 		rec.JTI = c.JWTID
 		rec.ExpiresAt = c.Expiry
-		if msg, ok := parseCompact(d.raw); ok {
-			rec.KID, _ = msg.Signatures()[0].ProtectedHeaders().KeyID()
-		}
+		rec.KID = s.issuedKeyID(d.raw)
 	}
 	return rec
 }
+
+// issuedKeyID returns the "kid" of the protected header of raw, a token
+// this server has just minted (trusted input, nothing to verify). jws
+// splits it; only the header is decoded, where a full jws.Parse costs
+// some 70 allocations (about 14µs, an eighth of a request). Every token
+// signed by one key has the same header, so the last one is remembered.
+func (s *Server) issuedKeyID(raw string) string {
+	protected, _, _, err := jws.SplitCompactString(raw)
+	if err != nil {
+		return ""
+	}
+	if last := s.lastKID.Load(); last != nil && last.header == string(protected) {
+		return last.kid
+	}
+	b := make([]byte, base64.RawURLEncoding.DecodedLen(len(protected)))
+	n, err := base64.RawURLEncoding.Decode(b, protected)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		KeyID string `json:"kid"`
+	}
+	if json.Unmarshal(b[:n], &h) != nil {
+		return ""
+	}
+	s.lastKID.Store(&headerKID{header: string(protected), kid: h.KeyID})
+	return h.KeyID
+}
+
+// headerKID is a protected header and its kid.
+type headerKID struct{ header, kid string }
 
 // checkFresh refuses, with temporarily_unavailable, a caller or subject
 // token of trust domain td once td's bundle was last confirmed by the

@@ -159,6 +159,7 @@ type Server struct {
 	mux        *http.ServeMux
 	grpc       *grpc.Server
 	bufferPool sync.Pool
+	lastKID    atomic.Pointer[headerKID] // see issuedKeyID
 }
 
 // New validates cfg and returns a Server.
