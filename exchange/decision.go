@@ -2,14 +2,12 @@ package exchange
 
 import (
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
@@ -194,31 +192,25 @@ func (s *Server) auditRecord(d *decision, perr protocol.Error, err error) *audit
 }
 
 // issuedKeyID returns the "kid" of the protected header of raw, a token
-// this server has just minted (trusted input, nothing to verify). jws
-// splits it; only the header is decoded, where a full jws.Parse costs
-// some 70 allocations (about 14µs, an eighth of a request). Every token
-// signed by one key has the same header, so the last one is remembered.
+// this server has just minted (trusted input, nothing to verify), read with
+// jwx's jwsbb, which decodes the header alone, where a full jws.Parse
+// costs some 70 allocations (about 14µs, an eighth of a request). Every
+// token signed by one key has the same header, so the last one is
+// remembered.
 func (s *Server) issuedKeyID(raw string) string {
-	protected, _, _, err := jws.SplitCompactString(raw)
+	protected, _, _, err := jwsbb.SplitCompactString(raw)
 	if err != nil {
 		return ""
 	}
 	if last := s.lastKID.Load(); last != nil && last.header == string(protected) {
 		return last.kid
 	}
-	b := make([]byte, base64.RawURLEncoding.DecodedLen(len(protected)))
-	n, err := base64.RawURLEncoding.Decode(b, protected)
+	kid, err := jwsbb.HeaderGetString(jwsbb.HeaderParseCompact(protected), "kid")
 	if err != nil {
 		return ""
 	}
-	var h struct {
-		KeyID string `json:"kid"`
-	}
-	if json.Unmarshal(b[:n], &h) != nil {
-		return ""
-	}
-	s.lastKID.Store(&headerKID{header: string(protected), kid: h.KeyID})
-	return h.KeyID
+	s.lastKID.Store(&headerKID{header: string(protected), kid: kid})
+	return kid
 }
 
 // headerKID is a protected header and its kid.
