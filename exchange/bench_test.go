@@ -11,8 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spiffe-sts/spiffe-sts/audit"
+	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
+	"github.com/spiffe-sts/spiffe-sts/metrics"
 )
 
 // exchangeForm is a JWT-SVID exchange request body for the workload.
@@ -34,8 +39,18 @@ func exchangeForm(s *ststest.STS, b *testing.B) string {
 //   - warm: the same JWT-SVID again (as a workload presents it until the
 //     agent renews it), validated from the cache;
 //   - client_credentials: no subject token.
+//
+// Metrics (their own registry) and the audit trail (JSON lines to
+// io.Discard) are on, as in production.
 func BenchmarkTokenHandler(b *testing.B) {
-	s := ststest.Start(b, nil)
+	trail, err := audit.Open(audit.Config{Path: audit.Stdout, Stdout: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := ststest.Start(b, func(c *exchange.Config) {
+		c.Metrics = metrics.NewExchange(prometheus.NewRegistry())
+		c.Audit = trail
+	})
 	serve := newKeepAliveConn(b, s, ststest.WorkloadID).serve
 	b.Run("cold", func(b *testing.B) {
 		// Distinct JWT-SVIDs, made before the timer starts.

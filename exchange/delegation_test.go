@@ -232,8 +232,10 @@ func TestDelegation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs bytes.Buffer
+			trail := new(memAudit)
 			ext := &fakeIssuer{tokens: map[string]*accesstoken.Claims{}}
 			s := ststest.Start(t, func(c *exchange.Config) {
+				c.Audit = trail
 				c.Policy = delegationPolicy(t, tt.overrideRules)
 				c.ExternalIssuers = []exchange.ExternalIssuer{ext}
 				c.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
@@ -256,11 +258,16 @@ func TestDelegation(t *testing.T) {
 			var caller string
 			for i, st := range tt.steps {
 				caller = st.caller
+				mark := trail.mark()
+				subjectToken := st.params(t, token).Get("subject_token")
 				resp, raw := s.Post(t, s.Client(s.WorkloadSVID(t, st.caller)), "application/x-www-form-urlencoded", st.params(t, token).Encode())
 				body = nil
 				if err := json.Unmarshal(raw, &body); err != nil {
 					t.Fatal(err)
 				}
+				code, _ := body["error"].(string)
+				issuedRaw, _ := body["access_token"].(string)
+				checkAudit(t, trail, mark, code, resp.Header.Get(exchange.HeaderRequestID), subjectToken, token, issuedRaw)
 				if resp.StatusCode != 200 {
 					if i != len(tt.steps)-1 {
 						t.Fatalf("step %d (%s) failed: %v", i, st.caller, body)

@@ -3,6 +3,7 @@ package exchange
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
@@ -22,8 +23,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(body)
 }
 
-// writeError writes e as an RFC 6749 §5.2 error response.
+// writeError writes e as an RFC 6749 §5.2 error response, with
+// Retry-After for temporarily_unavailable (RFC 9110 §10.2.3).
 func writeError(w http.ResponseWriter, e protocol.Error) {
+	if e.Code == protocol.ErrTemporarilyUnavailable.Code {
+		w.Header()["Retry-After"] = retryAfter
+	}
 	writeJSON(w, e.HTTPStatus(), e)
 }
 
@@ -31,4 +36,5 @@ var (
 	jsonContentType = []string{"application/json"}
 	noStore         = []string{"no-store"}
 	noCache         = []string{"no-cache"}
+	retryAfter      = []string{strconv.Itoa(protocol.RetryAfter)}
 )

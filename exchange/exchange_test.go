@@ -102,7 +102,8 @@ func (f *fixture) caller(t testing.TB, override string) (id string, svid *x509sv
 const formType = "application/x-www-form-urlencoded"
 
 func TestTokenEndpoint(t *testing.T) {
-	f := newFixture(t, nil)
+	trail := new(memAudit)
+	f := newFixture(t, func(c *exchange.Config) { c.Audit = trail })
 	ctx := context.Background()
 	// A token issued to the workload, for the access_token cases.
 	issued := func(t *testing.T, id, scope string, ttl time.Duration) string {
@@ -481,10 +482,14 @@ func TestTokenEndpoint(t *testing.T) {
 				body = tt.overrideBody(body)
 			}
 
+			mark := trail.mark()
 			resp := f.post(t, client, contentType, body)
 			if resp.status != want.status {
 				t.Fatalf("status = %d, want %d; body %v", resp.status, want.status, resp.body)
 			}
+			issuedRaw, _ := resp.body["access_token"].(string)
+			checkAudit(t, trail, mark, want.code, resp.header.Get(exchange.HeaderRequestID),
+				params.Get("subject_token"), params.Get("actor_token"), issuedRaw)
 			if got := resp.header.Get("Cache-Control"); got != "no-store" {
 				t.Errorf("Cache-Control = %q, want no-store", got)
 			}

@@ -3,7 +3,9 @@ package exchange
 import (
 	"context"
 	"crypto/tls"
+	"strconv"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -22,21 +24,40 @@ type grpcService struct {
 }
 
 // Exchange implements exchangepb.TokenExchangeServer. Refusals are the
-// Error's gRPC status (Error.GRPCStatus).
+// Error's gRPC status (Error.GRPCStatus). The request id of the audit
+// record is the trailer x-request-id; temporarily_unavailable adds
+// retry-after (seconds).
 func (g grpcService) Exchange(ctx context.Context, in *exchangepb.ExchangeRequest) (*exchangepb.ExchangeResponse, error) {
-	resp, err := g.s.exchangeGRPC(ctx, in)
-	if err != nil {
-		return nil, g.s.protocolError(err).GRPCStatus().Err()
+	s := g.s
+	d := s.begin(metricsTransportGRPC)
+	trailer := metadata.Pairs(trailerRequestID, d.id)
+	p, _ := peer.FromContext(ctx)
+	if p != nil && p.Addr != nil {
+		d.remote = p.Addr.String()
 	}
-	return resp, nil
+	out, err := s.exchangeGRPC(ctx, p, in, &d)
+	var resp *protocol.Response
+	if err == nil {
+		resp = &protocol.Response{} // finish needs a non-error outcome only
+	}
+	if _, err = s.finish(&d, resp, err); err != nil {
+		e := s.protocolError(err)
+		if e.Code == protocol.ErrTemporarilyUnavailable.Code {
+			trailer.Set(trailerRetryAfter, strconv.Itoa(protocol.RetryAfter))
+		}
+		_ = grpc.SetTrailer(ctx, trailer)
+		return nil, e.GRPCStatus().Err()
+	}
+	_ = grpc.SetTrailer(ctx, trailer)
+	return out, nil
 }
 
-func (s *Server) exchangeGRPC(ctx context.Context, in *exchangepb.ExchangeRequest) (*exchangepb.ExchangeResponse, error) {
+func (s *Server) exchangeGRPC(ctx context.Context, p *peer.Peer, in *exchangepb.ExchangeRequest, d *decision) (*exchangepb.ExchangeResponse, error) {
 	// grpc.Server.ServeHTTP sets the peer's AuthInfo from the request's
 	// TLS state, and the stream's context derives from the request's, so
 	// the connection's authentication cache is shared with HTTP.
 	var state *tls.ConnectionState
-	if p, ok := peer.FromContext(ctx); ok {
+	if p != nil {
 		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
 			state = &info.State
 		}
@@ -45,15 +66,17 @@ func (s *Server) exchangeGRPC(ctx context.Context, in *exchangepb.ExchangeReques
 	if err != nil {
 		return nil, err
 	}
+	d.caller = caller
 	req, err := requestFromProto(in)
 	if err != nil {
 		return nil, err
 	}
+	d.req = &req
 	// RFC 6749 §2.3: one authentication method per request, as on /token.
 	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("authorization")) > 0 {
 		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
 	}
-	resp, err := s.exchange(ctx, caller, &req)
+	resp, err := s.exchange(ctx, caller, &req, d)
 	if err != nil {
 		return nil, err
 	}

@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
@@ -41,7 +43,8 @@ func protoFromForm(p url.Values) *exchangepb.ExchangeRequest {
 // answer as the HTTP token endpoint does, with the OAuth error carried in
 // an ErrorInfo of a status of the mapped code.
 func TestGRPCExchange(t *testing.T) {
-	f := newFixture(t, nil)
+	trail := new(memAudit)
+	f := newFixture(t, func(c *exchange.Config) { c.Audit = trail })
 	ctx := context.Background()
 
 	type expected struct {
@@ -211,8 +214,18 @@ func TestGRPCExchange(t *testing.T) {
 			if tt.authorization != "" {
 				callCtx = metadata.AppendToOutgoingContext(ctx, "authorization", tt.authorization)
 			}
-			got, err := f.GRPCClient(t, svid).Exchange(callCtx, protoFromForm(params))
+			mark := trail.mark()
+			var trailer metadata.MD
+			got, err := f.GRPCClient(t, svid).Exchange(callCtx, protoFromForm(params), grpc.Trailer(&trailer))
 			st := status.Convert(err)
+			if ids := trailer.Get("x-request-id"); len(ids) != 1 {
+				t.Errorf("trailer x-request-id = %q, want one", ids)
+			} else {
+				rec := checkAudit(t, trail, mark, want.code, ids[0], params.Get("subject_token"), got.GetAccessToken())
+				if rec.Transport != "grpc" {
+					t.Errorf("audit transport = %q, want grpc", rec.Transport)
+				}
+			}
 			if st.Code() != want.grpcCode {
 				t.Fatalf("gRPC code = %v, want %v; status %v", st.Code(), want.grpcCode, st)
 			}

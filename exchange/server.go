@@ -38,6 +38,8 @@ const (
 	// DefaultJWKSMaxAge is the Cache-Control max-age of the JWKS and
 	// metadata documents when Config.JWKSMaxAge is zero.
 	DefaultJWKSMaxAge = 5 * time.Minute
+	// DefaultMaxBundleAge is Config.MaxBundleAge when zero.
+	DefaultMaxBundleAge = 5 * time.Minute
 )
 
 // Minter signs access tokens. *issuer.Issuer implements it.
@@ -118,6 +120,26 @@ type Config struct {
 	// Logger receives security events and issued-token records; nothing
 	// is logged when nil.
 	Logger hclog.Logger
+	// Metrics, when not nil, receives the token endpoint's measurements
+	// (*metrics.Exchange).
+	Metrics Recorder
+	// Audit, when not nil, receives one record per token decision, issued
+	// or refused, on every path (*audit.Log).
+	Audit AuditSink
+	// AuditRequired fails closed on a lost audit sink: a decision whose
+	// record cannot be written is answered temporarily_unavailable, and
+	// Ready fails while Audit's Check (when it has one) fails.
+	AuditRequired bool
+	// Bundles, when not nil, tells when the Workload API last confirmed the
+	// bundle of each trust domain the server accepts (TrustDomain and
+	// FederatedTrustDomains). Ready fails once one is older than
+	// MaxBundleAge, and callers and JWT-SVIDs of a trust domain whose
+	// bundle is older than BundleHardLimit are refused with
+	// temporarily_unavailable (fail closed).
+	Bundles BundleConfirmations
+	// MaxBundleAge is DefaultMaxBundleAge when zero; BundleHardLimit is
+	// three times MaxBundleAge when zero, and must not be shorter.
+	MaxBundleAge, BundleHardLimit time.Duration
 }
 
 // Server is the token endpoint and its metadata, JWKS and health
@@ -137,6 +159,7 @@ type Server struct {
 	mux        *http.ServeMux
 	grpc       *grpc.Server
 	bufferPool sync.Pool
+	lastKID    atomic.Pointer[headerKID] // see issuedKeyID
 }
 
 // New validates cfg and returns a Server.
@@ -157,6 +180,19 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("exchange: MaxBodyBytes must not be negative")
 	case cfg.JWKSMaxAge < 0:
 		return nil, errors.New("exchange: JWKSMaxAge must not be negative")
+	case cfg.MaxBundleAge < 0 || cfg.BundleHardLimit < 0:
+		return nil, errors.New("exchange: MaxBundleAge and BundleHardLimit must not be negative")
+	case cfg.AuditRequired && cfg.Audit == nil:
+		return nil, errors.New("exchange: AuditRequired needs an Audit sink")
+	}
+	if cfg.MaxBundleAge == 0 {
+		cfg.MaxBundleAge = DefaultMaxBundleAge
+	}
+	if cfg.BundleHardLimit == 0 {
+		cfg.BundleHardLimit = 3 * cfg.MaxBundleAge
+	}
+	if cfg.BundleHardLimit < cfg.MaxBundleAge {
+		return nil, errors.New("exchange: BundleHardLimit must not be shorter than MaxBundleAge")
 	}
 	if cfg.JWKSMaxAge == 0 {
 		cfg.JWKSMaxAge = DefaultJWKSMaxAge
@@ -277,26 +313,48 @@ type connAuth struct {
 	err  error
 }
 
-// Ready reports whether the server can issue tokens: it has its SVID, the
-// X.509 and JWT bundles of its trust domain, and, when the Minter is a
-// Readier, a signing key. A key ring whose store is unreachable stays
-// ready: it signs with its in-memory key.
+// Ready reports whether the server can issue tokens; the error joins one
+// line per failing condition (errors.Join):
+//
+//   - a signing key, when the Minter is a Readier (a key ring whose store
+//     is unreachable stays ready: it signs with its in-memory key);
+//   - its own X509-SVID, unexpired;
+//   - the X.509 and JWT bundles of its trust domain;
+//   - with Config.Bundles, the bundle of every accepted trust domain
+//     confirmed by the Workload API within MaxBundleAge;
+//   - with AuditRequired, an audit sink that works (its Check, when it has
+//     one).
 func (s *Server) Ready() error {
+	var errs []error
 	if r, ok := s.cfg.Minter.(Readier); ok {
 		if err := r.Ready(); err != nil {
-			return fmt.Errorf("exchange: no signing key: %w", err)
+			errs = append(errs, fmt.Errorf("no signing key: %w", err))
 		}
 	}
-	if _, err := s.cfg.SVIDs.GetX509SVID(); err != nil {
-		return fmt.Errorf("exchange: no X509-SVID: %w", err)
+	if svid, err := s.cfg.SVIDs.GetX509SVID(); err != nil {
+		errs = append(errs, fmt.Errorf("no X509-SVID: %w", err))
+	} else if leaf := svid.Certificates[0]; !s.cfg.Clock().Before(leaf.NotAfter) {
+		errs = append(errs, fmt.Errorf("own X509-SVID expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	if _, err := s.cfg.X509Bundles.GetX509BundleForTrustDomain(s.cfg.TrustDomain); err != nil {
-		return fmt.Errorf("exchange: no X.509 bundle: %w", err)
+		errs = append(errs, fmt.Errorf("no X.509 bundle: %w", err))
 	}
 	if _, err := s.cfg.JWTBundles.GetJWTBundleForTrustDomain(s.cfg.TrustDomain); err != nil {
-		return fmt.Errorf("exchange: no JWT bundle: %w", err)
+		errs = append(errs, fmt.Errorf("no JWT bundle: %w", err))
 	}
-	return nil
+	if s.cfg.Bundles != nil {
+		for _, td := range s.trusted {
+			if err := s.bundleAge(td); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if c, ok := s.cfg.Audit.(interface{ Check() error }); ok && s.cfg.AuditRequired {
+		if err := c.Check(); err != nil {
+			errs = append(errs, fmt.Errorf("audit sink (required) failing: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // authenticate returns the caller authenticated by the X509-SVID of its
@@ -320,6 +378,9 @@ func (s *Server) authenticate(ctx context.Context, state *tls.ConnectionState) (
 	if !s.cfg.Clock().Before(auth.peer.Leaf.NotAfter) {
 		return stsid.Peer{}, protocol.ErrInvalidClient.WithDescription("the client certificate has expired")
 	}
+	if err := s.checkFresh(auth.peer.ID.TrustDomain()); err != nil {
+		return stsid.Peer{}, err
+	}
 	return auth.peer, nil
 }
 
@@ -327,7 +388,7 @@ func (s *Server) verifyClientChain(certs []*x509.Certificate) (stsid.Peer, error
 	peer, err := stsid.VerifyPeer(certs, s.cfg.X509Bundles)
 	if err != nil {
 		s.log.Warn("client authentication failed", logKeyReason, err.Error())
-		return stsid.Peer{}, protocol.ErrInvalidClient.WithDescription("the client certificate is not a valid X509-SVID of a trusted trust domain")
+		return stsid.Peer{}, withDetail(protocol.ErrInvalidClient.WithDescription("the client certificate is not a valid X509-SVID of a trusted trust domain"), err.Error())
 	}
 	if !slices.Contains(s.trusted, peer.ID.TrustDomain()) {
 		s.log.Warn("client from untrusted trust domain", logKeySPIFFEID, peer.ID.String())
@@ -385,9 +446,10 @@ func writeRaw(w http.ResponseWriter, body []byte, cacheControl string) {
 
 // HealthHandler serves protocol.PathHealthz, always 200 "ok", and
 // protocol.PathReadyz, 200 "ready" when ready returns nil and 503
-// otherwise, for kubelet probes. The Server serves it with Server.Ready;
-// cmd/spiffe-sts serves the same handler on its plain-HTTP health
-// listener.
+// otherwise, for kubelet probes; the 503 body is "not ready" and then
+// each failing condition, one per line (the lines of the error's text).
+// The Server serves it with Server.Ready; cmd/spiffe-sts serves the same
+// handler on its plain-HTTP health listener.
 func HealthHandler(ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+protocol.PathHealthz, func(w http.ResponseWriter, _ *http.Request) {
@@ -395,7 +457,10 @@ func HealthHandler(ready func() error) http.Handler {
 	})
 	mux.HandleFunc("GET "+protocol.PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
 		if err := ready(); err != nil {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n" + strings.TrimRight(err.Error(), "\n") + "\n"))
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))

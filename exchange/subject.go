@@ -42,8 +42,12 @@ func (v jwtVerifier) verifySubject(ctx context.Context, token string) (subject, 
 // it was validated before.
 func (s *Server) validateJWTSVID(token string) (svidCacheEntry, error) {
 	now := s.cfg.Clock()
-	if e, ok := s.svids.get(token, s.cfg.JWTBundles, now); ok {
-		return e, nil
+	e, hit := s.svids.get(token, s.cfg.JWTBundles, now)
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.SVIDCacheLookup(hit)
+	}
+	if hit {
+		return e, s.checkFresh(e.id.TrustDomain())
 	}
 	audiences := []string{s.cfg.IssuerURL, s.tokenURL}
 	if own, err := s.cfg.SVIDs.GetX509SVID(); err == nil {
@@ -53,14 +57,17 @@ func (s *Server) validateJWTSVID(token string) (svidCacheEntry, error) {
 	if err != nil {
 		// go-spiffe's text is detail for the log, never for the client.
 		s.log.Warn("JWT-SVID refused", logKeyReason, err.Error())
-		return svidCacheEntry{}, protocol.ErrInvalidGrant.WithDescription("the subject token is not a valid JWT-SVID for this server")
+		return svidCacheEntry{}, withDetail(protocol.ErrInvalidGrant.WithDescription("the subject token is not a valid JWT-SVID for this server"), err.Error())
 	}
 	if !slices.Contains(s.trusted, svid.ID.TrustDomain()) {
 		return svidCacheEntry{}, protocol.ErrInvalidGrant.WithDescription("the subject token's trust domain %q is not trusted", svid.ID.TrustDomain().Name())
 	}
+	if err := s.checkFresh(svid.ID.TrustDomain()); err != nil {
+		return svidCacheEntry{}, err
+	}
 	// go-spiffe allows a minute of skew on exp and nbf; this server
 	// allows none.
-	e := svidCacheEntry{id: svid.ID, audience: svid.Audience, expiry: svid.Expiry}
+	e = svidCacheEntry{id: svid.ID, audience: svid.Audience, expiry: svid.Expiry}
 	if nbf, ok := svid.Claims["nbf"].(float64); ok {
 		e.notBefore = time.Unix(int64(nbf), 0)
 	}
@@ -132,7 +139,7 @@ func (s *Server) externalSubject(ctx context.Context, ext ExternalIssuer, token 
 	claims, err := ext.Verify(ctx, token)
 	if err != nil {
 		s.log.Warn("external subject token refused", logKeyIssuer, ext.Name(), logKeyReason, err.Error())
-		return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token was refused by issuer %q", ext.Name())
+		return subject{}, withDetail(protocol.ErrInvalidGrant.WithDescription("the subject token was refused by issuer %q", ext.Name()), err.Error())
 	}
 	if claims.Subject == "" || claims.Expiry == 0 {
 		return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token of issuer %q has no sub or exp", ext.Name())
@@ -172,7 +179,7 @@ func (v accessTokenVerifier) verifySubject(ctx context.Context, token string) (s
 			return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token is not yet valid")
 		default:
 			s.log.Warn("access token subject token refused", logKeyReason, err.Error())
-			return subject{}, protocol.ErrInvalidGrant.WithDescription("the subject token is not an access token issued by this server")
+			return subject{}, withDetail(protocol.ErrInvalidGrant.WithDescription("the subject token is not an access token issued by this server"), err.Error())
 		}
 	}
 	subj := subject{

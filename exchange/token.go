@@ -66,9 +66,14 @@ type subjectVerifier interface {
 	verifySubject(ctx context.Context, token string) (subject, error)
 }
 
-// serveToken is the token endpoint.
+// serveToken is the token endpoint. Every request gets a request id
+// (the X-Request-Id response header) and one audit record.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
-	resp, err := s.serveTokenRequest(r)
+	d := s.begin(metricsTransportHTTP)
+	d.remote = r.RemoteAddr
+	w.Header()[HeaderRequestID] = []string{d.id}
+	resp, err := s.serveTokenRequest(r, &d)
+	resp, err = s.finish(&d, resp, err)
 	if err != nil {
 		writeError(w, s.protocolError(err))
 		return
@@ -89,22 +94,24 @@ func (s *Server) protocolError(err error) protocol.Error {
 
 // serveTokenRequest authenticates the client of r and parses its body,
 // then runs exchange.
-func (s *Server) serveTokenRequest(r *http.Request) (*protocol.Response, error) {
+func (s *Server) serveTokenRequest(r *http.Request, d *decision) (*protocol.Response, error) {
 	caller, err := s.authenticate(r.Context(), r.TLS)
 	if err != nil {
 		return nil, err
 	}
+	d.caller = caller
 	buf := s.bufferPool.Get().(*bytes.Buffer)
 	defer func() { buf.Reset(); s.bufferPool.Put(buf) }()
 	req, err := parseTokenRequest(r, s.cfg.MaxBodyBytes, buf)
 	if err != nil {
 		return nil, err
 	}
+	d.req = &req
 	// RFC 6749 §2.3: one authentication method per request.
 	if req.otherClientAuth != "" || r.Header.Get("Authorization") != "" {
 		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
 	}
-	return s.exchange(r.Context(), caller, &req)
+	return s.exchange(r.Context(), caller, &req, d)
 }
 
 // exchange issues a token to caller, an mTLS client already authenticated
@@ -115,8 +122,8 @@ func (s *Server) serveTokenRequest(r *http.Request) (*protocol.Response, error) 
 // §4.1), the target (RFC 8693 §2.2.2 invalid_target), the scope (RFC 6749
 // §3.3), the issued token type, the lifetime and the claims with the
 // certificate binding (RFC 8705 §3). Protocol errors are protocol.Error
-// values.
-func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request) (*protocol.Response, error) {
+// values. It records what it establishes in d, for the audit record.
+func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request, d *decision) (*protocol.Response, error) {
 	// RFC 8705 §2.1: the client_id, when sent, names the certificate's
 	// subject; here the SPIFFE ID in its SAN URI.
 	if req.ClientID != "" && req.ClientID != caller.ID.String() {
@@ -126,6 +133,7 @@ func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request) 
 	if err != nil {
 		return nil, err
 	}
+	d.subj = &subj
 	if err := s.checkActorToken(ctx, caller, req); err != nil {
 		return nil, err
 	}
@@ -134,6 +142,7 @@ func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request) 
 		s.log.Info("caller denied by policy", logKeySPIFFEID, caller.ID.String())
 		return nil, protocol.ErrUnauthorizedClient.WithDescription("no policy rule allows %s", caller.ID)
 	}
+	d.rule = rule
 	act, err := s.actorChain(caller, rule, req, &subj)
 	if err != nil {
 		return nil, err
@@ -163,7 +172,8 @@ func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request) 
 	if err != nil {
 		return nil, err
 	}
-	s.logIssued(req, &claims)
+	d.claims, d.issued, d.raw = &claims, issuedType, raw
+	s.logIssued(req, &claims, d.id)
 	return response(req, &claims, raw, issuedType), nil
 }
 
@@ -206,8 +216,8 @@ func tokenClaims(caller stsid.Peer, subj *subject, audience accesstoken.Audience
 }
 
 // logIssued records the issued token, never the token itself.
-func (s *Server) logIssued(req *Request, claims *accesstoken.Claims) {
-	s.log.Info("token issued",
+func (s *Server) logIssued(req *Request, claims *accesstoken.Claims, requestID string) {
+	s.log.Info("token issued", logKeyRequestID, requestID,
 		logKeySPIFFEID, claims.ClientID, logKeySubject, claims.Subject, logKeyGrantType, string(req.GrantType),
 		logKeyJTI, claims.JWTID, logKeyX5TS256, claims.Confirmation.X5TS256, logKeyAudience, []string(claims.Audience),
 		logKeyScope, claims.Scope, logKeyActors, claims.ActorChain(), logKeyExpiresIn, claims.Expiry-claims.IssuedAt)

@@ -19,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/spiffe-sts/spiffe-sts/audit"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
@@ -39,6 +40,7 @@ const (
 	blockPolicy     = "policy"
 	blockDelegation = "delegation"
 	blockDatastore  = "datastore"
+	blockAudit      = "audit"
 )
 
 // Datastore kinds: the label of the datastore block.
@@ -57,6 +59,15 @@ type fileConfig struct {
 	ExternalIssuers []externalIssuerBlock `hcl:"external_issuer,block"`
 	Policies        []policyBlock         `hcl:"policy,block"`
 	Datastores      []datastoreBlock      `hcl:"datastore,block"`
+	Audit           *auditBlock           `hcl:"audit,block"`
+}
+
+// auditBlock is where the audit trail goes: audit { path = "..." | "-" }.
+type auditBlock struct {
+	Path     string `hcl:"path,optional"`
+	MaxSize  string `hcl:"max_size,optional"`
+	MaxFiles *int   `hcl:"max_files,optional"`
+	Required bool   `hcl:"required,optional"`
 }
 
 type serverBlock struct {
@@ -70,6 +81,8 @@ type serverBlock struct {
 	LogLevel          string   `hcl:"log_level,optional"`
 	LogFormat         string   `hcl:"log_format,optional"`
 	JWKSMaxAge        string   `hcl:"jwks_max_age,optional"`
+	MaxBundleAge      string   `hcl:"max_bundle_age,optional"`
+	BundleHardLimit   string   `hcl:"bundle_hard_limit,optional"`
 }
 
 type issuerBlock struct {
@@ -129,6 +142,20 @@ type config struct {
 	// Datastore is the datastore block; its zero value is
 	// datastore "embedded" {}.
 	Datastore datastoreSettings
+	// Audit is the audit block; its zero value (no block) writes no audit
+	// trail.
+	Audit auditSettings
+}
+
+// auditSettings is the audit block.
+type auditSettings struct {
+	// Path is the audit file, audit.Stdout ("-") for stdout, or empty for
+	// no audit trail.
+	Path     string
+	MaxSize  int64
+	MaxFiles int
+	// Required fails closed: no token is served unaudited.
+	Required bool
 }
 
 // serverSettings is the server block.
@@ -147,6 +174,10 @@ type serverSettings struct {
 	LogJSON       bool
 	// JWKSMaxAge is jwks_max_age; zero for exchange.DefaultJWKSMaxAge.
 	JWKSMaxAge time.Duration
+	// MaxBundleAge and BundleHardLimit are max_bundle_age and
+	// bundle_hard_limit; zero for exchange's defaults (5m, and three times
+	// max_bundle_age).
+	MaxBundleAge, BundleHardLimit time.Duration
 }
 
 // issuerSettings is the issuer block, defaults applied except for the
@@ -353,7 +384,7 @@ func parseConfig(filename string, src []byte) (*config, error) {
 
 	// gohcl decodes blocks in file order, so the n-th decoded block of a
 	// type is the n-th block of that type in the syntax tree.
-	var serverAt, issuerAt blockAt
+	var serverAt, issuerAt, auditAt blockAt
 	var externalAt, policyAt, datastoreAt []blockAt
 	for _, b := range body.Blocks {
 		at := blockAt{file: filename, name: b.Type, block: b}
@@ -362,6 +393,8 @@ func parseConfig(filename string, src []byte) (*config, error) {
 			serverAt = at
 		case blockIssuer:
 			issuerAt = at
+		case blockAudit:
+			auditAt = at
 		case blockExternal:
 			at.name = blockExternal + " " + strconv.Quote(b.Labels[0])
 			externalAt = append(externalAt, at)
@@ -388,6 +421,8 @@ func parseConfig(filename string, src []byte) (*config, error) {
 	errs = append(errs, err)
 	errs = append(errs, checkSchedule(cfg.Issuer, cfg.Server.JWKSMaxAge, issuerAt, serverAt))
 	cfg.Datastore, err = datastoreConfig(fc.Datastores, datastoreAt)
+	errs = append(errs, err)
+	cfg.Audit, err = auditConfig(fc.Audit, auditAt)
 	errs = append(errs, err)
 	cfg.ExternalIssuers, err = externalIssuers(fc.ExternalIssuers, externalAt)
 	errs = append(errs, err)
@@ -520,7 +555,84 @@ func serverConfig(b *serverBlock, at blockAt) (serverSettings, error) {
 			s.JWKSMaxAge = d
 		}
 	}
+	maxAge := exchange.DefaultMaxBundleAge
+	if b.MaxBundleAge != "" {
+		d, err := parseDuration(b.MaxBundleAge)
+		if err != nil {
+			fail("max_bundle_age", "%v", err)
+		}
+		s.MaxBundleAge, maxAge = d, d
+	}
+	if b.BundleHardLimit != "" {
+		d, err := parseDuration(b.BundleHardLimit)
+		switch {
+		case err != nil:
+			fail("bundle_hard_limit", "%v", err)
+		case d < maxAge:
+			fail("bundle_hard_limit", "must not be shorter than max_bundle_age (%s), got %q", maxAge, b.BundleHardLimit)
+		}
+		s.BundleHardLimit = d
+	}
 	return s, errors.Join(errs...)
+}
+
+// auditConfig translates the audit block (nil: no audit trail).
+func auditConfig(b *auditBlock, at blockAt) (auditSettings, error) {
+	var s auditSettings
+	if b == nil {
+		return s, nil
+	}
+	var errs []error
+	fail := func(attr, format string, args ...any) {
+		errs = append(errs, at.errorf(attr, format, args...))
+	}
+	if b.Path == "" {
+		fail("path", `is required: a file, or "-" for stdout`)
+	}
+	s.Path, s.Required = b.Path, b.Required
+	s.MaxSize = audit.DefaultMaxSize
+	if b.MaxSize != "" {
+		n, err := parseSize(b.MaxSize)
+		if err != nil {
+			fail("max_size", "%v", err)
+		}
+		s.MaxSize = n
+	}
+	s.MaxFiles = audit.DefaultMaxFiles
+	if b.MaxFiles != nil {
+		if *b.MaxFiles < 1 {
+			fail("max_files", "must be at least 1, got %d", *b.MaxFiles)
+		}
+		s.MaxFiles = *b.MaxFiles
+	}
+	if b.Path == audit.Stdout && (b.MaxSize != "" || b.MaxFiles != nil) {
+		fail("path", `is "-" (stdout): max_size and max_files apply to a file only`)
+	}
+	return s, errors.Join(errs...)
+}
+
+// sizeUnits are the suffixes parseSize accepts, longest first.
+var sizeUnits = []struct {
+	suffix string
+	factor int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1},
+}
+
+// parseSize parses a positive size such as "100MiB", "10MB" or "4096".
+func parseSize(s string) (int64, error) {
+	num, factor := s, int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			num, factor = strings.TrimSuffix(s, u.suffix), u.factor
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/factor {
+		return 0, fmt.Errorf("invalid size %q: want a positive number of bytes, KiB, MiB or GiB (or KB, MB, GB)", s)
+	}
+	return n * factor, nil
 }
 
 // checkHostPort checks a listen address; the host may be empty (all

@@ -183,6 +183,35 @@ func TestParseConfig(t *testing.T) {
 			expectErr:      `sts.hcl:6: server: workload_api_socket: invalid address "/run/spire/agent.sock": workload endpoint socket URI must have a "tcp" or "unix" scheme`,
 		},
 		{
+			name:             "max_bundle_age and bundle_hard_limit",
+			overrideConfig:   replace(`  log_format`, "  max_bundle_age = \"2m\"\n  bundle_hard_limit = \"10m\"\n  log_format"),
+			overrideExpected: func(c *config) { c.Server.MaxBundleAge, c.Server.BundleHardLimit = 2*time.Minute, 10*time.Minute },
+		},
+		{
+			name:           "bundle_hard_limit under the default max_bundle_age",
+			overrideConfig: replace(`  log_format`, "  bundle_hard_limit = \"1m\"\n  log_format"),
+			expectErr:      `sts.hcl:10: server: bundle_hard_limit: must not be shorter than max_bundle_age (5m0s), got "1m"`,
+		},
+		{
+			name: "audit block",
+			overrideConfig: func(s string) string {
+				return s + "audit {\n  path = \"/var/log/sts/audit.log\"\n  max_size = \"10MiB\"\n  max_files = 3\n  required = true\n}\n"
+			},
+			overrideExpected: func(c *config) {
+				c.Audit = auditSettings{Path: "/var/log/sts/audit.log", MaxSize: 10 << 20, MaxFiles: 3, Required: true}
+			},
+		},
+		{
+			name:             "audit to stdout, defaults",
+			overrideConfig:   func(s string) string { return s + "audit {\n  path = \"-\"\n}\n" },
+			overrideExpected: func(c *config) { c.Audit = auditSettings{Path: "-", MaxSize: 100 << 20, MaxFiles: 5} },
+		},
+		{
+			name:           "audit max_size invalid",
+			overrideConfig: func(s string) string { return s + "audit {\n  path = \"/a\"\n  max_size = \"lots\"\n}\n" },
+			expectErr:      `sts.hcl:30: audit: max_size: invalid size "lots": want a positive number of bytes, KiB, MiB or GiB (or KB, MB, GB)`,
+		},
+		{
 			name:           "unknown key in server",
 			overrideConfig: replace("  log_format", "  bind_adress = \"x\"\n  log_format"),
 			expectErr:      `sts.hcl:10: Unsupported argument: An argument named "bind_adress" is not expected here.`,

@@ -10,6 +10,7 @@
 //	spiffe-sts keys list -config FILE
 //	spiffe-sts keys rotate -config FILE
 //	spiffe-sts keys revoke -config FILE -kid KID
+//	spiffe-sts healthcheck -config FILE [-shallow]
 //	spiffe-sts help
 //
 // "validate" loads and checks the configuration file, without touching the
@@ -22,8 +23,13 @@
 //
 //  1. It starts the plain HTTP health listener (health_address), if
 //     configured: /healthz is always 200, /readyz is 200 once the token
-//     server runs and has its SVID, bundles and an active signing key,
-//     503 before.
+//     server runs and while its SVID is unexpired, every accepted trust
+//     domain's bundle was confirmed by the Workload API within
+//     max_bundle_age, a signing key is active and (with audit.required)
+//     the audit sink works; 503 with one line per failing condition
+//     otherwise. /metrics serves the Prometheus metrics of the process's
+//     own registry (README, "Operating spiffe-sts"). It opens the audit
+//     sink of the audit block, if any.
 //  2. It loads the keys of each external_issuer: it reads jwks_file, or
 //     fetches jwks_url (trusting ca_file, else the system roots; at most
 //     30s). A key set that cannot be loaded stops start-up.
@@ -40,7 +46,17 @@
 //     the Workload API (workload_api_socket, else SPIFFE_ENDPOINT_SOCKET)
 //     and checks that the SVID is in trust_domain.
 //  5. It serves the token endpoint, metadata and JWKS over TLS on
-//     bind_address with its rotating X509-SVID.
+//     bind_address with its rotating X509-SVID, writing one audit record
+//     per token decision. It watches the Workload API stream and polls it
+//     every max_bundle_age/3 for the bundles it holds: each response that
+//     carries a bundle confirms it. Callers of a trust domain whose bundle
+//     has gone unconfirmed for bundle_hard_limit are refused with
+//     temporarily_unavailable (503, Retry-After) until it is confirmed
+//     again.
+//
+// "healthcheck" GETs /readyz (with -shallow, /healthz) on health_address
+// and exits 0, or 1 with the body's reasons on stderr: a probe for
+// containers and supervisors that have no curl.
 //
 // Signing keys rotate (package issuer/keyring): a new key is published in
 // the JWKS for publication_window before it signs, signs for
@@ -102,6 +118,15 @@
 //	  health_address      = "0.0.0.0:8081"                 # default none; plain HTTP /healthz and /readyz
 //	  log_level           = "info"                         # trace, debug, info (default), warn or error
 //	  log_format          = "text"                         # text (default) or json
+//	  max_bundle_age      = "5m"                           # default 5m; readiness limit of a bundle's confirmation age
+//	  bundle_hard_limit   = "15m"                          # default 3 × max_bundle_age, not less; callers refused past it
+//	}
+//
+//	audit {                                                # optional; no audit trail without it
+//	  path      = "/var/log/spiffe-sts/audit.log"          # required; a file, or "-" for stdout
+//	  max_size  = "100MiB"                                 # default 100MiB; B, KiB, MiB, GiB, KB, MB, GB
+//	  max_files = 5                                        # default 5; rotated files kept
+//	  required  = false                                    # default false; true fails closed on a lost sink
 //	}
 //
 //	issuer {                                               # optional

@@ -22,4 +22,6 @@ const (
 	logKeyState     = "state"
 	logKeyActivates = "activates"
 	logKeyMaxTTL    = "max_token_ttl"
+	logKeyPath      = "path"
+	logKeyRequired  = "required"
 )

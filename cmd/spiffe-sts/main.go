@@ -26,6 +26,7 @@ Commands:
   run        run the server
   validate   check the configuration file and exit
   keys       list, rotate or revoke signing keys (spiffe-sts keys help)
+  healthcheck  probe the health listener (-shallow: liveness only); exit 0 or 1
   help       show this help
 
 Run "spiffe-sts <command> -h" for the flags of a command.
@@ -50,6 +51,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "run", "validate":
 	case "keys":
 		return keysMain(args, stdout, stderr)
+	case "healthcheck":
+		return healthcheckMain(args, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "spiffe-sts: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage

@@ -20,13 +20,18 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/spiffe-sts/spiffe-sts/audit"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
+	"github.com/spiffe-sts/spiffe-sts/metrics"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -82,15 +87,31 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	// One registry for the process, never the global one; it is served
+	// on the health listener's /metrics.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
 	// The health listener is up before the SVID arrives, so liveness
 	// probes pass while readiness probes fail.
 	var health healthState
 	if cfg.Server.HealthAddress != "" {
-		stop, err := startHealthServer(cfg.Server.HealthAddress, exchange.HealthHandler(health.ready), log.Named("health"))
+		stop, err := startHealthServer(cfg.Server.HealthAddress, healthMux(health.ready, reg), log.Named("health"))
 		if err != nil {
 			return err
 		}
 		defer stop()
+	}
+
+	// The audit trail, before anything is decided.
+	var trail *audit.Log
+	if cfg.Audit.Path != "" {
+		trail, err = audit.Open(audit.Config{Path: cfg.Audit.Path, Stdout: stdout, MaxSize: cfg.Audit.MaxSize, MaxFiles: cfg.Audit.MaxFiles, Metrics: reg})
+		if err != nil {
+			return err
+		}
+		defer trail.Close()
+		log.Info("audit trail", logKeyPath, cfg.Audit.Path, logKeyRequired, cfg.Audit.Required)
 	}
 
 	// External issuers come first: a JWKS that cannot be loaded stops
@@ -165,6 +186,20 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 		return fmt.Errorf("own X509-SVID %s is not in trust domain %q (server.trust_domain)", svid.ID, cfg.Server.TrustDomain.Name())
 	}
 
+	// Bundle confirmations: the source's first update counts as one.
+	trusted := append([]spiffeid.TrustDomain{cfg.Server.TrustDomain}, cfg.Server.FederatesWith...)
+	bundles := newBundleWatcher(client, trusted, log.Named("workloadapi"))
+	for _, td := range trusted {
+		if _, err := x509Source.GetX509BundleForTrustDomain(td); err == nil {
+			bundles.confirm([]spiffeid.TrustDomain{td})
+		}
+	}
+	go bundles.run(ctx, bundlePollInterval(cfg.Server.MaxBundleAge))
+	rotation, _ := cfg.Issuer.schedule(cfg.Server.JWKSMaxAge)
+	if err := metrics.RegisterState(reg, serverState(ring, rotation, x509Source, bundles)); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+
 	keys, err := issuer.NewRingKeys(ring)
 	if err != nil {
 		return fmt.Errorf("signing keys: %w", err)
@@ -192,6 +227,12 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 		Keys:                  iss.KeySet(),
 		JWKSMaxAge:            cfg.Server.JWKSMaxAge,
 		Logger:                log,
+		Metrics:               metrics.NewExchange(reg),
+		Audit:                 auditSink(trail),
+		AuditRequired:         cfg.Audit.Required,
+		Bundles:               bundles,
+		MaxBundleAge:          cfg.Server.MaxBundleAge,
+		BundleHardLimit:       cfg.Server.BundleHardLimit,
 	})
 	if err != nil {
 		return err
@@ -213,7 +254,7 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 	)
 
 	reload := &reloader{path: configPath, running: cfg, sts: sts, ring: ring, log: log}
-	rotation := svidWatcher{log: log, last: leafSum(svid)}
+	svidRotation := svidWatcher{log: log, last: leafSum(svid)}
 	for {
 		select {
 		case <-ctx.Done():
@@ -226,7 +267,7 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 		case <-hup:
 			_ = reload.reload()
 		case <-x509Source.Updated():
-			rotation.check(x509Source)
+			svidRotation.check(x509Source)
 		}
 	}
 }
@@ -395,6 +436,9 @@ func (r *reloader) reload() error {
 	if !reflect.DeepEqual(cfg.Datastore, r.running.Datastore) {
 		changed = append(changed, blockDatastore)
 	}
+	if !reflect.DeepEqual(cfg.Audit, r.running.Audit) {
+		changed = append(changed, blockAudit)
+	}
 	if len(changed) > 0 {
 		r.log.Warn("changes outside policy blocks take effect only after a restart", logKeySections, changed)
 	}
@@ -462,3 +506,83 @@ func (l spiffeLogger) Debugf(format string, args ...any) { l.log.Debug(fmt.Sprin
 func (l spiffeLogger) Infof(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
 func (l spiffeLogger) Warnf(format string, args ...any)  { l.log.Warn(fmt.Sprintf(format, args...)) }
 func (l spiffeLogger) Errorf(format string, args ...any) { l.log.Error(fmt.Sprintf(format, args...)) }
+
+// healthMux serves exchange.HealthHandler(ready) and, at /metrics, the
+// metrics of reg.
+func healthMux(ready func() error, reg prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", exchange.HealthHandler(ready))
+	mux.Handle("GET /metrics", metrics.Handler(reg))
+	return mux
+}
+
+// auditSink is trail as an exchange.AuditSink: nil (no audit trail) when
+// trail is nil.
+func auditSink(trail *audit.Log) exchange.AuditSink {
+	if trail == nil {
+		return nil
+	}
+	return trail
+}
+
+// bundlePollInterval is how often the Workload API is asked for its
+// bundles: a third of max_bundle_age, so that two polls may fail before
+// readiness does, within [1s, 1m].
+func bundlePollInterval(maxAge time.Duration) time.Duration {
+	if maxAge == 0 {
+		maxAge = exchange.DefaultMaxBundleAge
+	}
+	return min(max(maxAge/3, time.Second), time.Minute)
+}
+
+// serverState reads the key ring, the own SVID and the bundle
+// confirmations for the metrics.
+func serverState(ring *keyring.Manager, rotationPeriod time.Duration, svids x509svid.Source, bundles *bundleWatcher) metrics.State {
+	return metrics.State{
+		Keys: func() []metrics.Key {
+			var keys []metrics.Key
+			for _, k := range ring.Keys() {
+				keys = append(keys, metrics.Key{ID: k.KeyID, State: k.State.String()})
+			}
+			return keys
+		},
+		NextRotation: func() (time.Duration, bool) {
+			return nextRotation(ring.Keys(), rotationPeriod, time.Now())
+		},
+		StoreReachable: func() bool { return ring.Status().StoreReachable },
+		SVIDExpiry: func() (time.Time, bool) {
+			svid, err := svids.GetX509SVID()
+			if err != nil {
+				return time.Time{}, false
+			}
+			return svid.Certificates[0].NotAfter, true
+		},
+		Bundles:              bundles.bundles,
+		WorkloadAPIConnected: bundles.Connected,
+	}
+}
+
+// nextRotation is the time until the next key activates: the earliest
+// next key's Activate, or the active key's Activate plus the rotation
+// period when no next key exists yet; negative when that is past (the
+// rotation is stuck).
+func nextRotation(keys []keyring.KeyInfo, rotationPeriod time.Duration, now time.Time) (time.Duration, bool) {
+	var next, active time.Time
+	for _, k := range keys {
+		switch k.State {
+		case keyring.StateNext:
+			if next.IsZero() || k.Activate.Before(next) {
+				next = k.Activate
+			}
+		case keyring.StateActive:
+			active = k.Activate
+		}
+	}
+	switch {
+	case !next.IsZero():
+		return next.Sub(now), true
+	case !active.IsZero():
+		return active.Add(rotationPeriod).Sub(now), true
+	}
+	return 0, false
+}

@@ -453,7 +453,7 @@ func TestHealthHandler(t *testing.T) {
 
 	// Before the token server exists.
 	check("/healthz", http.StatusOK, "ok\n")
-	check("/readyz", http.StatusServiceUnavailable, "not ready\n")
+	check("/readyz", http.StatusServiceUnavailable, "not ready\nthe token server has not started\n")
 	check("/token", http.StatusNotFound, "404 page not found\n")
 
 	// A server without its JWT bundle is not ready.
@@ -473,7 +473,7 @@ func TestHealthHandler(t *testing.T) {
 	}
 	state.sts.Store(notReady)
 	check("/healthz", http.StatusOK, "ok\n")
-	check("/readyz", http.StatusServiceUnavailable, "not ready\n")
+	check("/readyz", http.StatusServiceUnavailable, "not ready\nno JWT bundle: spiffebundle: no JWT bundle for trust domain \"example.org\"\n")
 
 	state.sts.Store(sts.Server)
 	check("/healthz", http.StatusOK, "ok\n")

@@ -31,7 +31,16 @@ var (
 	// ErrServerError reports a failure on the server's side; its description
 	// never carries internal detail.
 	ErrServerError = Error{Code: "server_error"}
+	// ErrTemporarilyUnavailable (RFC 6749 §4.1.2.1, used here at the token
+	// endpoint too) refuses a request the server cannot judge safely now:
+	// its trust material is stale or its audit sink is lost. The caller
+	// retries after RetryAfter.
+	ErrTemporarilyUnavailable = Error{Code: "temporarily_unavailable"}
 )
+
+// RetryAfter is the delay, in seconds, a temporarily_unavailable response
+// asks for (HTTP Retry-After, RFC 9110 §10.2.3; gRPC trailer retry-after).
+const RetryAfter = 5
 
 // WithDescription returns a copy of e with a human-readable description.
 // Descriptions must help the caller and reveal nothing internal.
@@ -54,13 +63,16 @@ func (e Error) Is(target error) bool {
 }
 
 // HTTPStatus is the status code of the error response: 401 for
-// invalid_client (RFC 6749 §5.2), 500 for server_error, 400 otherwise.
+// invalid_client (RFC 6749 §5.2), 500 for server_error, 503 for
+// temporarily_unavailable (sent with Retry-After), 400 otherwise.
 func (e Error) HTTPStatus() int {
 	switch e.Code {
 	case ErrInvalidClient.Code:
 		return http.StatusUnauthorized
 	case ErrServerError.Code:
 		return http.StatusInternalServerError
+	case ErrTemporarilyUnavailable.Code:
+		return http.StatusServiceUnavailable
 	default:
 		return http.StatusBadRequest
 	}
@@ -75,7 +87,8 @@ const metadataDescription = "error_description"
 
 // GRPCCode is the gRPC status code of the error: Unauthenticated for
 // invalid_client, PermissionDenied for invalid_grant and
-// unauthorized_client, Internal for server_error and InvalidArgument for
+// unauthorized_client, Internal for server_error, Unavailable for
+// temporarily_unavailable (a retryable code) and InvalidArgument for
 // the malformed or unacceptable requests (invalid_request, invalid_scope,
 // invalid_target, unsupported_grant_type) and any other code.
 func (e Error) GRPCCode() codes.Code {
@@ -86,6 +99,8 @@ func (e Error) GRPCCode() codes.Code {
 		return codes.PermissionDenied
 	case ErrServerError.Code:
 		return codes.Internal
+	case ErrTemporarilyUnavailable.Code:
+		return codes.Unavailable
 	default:
 		return codes.InvalidArgument
 	}

@@ -47,15 +47,16 @@ func TestErrorIs(t *testing.T) {
 
 func TestErrorHTTPStatus(t *testing.T) {
 	for e, want := range map[protocol.Error]int{
-		protocol.ErrInvalidRequest:        http.StatusBadRequest,
-		protocol.ErrInvalidClient:         http.StatusUnauthorized,
-		protocol.ErrInvalidGrant:          http.StatusBadRequest,
-		protocol.ErrUnauthorizedClient:    http.StatusBadRequest,
-		protocol.ErrUnsupportedGrantType:  http.StatusBadRequest,
-		protocol.ErrInvalidScope:          http.StatusBadRequest,
-		protocol.ErrInvalidTarget:         http.StatusBadRequest,
-		protocol.ErrServerError:           http.StatusInternalServerError,
-		{Code: "temporarily_unavailable"}: http.StatusBadRequest,
+		protocol.ErrInvalidRequest:         http.StatusBadRequest,
+		protocol.ErrInvalidClient:          http.StatusUnauthorized,
+		protocol.ErrInvalidGrant:           http.StatusBadRequest,
+		protocol.ErrUnauthorizedClient:     http.StatusBadRequest,
+		protocol.ErrUnsupportedGrantType:   http.StatusBadRequest,
+		protocol.ErrInvalidScope:           http.StatusBadRequest,
+		protocol.ErrInvalidTarget:          http.StatusBadRequest,
+		protocol.ErrServerError:            http.StatusInternalServerError,
+		protocol.ErrTemporarilyUnavailable: http.StatusServiceUnavailable,
+		{Code: "access_denied"}:            http.StatusBadRequest,
 	} {
 		if got := e.HTTPStatus(); got != want {
 			t.Errorf("%s: HTTPStatus = %d, want %d", e.Code, got, want)
@@ -78,7 +79,8 @@ func TestErrorGRPCStatus(t *testing.T) {
 		{protocol.ErrInvalidGrant, codes.PermissionDenied},
 		{protocol.ErrUnauthorizedClient, codes.PermissionDenied},
 		{protocol.ErrServerError, codes.Internal},
-		{protocol.Error{Code: "temporarily_unavailable"}, codes.InvalidArgument},
+		{protocol.ErrTemporarilyUnavailable, codes.Unavailable},
+		{protocol.Error{Code: "access_denied"}, codes.InvalidArgument},
 	}
 	for _, tt := range tests {
 		for _, desc := range []string{"", "a description"} {
