@@ -168,6 +168,17 @@ datastore "postgres" {
 	pg.Stop(t)
 	t.Logf("PostgreSQL stopped")
 	outageEnd := time.Now().Add(30 * time.Second)
+	// A replica that starts now has no ring: it exits, never ready.
+	late := rs.replicas[0].opts
+	late.Port, late.DataDir, late.Dir = 0, t.TempDir(), t.TempDir()
+	if h, err := harness.StartSTS(t.Context(), e.spire, late); err == nil {
+		_ = h.Stop()
+		t.Errorf("a replica started while PostgreSQL was down became ready")
+	} else if !strings.Contains(err.Error(), "exited during start-up") || !strings.Contains(err.Error(), `datastore "postgres"`) {
+		t.Errorf("a replica started while PostgreSQL was down: %v, want an exit during start-up naming the datastore", err)
+	} else {
+		t.Logf("a replica started during the outage exited: %s", firstLine(err.Error()))
+	}
 	for time.Now().Before(outageEnd) {
 		for _, r := range rs.replicas {
 			if code := readyz(t, r.sts()); code != http.StatusOK {
@@ -635,6 +646,12 @@ func (l *replicaLoad) checkStillValid(t *testing.T, event string, tokens []issue
 			t.Errorf("a token issued before %s no longer verifies: %v", event, err)
 		}
 	}
+}
+
+// firstLine returns s up to its first newline.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 // waitLog waits until a replica's log has a line containing text.
