@@ -41,6 +41,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s ./cmd/spiffe-sts-helper
 	$(GO) test -run '^$$' -fuzz FuzzParseXFCC -fuzztime 30s ./spiffeid/forwarded
 	$(GO) test -run '^$$' -fuzz FuzzParseClientCert -fuzztime 30s ./spiffeid/forwarded
+	$(GO) test -run '^$$' -fuzz FuzzRecordJSON -fuzztime 30s ./audit
 
 build:
 	$(GO) build -o bin/ ./cmd/...

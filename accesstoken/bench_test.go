@@ -19,7 +19,7 @@ import (
 
 // benchFixture returns a token minted like spiffe-sts mints them (ES256,
 // one audience, scopes), the certificate it is bound to and its key set.
-func benchFixture(b *testing.B) (string, *accesstoken.StaticKeySet, *x509.Certificate) {
+func benchFixture(b testing.TB) (string, *accesstoken.StaticKeySet, *x509.Certificate) {
 	b.Helper()
 	ca := testca.New(b, "example.org")
 	leaf := ca.SVID(b, subject, time.Hour).Certificates[0]

@@ -40,6 +40,16 @@
 // Every hit still checks expiry and the certificate binding: a token is
 // never accepted with a certificate other than the one it is bound to.
 //
+// # Metrics
+//
+// Config.Metrics counts verifications by outcome and cache hits and misses
+// (spiffe_sts_verifier_verifications_total{outcome},
+// spiffe_sts_verifier_cache_requests_total{result}) on a registry of the
+// caller's, never the global one; without it nothing is counted:
+//
+//	m, err := accesstoken.NewMetrics(reg) // once per registry
+//	v := accesstoken.NewVerifier(issuerURL, keys, &accesstoken.Config{Audiences: auds, Metrics: m})
+//
 // # Middleware
 //
 // Packages grpcauth and httpauth verify the token of each gRPC call or

@@ -79,6 +79,9 @@ type Config struct {
 	// token evicts one of a few entries sampled at random, preferring an
 	// expired one, else the one expiring first.
 	CacheSize int
+	// Metrics, when not nil, counts this Verifier's verifications and
+	// cache lookups (see NewMetrics). Without it nothing is counted.
+	Metrics *Metrics
 }
 
 // Verifier checks access tokens issued by one issuer.
@@ -87,6 +90,7 @@ type Verifier struct {
 	cfg      Config
 	provider jws.KeyProvider
 	cache    *tokenCache // nil when disabled
+	metrics  *Metrics    // nil when not counted
 }
 
 // NewVerifier returns a Verifier for tokens from issuerURL signed by keys.
@@ -103,6 +107,7 @@ func NewVerifier(issuerURL string, keys KeySet, cfg *Config) *Verifier {
 		v.cfg.Now = time.Now
 	}
 	v.provider = jwtcheck.KeyProvider(keys, v.cfg.Algorithms)
+	v.metrics = v.cfg.Metrics
 	switch {
 	case v.cfg.CacheSize == 0:
 		v.cache = newTokenCache(DefaultCacheSize)
@@ -124,13 +129,29 @@ func NewVerifier(issuerURL string, keys KeySet, cfg *Config) *Verifier {
 // neither the cache nor other callers.
 func (v *Verifier) Verify(ctx context.Context, raw string, peerLeaf *x509.Certificate) (*Claims, error) {
 	if peerLeaf == nil {
+		if v.metrics != nil {
+			v.metrics.verify(ErrNoCertificate, false)
+		}
 		return nil, ErrNoCertificate
 	}
 	if v.cache != nil {
 		if claims, ok, err := v.cache.get(raw, peerLeaf, v.cfg.Now()); ok {
+			if v.metrics != nil {
+				v.metrics.hit(err)
+			}
 			return claims, err
 		}
 	}
+	claims, err := v.verifyBound(ctx, raw, peerLeaf)
+	if v.metrics != nil {
+		v.metrics.verify(err, v.cache != nil)
+	}
+	return claims, err
+}
+
+// verifyBound is Verify without the cache lookup: the full check, and
+// caching the token that passes.
+func (v *Verifier) verifyBound(ctx context.Context, raw string, peerLeaf *x509.Certificate) (*Claims, error) {
 	claims, err := v.verify(ctx, raw, true)
 	if err != nil {
 		return nil, err

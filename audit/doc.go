@@ -17,6 +17,10 @@
 //	defer log.Close()
 //	err = log.Write(&audit.Record{...})
 //
+// Records are encoded by Record.AppendJSON, which writes exactly what
+// encoding/json writes (without HTML escaping) into the Log's reused
+// buffer, so writing a record allocates nothing.
+//
 // A failed write is counted (spiffe_sts_audit_write_failures_total) and
 // returned; the exchange server refuses the request instead of serving it
 // unaudited when the operator requires the audit trail. Check reports

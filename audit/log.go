@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,9 @@ const (
 	DefaultMaxSize  = 100 << 20
 	DefaultMaxFiles = 5
 )
+
+// maxKeptBuf bounds the encoding buffer a Log keeps between writes.
+const maxKeptBuf = 64 << 10
 
 // Config configures a Log.
 type Config struct {
@@ -128,11 +130,16 @@ func (l *Log) Write(r *Record) error {
 }
 
 func (l *Log) write(r *Record) error {
-	line, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("audit: encode: %w", err)
+	if !timeEncodable(r.Time) {
+		return errors.New("audit: encode: time outside of the years 0 to 9999 RFC 3339 can write")
 	}
-	l.buf = append(append(l.buf[:0], line...), '\n')
+	// l.buf is reused under l.mu, so encoding a record allocates nothing
+	// once the buffer has grown to the size of a record; one that grew
+	// past maxKeptBuf for an unusual record is not kept.
+	l.buf = append(r.AppendJSON(l.buf[:0]), '\n')
+	if cap(l.buf) > maxKeptBuf {
+		defer func() { l.buf = nil }()
+	}
 	if l.cfg.Path != Stdout {
 		if l.file == nil {
 			if err := l.open(); err != nil {

@@ -52,6 +52,7 @@ type Client struct {
 	timeout    time.Duration
 	useGRPC    bool
 	clock      Clock
+	metrics    *clientMetrics // nil without WithMetrics
 	// sts sends token requests presenting the source's current SVID.
 	sts *stsConn
 
@@ -86,6 +87,11 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	if c.clock == nil {
 		c.clock = systemClock{}
 	}
+	if cfg.metrics != nil {
+		if c.metrics, err = newClientMetrics(cfg.metrics); err != nil {
+			return nil, err
+		}
+	}
 	if !cfg.sourceSet {
 		var srcOpts []workloadapi.X509SourceOption
 		if cfg.workloadAddr != "" {
@@ -93,10 +99,12 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		}
 		src, err := workloadapi.NewX509Source(ctx, srcOpts...)
 		if err != nil {
+			c.metrics.unregister(cfg.metrics)
 			return nil, fmt.Errorf("exchangeclient: X509-SVID from the Workload API: %w", err)
 		}
 		c.source, c.ownSource = src, src
 	} else if _, err := c.source.GetX509SVID(); err != nil {
+		c.metrics.unregister(cfg.metrics)
 		return nil, fmt.Errorf("exchangeclient: the source has no X509-SVID: %w", err)
 	}
 
@@ -107,6 +115,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		if c.ownSource != nil {
 			_ = c.ownSource.Close()
 		}
+		c.metrics.unregister(cfg.metrics)
 		return nil, err
 	}
 	return c, nil
@@ -307,6 +316,13 @@ func (c *Client) exchangeWith(ctx context.Context, sts *stsConn, id spiffeid.ID,
 	if err != nil {
 		return nil, err
 	}
+	tok, err := c.send(ctx, sts, params, &req)
+	c.metrics.exchange(params.grantType, err)
+	return tok, err
+}
+
+// send sends params over sts, by HTTP or by the gRPC API.
+func (c *Client) send(ctx context.Context, sts *stsConn, params wireRequest, req *Request) (*Token, error) {
 	if sts.api != nil {
 		return c.exchangeGRPC(ctx, sts.api, &params, req.Scope)
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -22,6 +23,7 @@ type clientConfig struct {
 	timeout      time.Duration
 	grpc         bool
 	clock        Clock
+	metrics      prometheus.Registerer
 }
 
 type optionFunc func(*clientConfig)
@@ -81,6 +83,25 @@ func WithGRPC() Option {
 // the system clock. It is meant for tests, with a fake clock.
 func WithClock(clock Clock) Option {
 	return optionFunc(func(c *clientConfig) { c.clock = clock })
+}
+
+// WithMetrics registers the client's counters on reg (never on the
+// global registry); New returns the registry's error if they are already
+// registered there, as by another Client: give each its own registry or a
+// prometheus.WrapRegistererWith label. The counters are
+//
+//   - spiffe_sts_client_exchanges_total{grant,outcome}: token requests
+//     sent, by grant (token_exchange, client_credentials) and outcome: ok,
+//     the OAuth error code of a refusal (RFC 6749 §5.2), or
+//     transport_error for any other failure after the request was made;
+//   - spiffe_sts_client_refresh_failures_total: requests of Tokens that
+//     ended without a token (see EventFailed);
+//   - spiffe_sts_client_rebinds_total{outcome}: re-bindings to a rotated
+//     X509-SVID (see EventRebound), by the same outcomes.
+//
+// Without WithMetrics nothing is counted or registered.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return optionFunc(func(c *clientConfig) { c.metrics = reg })
 }
 
 // TokensOption configures Client.NewTokens. Only this package creates

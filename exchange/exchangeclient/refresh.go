@@ -64,6 +64,7 @@ func (t *Tokens) run(e *entry, f *flight, from *heldToken, noticed time.Time) {
 			SubjectTokenType:   protocol.TokenTypeAccessToken,
 			RequestedTokenType: t.req.RequestedTokenType,
 		})
+		t.c.metrics.rebind(err)
 		if err == nil {
 			kind = EventRebound
 		} else {
@@ -90,6 +91,7 @@ func (t *Tokens) run(e *entry, f *flight, from *heldToken, noticed time.Time) {
 	if err != nil {
 		err = fmt.Errorf("exchangeclient: token for x5t#S256 %s: %w", e.thumb, err)
 		kind = EventFailed
+		t.c.metrics.refreshFailed()
 	} else {
 		e.tok.Store(h)
 	}
