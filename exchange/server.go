@@ -249,6 +249,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST "+protocol.PathToken, s.serveToken)
 	s.mux.HandleFunc(protocol.PathToken, serveMethodNotAllowed)
+	s.mux.HandleFunc("POST "+protocol.PathIntrospect, s.serveIntrospect)
+	s.mux.HandleFunc(protocol.PathIntrospect, serveIntrospectMethodNotAllowed)
 	s.mux.HandleFunc("GET "+protocol.PathJWKS, s.serveJWKS)
 	s.mux.HandleFunc("GET "+protocol.PathOAuthMetadata, s.serveMetadata)
 	s.mux.HandleFunc("GET "+protocol.PathOpenIDMetadata, s.serveMetadata)
@@ -506,6 +508,7 @@ func (s *Server) verifyClientChain(certs []*x509.Certificate) (stsid.Peer, error
 
 // metadataDocument is the RFC 8414 §2 authorization server metadata.
 func (s *Server) metadataDocument() map[string]any {
+	introspectURL := s.cfg.IssuerURL + protocol.PathIntrospect
 	return map[string]any{
 		"issuer":                                s.cfg.IssuerURL,
 		"token_endpoint":                        s.tokenURL,
@@ -513,9 +516,12 @@ func (s *Server) metadataDocument() map[string]any {
 		"grant_types_supported":                 []protocol.GrantType{protocol.GrantTypeTokenExchange, protocol.GrantTypeClientCredentials},
 		"response_types_supported":              []string{},
 		"token_endpoint_auth_methods_supported": []string{"tls_client_auth"},
+		// RFC 8414 §2 and RFC 7662.
+		"introspection_endpoint":                        introspectURL,
+		"introspection_endpoint_auth_methods_supported": []string{"tls_client_auth"},
 		// RFC 8705 §3.3 and §5.
 		"tls_client_certificate_bound_access_tokens": true,
-		"mtls_endpoint_aliases":                      map[string]string{"token_endpoint": s.tokenURL},
+		"mtls_endpoint_aliases":                      map[string]string{"token_endpoint": s.tokenURL, "introspection_endpoint": introspectURL},
 	}
 }
 
