@@ -30,6 +30,9 @@ type Record struct {
 	Caller     string `json:"caller,omitempty"`
 	X5TS256    string `json:"x5t_s256,omitempty"`
 	RemoteAddr string `json:"remote_addr,omitempty"`
+	// ProxySPIFFEID is the SPIFFE ID of the trusted proxy that forwarded
+	// Caller's certificate, when the caller came through one.
+	ProxySPIFFEID string `json:"proxy_spiffe_id,omitempty"`
 
 	// The request (RFC 8693 §2.1), as sent.
 	GrantType          string   `json:"grant_type,omitempty"`

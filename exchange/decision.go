@@ -60,6 +60,7 @@ type decision struct {
 	transport string
 	remote    string
 	caller    stsid.Peer
+	proxy     stsid.Peer // the trusted proxy that forwarded caller's certificate
 	req       *Request
 	subj      *subject
 	rule      *stsid.Rule
@@ -160,6 +161,9 @@ func (s *Server) auditRecord(d *decision, perr protocol.Error, err error) *audit
 		} else {
 			rec.X5TS256 = accesstoken.Thumbprint(d.caller.Leaf)
 		}
+	}
+	if !d.proxy.ID.IsZero() {
+		rec.ProxySPIFFEID = d.proxy.ID.String()
 	}
 	if req := d.req; req != nil {
 		rec.GrantType = string(req.GrantType)

@@ -86,5 +86,21 @@
 // The server also serves RFC 8414 metadata at
 // /.well-known/oauth-authorization-server and
 // /.well-known/openid-configuration, the JWKS at /jwks, and /healthz and
-// /readyz. Only /token and the gRPC API require a client certificate.
+// /readyz. Only /token, /introspect and the gRPC API require a client
+// certificate.
+//
+// RFC 7662 introspection at /introspect (POST, form token=...) serves
+// resource servers that check the certificate binding themselves: the
+// caller authenticates with its X509-SVID (tls_client_auth) and learns
+// about a token only when its "aud" holds the caller's SPIFFE ID or an
+// audience of the caller's policy rule's IntrospectAudiences (policy key
+// introspect_audiences); the answer has the RFC 7662 §2.2 claims, cnf and
+// act. Anything else, expired, withdrawn, foreign or malformed, is
+// {"active":false}, with the reason in the log only.
+//
+// Behind proxies that terminate mTLS, Config.Forwarded (package
+// spiffeid/forwarded; server keys trusted_proxies and forwarded_format)
+// serves a trusted proxy's request as the client whose certificate it
+// forwards, on /token, /introspect and the gRPC API; the audit record's
+// proxy_spiffe_id names the proxy.
 package exchange

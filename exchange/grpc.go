@@ -3,6 +3,7 @@ package exchange
 import (
 	"context"
 	"crypto/tls"
+	"net/http"
 	"strconv"
 
 	"google.golang.org/grpc"
@@ -62,18 +63,19 @@ func (s *Server) exchangeGRPC(ctx context.Context, p *peer.Peer, in *exchangepb.
 			state = &info.State
 		}
 	}
-	caller, err := s.authenticate(ctx, state)
+	md, _ := metadata.FromIncomingContext(ctx)
+	caller, proxy, err := s.authenticate(ctx, state, headerOf(md))
 	if err != nil {
 		return nil, err
 	}
-	d.caller = caller
+	d.caller, d.proxy = caller, proxy
 	req, err := requestFromProto(in)
 	if err != nil {
 		return nil, err
 	}
 	d.req = &req
 	// RFC 6749 §2.3: one authentication method per request, as on /token.
-	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("authorization")) > 0 {
+	if len(md.Get("authorization")) > 0 {
 		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
 	}
 	resp, err := s.exchange(ctx, caller, &req, d)
@@ -87,6 +89,20 @@ func (s *Server) exchangeGRPC(ctx context.Context, p *peer.Peer, in *exchangepb.
 		ExpiresIn:       resp.ExpiresIn,
 		Scope:           resp.Scope,
 	}, nil
+}
+
+// headerOf returns the call's metadata as the header it came in (gRPC
+// lower-cases the names; forwarded.Policy matches them in any case), for
+// the forwarding headers of Config.Forwarded.
+func headerOf(md metadata.MD) http.Header {
+	if len(md) == 0 {
+		return nil
+	}
+	h := make(http.Header, len(md))
+	for k, vs := range md {
+		h[k] = vs
+	}
+	return h
 }
 
 // requestFromProto builds a Request from the message through the form's

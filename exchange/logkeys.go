@@ -18,6 +18,10 @@ const (
 	logKeyIssuer      = "issuer"
 	logKeyRequestID   = "request_id"
 	logKeyTrustDomain = "trust_domain"
+	logKeyActive      = "active"
+	// logKeyProxy is the SPIFFE ID of the trusted proxy that forwarded
+	// the client's certificate.
+	logKeyProxy = "proxy_spiffe_id"
 	// logKeySecurityEvent marks refusals that suggest an attack, such as a
 	// stolen token presented for exchange.
 	logKeySecurityEvent = "security_event"

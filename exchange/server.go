@@ -30,6 +30,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+	"github.com/spiffe-sts/spiffe-sts/spiffeid/forwarded"
 )
 
 const (
@@ -140,6 +141,14 @@ type Config struct {
 	// MaxBundleAge is DefaultMaxBundleAge when zero; BundleHardLimit is
 	// three times MaxBundleAge when zero, and must not be shorter.
 	MaxBundleAge, BundleHardLimit time.Duration
+	// Forwarded, when not nil, puts the server behind trusted proxies
+	// that terminate mTLS (package spiffeid/forwarded): a request whose
+	// connection is a trusted proxy's is served as the client whose
+	// certificate the proxy forwards, and its token bound to that
+	// certificate; a forwarding header from any other hop, and a trusted
+	// proxy that forwards none, are refused with invalid_client. Its
+	// Bundles should be X509Bundles. Nil ignores forwarding headers.
+	Forwarded *forwarded.Policy
 }
 
 // Server is the token endpoint and its metadata, JWKS and health
@@ -240,6 +249,8 @@ func New(cfg Config) (*Server, error) {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST "+protocol.PathToken, s.serveToken)
 	s.mux.HandleFunc(protocol.PathToken, serveMethodNotAllowed)
+	s.mux.HandleFunc("POST "+protocol.PathIntrospect, s.serveIntrospect)
+	s.mux.HandleFunc(protocol.PathIntrospect, serveIntrospectMethodNotAllowed)
 	s.mux.HandleFunc("GET "+protocol.PathJWKS, s.serveJWKS)
 	s.mux.HandleFunc("GET "+protocol.PathOAuthMetadata, s.serveMetadata)
 	s.mux.HandleFunc("GET "+protocol.PathOpenIDMetadata, s.serveMetadata)
@@ -306,12 +317,27 @@ func (s *Server) ConnContext(ctx context.Context, _ net.Conn) context.Context {
 
 type connAuthKey struct{}
 
-// connAuth caches the outcome of verifying a connection's client chain.
+// connAuth caches the outcome of verifying a connection's client chain
+// and, behind a trusted proxy, of the certificates it forwarded.
 type connAuth struct {
 	once sync.Once
 	peer stsid.Peer
 	err  error
+
+	mu        sync.Mutex
+	forwarded map[string]forwardedResult // by forwardingKey
 }
+
+// forwardedResult is the outcome of forwarded.Policy.Client for one set
+// of forwarding headers.
+type forwardedResult struct {
+	res forwarded.Result
+	err error
+}
+
+// maxForwardedPerConn bounds the forwarded results a connection keeps: a
+// proxy multiplexes many clients over one connection.
+const maxForwardedPerConn = 64
 
 // Ready reports whether the server can issue tokens; the error joins one
 // line per failing condition (errors.Join):
@@ -363,13 +389,54 @@ func (s *Server) Ready() error {
 // the SAN URI as the client identifier). The chain is verified once per
 // connection when ctx carries the ConnContext cache; the expiry of the
 // leaf is checked on every request.
-func (s *Server) authenticate(ctx context.Context, state *tls.ConnectionState) (stsid.Peer, error) {
-	if state == nil || len(state.PeerCertificates) == 0 {
-		return stsid.Peer{}, protocol.ErrInvalidClient.WithDescription("a client certificate (X509-SVID) is required")
-	}
+//
+// With Config.Forwarded, h are the request's headers (or gRPC metadata):
+// from a trusted proxy the caller is the client whose certificate it
+// forwarded, verified once per connection and header value, and proxy is
+// the proxy; a forwarding header from any other hop, or none from a
+// trusted proxy, is invalid_client with forwarded.Describe's text.
+func (s *Server) authenticate(ctx context.Context, state *tls.ConnectionState, h http.Header) (caller, proxy stsid.Peer, err error) {
 	auth, ok := ctx.Value(connAuthKey{}).(*connAuth)
 	if !ok {
 		auth = new(connAuth)
+	}
+	hop, err := s.authenticateHop(auth, state)
+	if s.cfg.Forwarded == nil {
+		return hop, stsid.Peer{}, err
+	}
+	// A hop that failed authentication is no proxy: without a header it
+	// gets its own error, with one the untrusted-hop refusal.
+	res, ferr := s.forwardedClient(auth, forwarded.Hop{Peer: hop}, h)
+	switch {
+	case errors.Is(ferr, forwarded.ErrNoClientCertificate) && err != nil:
+		return stsid.Peer{}, stsid.Peer{}, err
+	case ferr != nil:
+		s.log.Warn("forwarded client certificate refused", logKeySPIFFEID, hop.ID.String(), logKeyReason, ferr.Error())
+		return stsid.Peer{}, stsid.Peer{}, withDetail(protocol.ErrInvalidClient.WithDescription("%s", forwarded.Describe(ferr)), ferr.Error())
+	case err != nil:
+		return stsid.Peer{}, stsid.Peer{}, err
+	case !res.Forwarded:
+		return hop, stsid.Peer{}, nil
+	}
+	client := res.Client
+	if !slices.Contains(s.trusted, client.ID.TrustDomain()) {
+		s.log.Warn("forwarded client from untrusted trust domain", logKeySPIFFEID, client.ID.String(), logKeyProxy, hop.ID.String())
+		return stsid.Peer{}, stsid.Peer{}, protocol.ErrInvalidClient.WithDescription("trust domain %q is not trusted by this server", client.ID.TrustDomain().Name())
+	}
+	if !s.cfg.Clock().Before(client.Leaf.NotAfter) {
+		return stsid.Peer{}, stsid.Peer{}, protocol.ErrInvalidClient.WithDescription("the forwarded client certificate has expired")
+	}
+	if err := s.checkFresh(client.ID.TrustDomain()); err != nil {
+		return stsid.Peer{}, stsid.Peer{}, err
+	}
+	return client, hop, nil
+}
+
+// authenticateHop verifies the connection's own client certificate, once
+// per connection (auth), and checks its expiry and bundle freshness.
+func (s *Server) authenticateHop(auth *connAuth, state *tls.ConnectionState) (stsid.Peer, error) {
+	if state == nil || len(state.PeerCertificates) == 0 {
+		return stsid.Peer{}, protocol.ErrInvalidClient.WithDescription("a client certificate (X509-SVID) is required")
 	}
 	auth.once.Do(func() { auth.peer, auth.err = s.verifyClientChain(state.PeerCertificates) })
 	if auth.err != nil {
@@ -382,6 +449,48 @@ func (s *Server) authenticate(ctx context.Context, state *tls.ConnectionState) (
 		return stsid.Peer{}, err
 	}
 	return auth.peer, nil
+}
+
+// forwardedClient applies Config.Forwarded to hop and h, remembering the
+// outcome per connection by the forwarding headers' names and values (the
+// hop is the same for the whole connection; expiry is checked by the
+// caller on every request).
+func (s *Server) forwardedClient(auth *connAuth, hop forwarded.Hop, h http.Header) (forwarded.Result, error) {
+	if hop.Peer.ID.IsZero() {
+		return s.cfg.Forwarded.Client(hop, h) // cheap: refused or no certificate
+	}
+	key := forwardingKey(h)
+	auth.mu.Lock()
+	r, ok := auth.forwarded[key]
+	auth.mu.Unlock()
+	if ok {
+		return r.res, r.err
+	}
+	r.res, r.err = s.cfg.Forwarded.Client(hop, h)
+	auth.mu.Lock()
+	if auth.forwarded == nil || len(auth.forwarded) >= maxForwardedPerConn {
+		auth.forwarded = make(map[string]forwardedResult)
+	}
+	auth.forwarded[key] = r
+	auth.mu.Unlock()
+	return r.res, r.err
+}
+
+// forwardingKey identifies exactly what forwarded.Policy.Client reads of
+// h: every header whose name, with '_' read as '-', is one of the
+// forwarding headers in any case, with its name and values.
+func forwardingKey(h http.Header) string {
+	var parts []string
+	for k, vs := range h {
+		n := strings.ReplaceAll(k, "_", "-")
+		if !strings.EqualFold(n, forwarded.HeaderXFCC) && !strings.EqualFold(n, forwarded.HeaderClientCert) &&
+			!strings.EqualFold(n, forwarded.HeaderClientCertChain) {
+			continue
+		}
+		parts = append(parts, strconv.Quote(k)+":"+strconv.Quote(strings.Join(vs, "\x00")))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "\n")
 }
 
 func (s *Server) verifyClientChain(certs []*x509.Certificate) (stsid.Peer, error) {
@@ -399,6 +508,7 @@ func (s *Server) verifyClientChain(certs []*x509.Certificate) (stsid.Peer, error
 
 // metadataDocument is the RFC 8414 §2 authorization server metadata.
 func (s *Server) metadataDocument() map[string]any {
+	introspectURL := s.cfg.IssuerURL + protocol.PathIntrospect
 	return map[string]any{
 		"issuer":                                s.cfg.IssuerURL,
 		"token_endpoint":                        s.tokenURL,
@@ -406,9 +516,12 @@ func (s *Server) metadataDocument() map[string]any {
 		"grant_types_supported":                 []protocol.GrantType{protocol.GrantTypeTokenExchange, protocol.GrantTypeClientCredentials},
 		"response_types_supported":              []string{},
 		"token_endpoint_auth_methods_supported": []string{"tls_client_auth"},
+		// RFC 8414 §2 and RFC 7662.
+		"introspection_endpoint":                        introspectURL,
+		"introspection_endpoint_auth_methods_supported": []string{"tls_client_auth"},
 		// RFC 8705 §3.3 and §5.
 		"tls_client_certificate_bound_access_tokens": true,
-		"mtls_endpoint_aliases":                      map[string]string{"token_endpoint": s.tokenURL},
+		"mtls_endpoint_aliases":                      map[string]string{"token_endpoint": s.tokenURL, "introspection_endpoint": introspectURL},
 	}
 }
 

@@ -95,11 +95,11 @@ func (s *Server) protocolError(err error) protocol.Error {
 // serveTokenRequest authenticates the client of r and parses its body,
 // then runs exchange.
 func (s *Server) serveTokenRequest(r *http.Request, d *decision) (*protocol.Response, error) {
-	caller, err := s.authenticate(r.Context(), r.TLS)
+	caller, proxy, err := s.authenticate(r.Context(), r.TLS, r.Header)
 	if err != nil {
 		return nil, err
 	}
-	d.caller = caller
+	d.caller, d.proxy = caller, proxy
 	buf := s.bufferPool.Get().(*bytes.Buffer)
 	defer func() { buf.Reset(); s.bufferPool.Put(buf) }()
 	req, err := parseTokenRequest(r, s.cfg.MaxBodyBytes, buf)
@@ -173,7 +173,7 @@ func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request, 
 		return nil, err
 	}
 	d.claims, d.issued, d.raw = &claims, issuedType, raw
-	s.logIssued(req, &claims, d.id)
+	s.logIssued(req, &claims, d)
 	return response(req, &claims, raw, issuedType), nil
 }
 
@@ -215,12 +215,17 @@ func tokenClaims(caller stsid.Peer, subj *subject, audience accesstoken.Audience
 	return claims
 }
 
-// logIssued records the issued token, never the token itself.
-func (s *Server) logIssued(req *Request, claims *accesstoken.Claims, requestID string) {
-	s.log.Info("token issued", logKeyRequestID, requestID,
+// logIssued records the issued token, never the token itself, and the
+// trusted proxy that forwarded the caller's certificate, if any.
+func (s *Server) logIssued(req *Request, claims *accesstoken.Claims, d *decision) {
+	args := []any{logKeyRequestID, d.id,
 		logKeySPIFFEID, claims.ClientID, logKeySubject, claims.Subject, logKeyGrantType, string(req.GrantType),
 		logKeyJTI, claims.JWTID, logKeyX5TS256, claims.Confirmation.X5TS256, logKeyAudience, []string(claims.Audience),
-		logKeyScope, claims.Scope, logKeyActors, claims.ActorChain(), logKeyExpiresIn, claims.Expiry-claims.IssuedAt)
+		logKeyScope, claims.Scope, logKeyActors, claims.ActorChain(), logKeyExpiresIn, claims.Expiry - claims.IssuedAt}
+	if !d.proxy.ID.IsZero() {
+		args = append(args, logKeyProxy, d.proxy.ID.String())
+	}
+	s.log.Info("token issued", args...)
 }
 
 // response is the RFC 8693 §2.2.1 success response for the minted claims;

@@ -33,6 +33,11 @@ type Rule struct {
 	// subjects (RFC 8693 §1.1); nil means it may obtain tokens only for
 	// itself.
 	Delegation *Delegation
+	// IntrospectAudiences are the audiences, besides the caller's own
+	// SPIFFE ID, of the tokens the caller may introspect (RFC 7662 §2.1,
+	// §4: a resource server learns only about tokens meant for it),
+	// compared as exact strings. They grant no token.
+	IntrospectAudiences []string
 }
 
 // Delegation is what a caller may do on behalf of others.
@@ -82,7 +87,7 @@ type RuleError struct {
 	// Index is the position of the rule in the slice given to NewPolicy.
 	Index int
 	// Field is "pattern", "audiences", "scopes", "default_scopes",
-	// "max_ttl" or "delegation".
+	// "max_ttl", "delegation" or "introspect_audiences".
 	Field string
 	// Err describes the problem.
 	Err error
@@ -135,6 +140,9 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 			DefaultScopes: slices.Clone(r.DefaultScopes),
 			MaxTTL:        r.MaxTTL,
 		}
+		if r.IntrospectAudiences != nil {
+			p.rules[i].IntrospectAudiences = slices.Clone(r.IntrospectAudiences)
+		}
 		if d := r.Delegation; d != nil {
 			p.rules[i].Delegation = &Delegation{
 				Subjects: slices.Clone(d.Subjects), Issuers: slices.Clone(d.Issuers),
@@ -158,6 +166,14 @@ func validateRule(i int, r *Rule) error {
 			return fail("audiences", errors.New("empty audience"))
 		case slices.Contains(r.Audiences[:k], aud):
 			return fail("audiences", fmt.Errorf("duplicate audience %q", aud))
+		}
+	}
+	for k, aud := range r.IntrospectAudiences {
+		switch {
+		case aud == "":
+			return fail("introspect_audiences", errors.New("empty audience"))
+		case slices.Contains(r.IntrospectAudiences[:k], aud):
+			return fail("introspect_audiences", fmt.Errorf("duplicate audience %q", aud))
 		}
 	}
 	for k, scope := range r.Scopes {
@@ -209,6 +225,13 @@ func (p *Policy) RuleFor(id spiffeid.ID) (*Rule, bool) {
 // AllowsAudience reports whether aud is one of r.Audiences.
 func (r *Rule) AllowsAudience(aud string) bool {
 	return slices.Contains(r.Audiences, aud)
+}
+
+// MayIntrospect reports whether the rule lets its caller introspect a
+// token for audience aud: aud is one of r.IntrospectAudiences. A caller
+// may always introspect tokens for its own SPIFFE ID, rule or not.
+func (r *Rule) MayIntrospect(aud string) bool {
+	return slices.Contains(r.IntrospectAudiences, aud)
 }
 
 // GrantScopes returns the scopes to grant for a request (RFC 6749 §3.3): the

@@ -2,17 +2,21 @@ package grpcauth
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/accesstoken/internal/bearer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+	"github.com/spiffe-sts/spiffe-sts/spiffeid/forwarded"
 )
 
 // Option configures the interceptors. Only this package creates options.
@@ -22,6 +26,7 @@ type Option interface {
 
 type options struct {
 	methodScopes map[string][]string
+	proxies      *forwarded.Policy
 }
 
 type optionFunc func(*options)
@@ -46,6 +51,27 @@ func WithMethodScopes(fullMethod string, scopes ...string) Option {
 		}
 		o.methodScopes[fullMethod] = append(o.methodScopes[fullMethod], scopes...)
 	})
+}
+
+// WithTrustedProxies makes the interceptors check a token's binding
+// against the client certificate a trusted proxy forwards (package
+// spiffeid/forwarded), for servers behind a proxy or sidecar that
+// terminates mTLS; it mirrors httpauth.WithTrustedProxies with the
+// forwarding headers read from the call's metadata. The hop is the peer
+// of the connection (stsid.PeerFromContext), or a Unix socket.
+//
+// With it, a call from a trusted proxy is checked against the forwarded
+// certificate only: one whose proxy forwarded none is refused, never
+// served as the proxy. A call from any other hop is checked against that
+// hop's certificate as without the option, unless it carries a
+// forwarding header, which is refused. Refusals are
+// codes.Unauthenticated with a fixed message (forwarded.Describe). It
+// panics if policy is nil.
+func WithTrustedProxies(policy *forwarded.Policy) Option {
+	if policy == nil {
+		panic("grpcauth: nil trusted-proxy policy")
+	}
+	return optionFunc(func(o *options) { o.proxies = policy })
 }
 
 func newOptions(opts []Option) *options {
@@ -101,11 +127,21 @@ func (o *options) authorize(ctx context.Context, v *accesstoken.Verifier, fullMe
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	p, ok := stsid.PeerFromContext(ctx)
-	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "invalid token: no verified client certificate")
+	var leaf *x509.Certificate
+	if o.proxies != nil {
+		res, err := o.proxies.Client(hopFromContext(ctx), headerOf(md))
+		if err != nil {
+			return nil, status.Error(codes.Unauthenticated, "invalid token: "+forwarded.Describe(err))
+		}
+		leaf = res.Client.Leaf
+	} else {
+		p, ok := stsid.PeerFromContext(ctx)
+		if !ok {
+			return nil, status.Error(codes.Unauthenticated, "invalid token: no verified client certificate")
+		}
+		leaf = p.Leaf
 	}
-	claims, err := v.Verify(ctx, raw, p.Leaf)
+	claims, err := v.Verify(ctx, raw, leaf)
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, "invalid token: "+bearer.Describe(err))
 	}
@@ -113,4 +149,27 @@ func (o *options) authorize(ctx context.Context, v *accesstoken.Verifier, fullMe
 		return nil, status.Error(codes.PermissionDenied, "insufficient scope: missing "+strings.Join(missing, " "))
 	}
 	return accesstoken.NewContext(ctx, claims), nil
+}
+
+// hopFromContext is the call's hop: its verified peer, and whether it
+// came over a Unix socket.
+func hopFromContext(ctx context.Context) forwarded.Hop {
+	var hop forwarded.Hop
+	if p, ok := stsid.PeerFromContext(ctx); ok {
+		hop.Peer = p
+	}
+	if gp, ok := peer.FromContext(ctx); ok && gp.Addr != nil && gp.Addr.Network() == "unix" {
+		hop.UnixSocket = true
+	}
+	return hop
+}
+
+// headerOf returns the metadata as a header; its lower-case names are
+// matched in any case by forwarded.Policy.
+func headerOf(md metadata.MD) http.Header {
+	h := make(http.Header, len(md))
+	for k, vs := range md {
+		h[k] = vs
+	}
+	return h
 }

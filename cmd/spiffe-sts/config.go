@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+	"github.com/spiffe-sts/spiffe-sts/spiffeid/forwarded"
 )
 
 // endpointSocketEnv names the Workload API address when the configuration
@@ -83,6 +85,8 @@ type serverBlock struct {
 	JWKSMaxAge        string   `hcl:"jwks_max_age,optional"`
 	MaxBundleAge      string   `hcl:"max_bundle_age,optional"`
 	BundleHardLimit   string   `hcl:"bundle_hard_limit,optional"`
+	TrustedProxies    []string `hcl:"trusted_proxies,optional"`
+	ForwardedFormat   string   `hcl:"forwarded_format,optional"`
 }
 
 type issuerBlock struct {
@@ -109,6 +113,9 @@ type policyBlock struct {
 	Scopes        []string `hcl:"scopes,optional"`
 	DefaultScopes []string `hcl:"default_scopes,optional"`
 	MaxTTL        string   `hcl:"max_ttl,optional"`
+	// IntrospectAudiences are the token audiences, besides its own
+	// SPIFFE ID, that the caller may introspect (RFC 7662).
+	IntrospectAudiences []string `hcl:"introspect_audiences,optional"`
 
 	Delegation *delegationBlock `hcl:"delegation,block"`
 }
@@ -178,6 +185,21 @@ type serverSettings struct {
 	// bundle_hard_limit; zero for exchange's defaults (5m, and three times
 	// max_bundle_age).
 	MaxBundleAge, BundleHardLimit time.Duration
+	// TrustedProxies and ForwardedFormat are trusted_proxies and
+	// forwarded_format, both set or neither: the proxies whose forwarded
+	// client certificates the server believes (see forwardedPolicy).
+	TrustedProxies  []stsid.Pattern
+	ForwardedFormat forwarded.Format
+}
+
+// forwardedPolicy returns the trusted-proxy policy of the server block,
+// verifying forwarded certificates against bundles; nil when the server
+// is not behind proxies.
+func (s serverSettings) forwardedPolicy(bundles x509bundle.Source) (*forwarded.Policy, error) {
+	if s.ForwardedFormat.IsZero() {
+		return nil, nil
+	}
+	return forwarded.New(forwarded.Config{Format: s.ForwardedFormat, TrustedProxies: s.TrustedProxies, Bundles: bundles})
 }
 
 // issuerSettings is the issuer block, defaults applied except for the
@@ -573,6 +595,30 @@ func serverConfig(b *serverBlock, at blockAt) (serverSettings, error) {
 		}
 		s.BundleHardLimit = d
 	}
+	for k, raw := range b.TrustedProxies {
+		p, err := stsid.ParsePattern(raw)
+		switch {
+		case err != nil:
+			fail("trusted_proxies", "%v", err)
+		case slices.Contains(b.TrustedProxies[:k], raw):
+			fail("trusted_proxies", "duplicate pattern %q", raw)
+		default:
+			s.TrustedProxies = append(s.TrustedProxies, p)
+		}
+	}
+	switch {
+	case b.ForwardedFormat != "":
+		f, err := forwarded.ParseFormat(b.ForwardedFormat)
+		if err != nil {
+			fail("forwarded_format", "must be %q or %q, got %q", forwarded.FormatXFCC, forwarded.FormatClientCert, b.ForwardedFormat)
+		}
+		s.ForwardedFormat = f
+		if len(b.TrustedProxies) == 0 {
+			fail("trusted_proxies", "is required with forwarded_format: the proxies whose forwarded certificates to believe")
+		}
+	case at.has("trusted_proxies"):
+		fail("forwarded_format", "is required with trusted_proxies: %q or %q", forwarded.FormatXFCC, forwarded.FormatClientCert)
+	}
 	return s, errors.Join(errs...)
 }
 
@@ -899,17 +945,21 @@ func policyRules(blocks []policyBlock, at []blockAt, defaultTTL time.Duration, i
 	var errs []error
 	for i, b := range blocks {
 		r := stsid.Rule{
-			Audiences:     b.Audiences,
-			Scopes:        b.Scopes,
-			DefaultScopes: b.DefaultScopes,
-			MaxTTL:        defaultTTL,
+			Audiences:           b.Audiences,
+			Scopes:              b.Scopes,
+			DefaultScopes:       b.DefaultScopes,
+			MaxTTL:              defaultTTL,
+			IntrospectAudiences: b.IntrospectAudiences,
 		}
 		var err error
 		if r.Pattern, err = stsid.ParsePattern(b.Pattern); err != nil {
 			errs = append(errs, at[i].errorf("pattern", "%v", err))
 		}
-		if len(b.Audiences) == 0 {
+		if len(b.Audiences) == 0 && len(b.IntrospectAudiences) == 0 {
 			errs = append(errs, at[i].errorf("audiences", "at least one audience is required"))
+		}
+		if at[i].has("introspect_audiences") && len(b.IntrospectAudiences) == 0 {
+			errs = append(errs, at[i].errorf("introspect_audiences", "at least one audience is required when set"))
 		}
 		if b.MaxTTL != "" {
 			if r.MaxTTL, err = parseDuration(b.MaxTTL); err != nil {

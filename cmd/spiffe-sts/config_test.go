@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+	"github.com/spiffe-sts/spiffe-sts/spiffeid/forwarded"
 )
 
 // baselineConfig is a valid configuration using every key. Test cases
@@ -191,6 +192,56 @@ func TestParseConfig(t *testing.T) {
 			name:           "bundle_hard_limit under the default max_bundle_age",
 			overrideConfig: replace(`  log_format`, "  bundle_hard_limit = \"1m\"\n  log_format"),
 			expectErr:      `sts.hcl:10: server: bundle_hard_limit: must not be shorter than max_bundle_age (5m0s), got "1m"`,
+		},
+		{
+			name:           "trusted proxies",
+			overrideConfig: replace(`  log_format`, "  trusted_proxies = [\"spiffe://example.org/ns/ingress/sa/*\"]\n  forwarded_format = \"xfcc\"\n  log_format"),
+			overrideExpected: func(c *config) {
+				c.Server.TrustedProxies = []stsid.Pattern{stsid.RequirePattern("spiffe://example.org/ns/ingress/sa/*")}
+				c.Server.ForwardedFormat = forwarded.FormatXFCC
+			},
+		},
+		{
+			name:           "trusted_proxies without forwarded_format",
+			overrideConfig: replace(`  log_format`, "  trusted_proxies = [\"spiffe://example.org/ns/ingress/sa/*\"]\n  log_format"),
+			expectErr:      `sts.hcl:1: server: forwarded_format: is required with trusted_proxies: "xfcc" or "client-cert"`,
+		},
+		{
+			name:           "forwarded_format without trusted_proxies",
+			overrideConfig: replace(`  log_format`, "  forwarded_format = \"client-cert\"\n  log_format"),
+			expectErr:      `sts.hcl:1: server: trusted_proxies: is required with forwarded_format: the proxies whose forwarded certificates to believe`,
+		},
+		{
+			name:           "unknown forwarded_format",
+			overrideConfig: replace(`  log_format`, "  trusted_proxies = [\"spiffe://example.org/ns/ingress/sa/*\"]\n  forwarded_format = \"haproxy\"\n  log_format"),
+			expectErr:      `sts.hcl:11: server: forwarded_format: must be "xfcc" or "client-cert", got "haproxy"`,
+		},
+		{
+			name:           "bad trusted proxy pattern",
+			overrideConfig: replace(`  log_format`, "  trusted_proxies = [\"spiffe://example.org/ns/**\"]\n  forwarded_format = \"xfcc\"\n  log_format"),
+			expectErr:      `sts.hcl:10: server: trusted_proxies: spiffeid: pattern "spiffe://example.org/ns/**": "**" is not supported; "*" matches exactly one segment`,
+		},
+		{
+			name:             "introspect_audiences",
+			overrideConfig:   replace(`  audiences = ["https://db.example.org"]`, `  audiences = ["https://db.example.org"]`+"\n  introspect_audiences = [\"https://orders.example.org\"]"),
+			overrideExpected: func(c *config) { c.Rules[1].IntrospectAudiences = []string{"https://orders.example.org"} },
+		},
+		{
+			name:           "introspect_audiences alone",
+			overrideConfig: replace(`  audiences = ["https://db.example.org"]`, `  introspect_audiences = ["https://orders.example.org"]`),
+			overrideExpected: func(c *config) {
+				c.Rules[1].Audiences, c.Rules[1].IntrospectAudiences = nil, []string{"https://orders.example.org"}
+			},
+		},
+		{
+			name:           "duplicate introspect audience",
+			overrideConfig: replace(`  audiences = ["https://db.example.org"]`, `  introspect_audiences = ["https://o.example.org", "https://o.example.org"]`),
+			expectErr:      `sts.hcl:26: policy "spiffe://example.org/ns/prod/sa/db": introspect_audiences: duplicate audience "https://o.example.org"`,
+		},
+		{
+			name:           "empty introspect_audiences",
+			overrideConfig: replace(`  audiences = ["https://db.example.org"]`, `  audiences = ["https://db.example.org"]`+"\n  introspect_audiences = []"),
+			expectErr:      `sts.hcl:27: policy "spiffe://example.org/ns/prod/sa/db": introspect_audiences: at least one audience is required when set`,
 		},
 		{
 			name: "audit block",

@@ -214,6 +214,10 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	proxies, err := cfg.Server.forwardedPolicy(x509Source)
+	if err != nil {
+		return err
+	}
 	sts, err := exchange.New(exchange.Config{
 		IssuerURL:             cfg.Server.IssuerURL,
 		TrustDomain:           cfg.Server.TrustDomain,
@@ -233,6 +237,7 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 		Bundles:               bundles,
 		MaxBundleAge:          cfg.Server.MaxBundleAge,
 		BundleHardLimit:       cfg.Server.BundleHardLimit,
+		Forwarded:             proxies,
 	})
 	if err != nil {
 		return err

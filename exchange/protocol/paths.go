@@ -5,6 +5,8 @@ package protocol
 const (
 	// PathToken is the token endpoint (RFC 6749 §3.2, RFC 8693 §2).
 	PathToken = "/token"
+	// PathIntrospect is the token introspection endpoint (RFC 7662 §2).
+	PathIntrospect = "/introspect"
 	// PathJWKS is the jwks_uri of the metadata (RFC 8414 §2).
 	PathJWKS = "/jwks"
 	// PathOAuthMetadata is the RFC 8414 §3 well-known metadata path.

@@ -1,0 +1,162 @@
+package exchange
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+
+	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
+	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+)
+
+// introspection is the RFC 7662 §2.2 introspection response. An inactive
+// token is {"active":false} and nothing else.
+type introspection struct {
+	Active    bool                      `json:"active"`
+	Scope     string                    `json:"scope,omitempty"`
+	ClientID  string                    `json:"client_id,omitempty"`
+	TokenType string                    `json:"token_type,omitempty"`
+	Expiry    int64                     `json:"exp,omitempty"`
+	IssuedAt  int64                     `json:"iat,omitempty"`
+	NotBefore int64                     `json:"nbf,omitempty"`
+	Subject   string                    `json:"sub,omitempty"`
+	Audience  accesstoken.Audience      `json:"aud,omitempty"`
+	Issuer    string                    `json:"iss,omitempty"`
+	JWTID     string                    `json:"jti,omitempty"`
+	SubjectID *accesstoken.SubjectID    `json:"sub_id,omitempty"`
+	Cnf       *accesstoken.Confirmation `json:"cnf,omitempty"`
+	Actor     *accesstoken.Actor        `json:"act,omitempty"`
+}
+
+// inactive is the response for every token the caller may not learn
+// about: expired, withdrawn (its key no longer in the key set), foreign,
+// malformed or not meant for the caller. RFC 7662 §2.2 and §4: no detail.
+var inactive = introspection{}
+
+// serveIntrospect is the RFC 7662 token introspection endpoint, for
+// resource servers that check the certificate binding themselves (RFC
+// 8705 §3.2). The caller authenticates with its X509-SVID as on /token
+// (tls_client_auth, behind Config.Forwarded's trusted proxies too) and
+// may learn only about tokens whose "aud" holds its own SPIFFE ID or one
+// of its policy rule's IntrospectAudiences. The token is verified as the
+// server verifies its own tokens for exchange: signature by a current
+// key, iss, exp, nbf, but not the binding, which is the resource
+// server's to check against its own client's certificate.
+// token_type_hint is ignored (RFC 7662 §2.1 lets the server do so).
+func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
+	caller, proxy, err := s.authenticate(r.Context(), r.TLS, r.Header)
+	if err != nil {
+		writeError(w, s.protocolError(err))
+		return
+	}
+	token, err := s.introspectionToken(r)
+	if err != nil {
+		writeError(w, s.protocolError(err))
+		return
+	}
+	resp, reason := s.introspect(r, caller, token)
+	args := []any{logKeySPIFFEID, caller.ID.String(), logKeyActive, resp.Active}
+	if !proxy.ID.IsZero() {
+		args = append(args, logKeyProxy, proxy.ID.String())
+	}
+	if resp.Active {
+		args = append(args, logKeyJTI, resp.JWTID, logKeySubject, resp.Subject)
+	} else {
+		args = append(args, logKeyReason, reason)
+	}
+	s.log.Info("token introspected", args...)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// introspectionToken reads the token parameter of the form body (RFC
+// 7662 §2.1): required, once.
+func (s *Server) introspectionToken(r *http.Request) (string, error) {
+	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mediaType != "application/x-www-form-urlencoded" {
+		return "", protocol.ErrInvalidRequest.WithDescription("content type must be application/x-www-form-urlencoded")
+	}
+	// One authentication method per request (RFC 6749 §2.3), as on /token.
+	if r.Header.Get("Authorization") != "" {
+		return "", protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
+	}
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, s.cfg.MaxBodyBytes+1))
+	switch {
+	case err != nil:
+		return "", protocol.ErrInvalidRequest.WithDescription("reading the request body failed")
+	case n > s.cfg.MaxBodyBytes:
+		return "", protocol.ErrInvalidRequest.WithDescription("request body exceeds %d bytes", s.cfg.MaxBodyBytes)
+	}
+	form, err := url.ParseQuery(buf.String())
+	if err != nil {
+		return "", protocol.ErrInvalidRequest.WithDescription("the request body is not a valid form")
+	}
+	switch tokens := form["token"]; {
+	case len(tokens) > 1:
+		return "", protocol.ErrInvalidRequest.WithDescription("token must be sent once")
+	case len(tokens) == 0 || tokens[0] == "":
+		return "", protocol.ErrInvalidRequest.WithDescription("token is required")
+	default:
+		return tokens[0], nil
+	}
+}
+
+// introspect returns the response for token and, when inactive, why (for
+// the log only).
+func (s *Server) introspect(r *http.Request, caller stsid.Peer, token string) (introspection, string) {
+	claims, err := s.verifyOwnToken(r.Context(), token)
+	if err != nil {
+		var expired *accesstoken.ExpiredError
+		switch {
+		case errors.As(err, &expired):
+			return inactive, "expired"
+		case errors.Is(err, accesstoken.ErrNotYetValid):
+			return inactive, "not yet valid"
+		}
+		return inactive, err.Error() // accesstoken's text: never a token
+	}
+	if !s.mayIntrospect(caller, claims.Audience) {
+		return inactive, "the token's audience is neither the caller nor one of its introspect_audiences"
+	}
+	resp := introspection{
+		Active:    true,
+		Scope:     claims.Scope,
+		ClientID:  claims.ClientID,
+		TokenType: "Bearer",
+		Expiry:    claims.Expiry,
+		IssuedAt:  claims.IssuedAt,
+		NotBefore: claims.NotBefore,
+		Subject:   claims.Subject,
+		Audience:  claims.Audience,
+		Issuer:    claims.Issuer,
+		JWTID:     claims.JWTID,
+		SubjectID: claims.SubjectID,
+		Actor:     claims.Actor,
+	}
+	if claims.Confirmation.X5TS256 != "" {
+		cnf := claims.Confirmation
+		resp.Cnf = &cnf
+	}
+	return resp, ""
+}
+
+// mayIntrospect reports whether caller may learn about a token for
+// audience: it names the caller's SPIFFE ID, or an audience the caller's
+// policy rule lists in IntrospectAudiences.
+func (s *Server) mayIntrospect(caller stsid.Peer, audience accesstoken.Audience) bool {
+	if slices.Contains(audience, caller.ID.String()) {
+		return true
+	}
+	rule, ok := s.policy.Load().RuleFor(caller.ID)
+	return ok && slices.ContainsFunc(audience, rule.MayIntrospect)
+}
+
+func serveIntrospectMethodNotAllowed(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	writeJSON(w, http.StatusMethodNotAllowed, protocol.ErrInvalidRequest.WithDescription("the introspection endpoint accepts POST only"))
+}
