@@ -3,7 +3,7 @@
 GO ?= go
 SHELL := /bin/bash
 
-.PHONY: demo test lint unit integration bench fuzz build proto
+.PHONY: demo test lint unit integration bench loadtest fuzz build proto
 
 ## demo: run spiffe-sts end to end on a real local SPIRE (builds SPIRE once, cached)
 demo:
@@ -32,6 +32,12 @@ integration:
 ## bench: the benchmarks quoted in the README (one CPU)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./accesstoken ./issuer ./exchange ./spiffeid
+
+## loadtest: stsctl bench against spiffe-sts on a real local SPIRE, server
+## pinned to core 1 and loader to core 0; one line per series with the
+## ES256 floor of the same run beside it. A measurement: not part of test.
+loadtest:
+	$(GO) run ./integration/loadtest
 
 ## fuzz: a short run of each fuzz target
 fuzz:

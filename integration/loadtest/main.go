@@ -1,0 +1,277 @@
+// Command loadtest measures spiffe-sts on a real local SPIRE with stsctl
+// bench: it starts spire-server and spire-agent on loopback (building the
+// pinned SPIRE once, cached), builds spiffe-sts and stsctl, registers both,
+// and runs a few short series. In each, stsctl bench runs pinned to core 0
+// and starts spiffe-sts pinned to core 1 (-start-server, -server-cpu 1),
+// so that the server's CPU time per request is its own.
+//
+// Beside each series it prints the floor, measured in this same run on
+// core 1 before the series: floor_sign_us, one ES256 signature
+// (crypto/ecdsa SignASN1 with a P-256 key over a SHA-256 digest), and for
+// the cold series, whose every JWT-SVID is new, floor_verify_us too
+// (VerifyASN1); ratio is the server's CPU per request over the floor
+// (sign, or sign + verify for the cold series).
+//
+//	go run ./integration/loadtest    (or: make loadtest)
+//
+// It is a measurement, not a test: it is not part of make test.
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/spiffe-sts/spiffe-sts/integration/harness"
+	"github.com/spiffe-sts/spiffe-sts/internal/loadgen"
+)
+
+const (
+	stsID    = "spiffe://example.org/sts"
+	benchID  = "spiffe://example.org/ns/bench/sa/loader"
+	audience = "spiffe://example.org/api"
+	policy   = `
+policy "spiffe://example.org/ns/bench/sa/*" {
+  audiences      = ["spiffe://example.org/api"]
+  scopes         = ["read"]
+  default_scopes = ["read"]
+  max_ttl        = "5m"
+}
+`
+	// loaderCPU runs stsctl bench, serverCPU spiffe-sts.
+	loaderCPU = 0
+	serverCPU = 1
+)
+
+func main() {
+	duration := flag.Duration("duration", 3*time.Second, "length of each closed-loop series")
+	connections := flag.Int("connections", 8, "keep-alive connections of each series")
+	pool := flag.Int("pool", 2000, "distinct JWT-SVIDs of the cold series")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *duration, *connections, *pool); err != nil {
+		fmt.Fprintf(os.Stderr, "\nloadtest failed: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("==> "+format+"\n", args...)
+}
+
+func run(ctx context.Context, duration time.Duration, connections, pool int) error {
+	if runtime.NumCPU() < 2 {
+		return errors.New("needs two cores: one for the loader, one for the server")
+	}
+	logf := func(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) }
+
+	step("1. SPIRE %s (built once, then cached)", harness.SPIREVersion)
+	binDir, err := harness.SPIREBinaries(ctx, logf)
+	if err != nil {
+		return err
+	}
+	logf("binaries in %s", binDir)
+	work, err := os.MkdirTemp("", "sts-loadtest")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
+
+	step("2. building spiffe-sts and stsctl")
+	stsBin, err := harness.BuildBinary(ctx, "./cmd/spiffe-sts", work, "spiffe-sts")
+	if err != nil {
+		return err
+	}
+	benchBin, err := harness.BuildBinary(ctx, "./cmd/stsctl", work, "stsctl")
+	if err != nil {
+		return err
+	}
+
+	step("3. starting SPIRE and registering spiffe-sts and the loader")
+	spire, err := harness.Start(ctx, harness.Options{Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer spire.Stop()
+	for _, e := range []harness.Entry{
+		{SPIFFEID: stsID, Selectors: []string{"unix:path:" + stsBin}},
+		{SPIFFEID: benchID, Selectors: []string{"unix:path:" + benchBin}},
+	} {
+		if err := spire.Register(ctx, e); err != nil {
+			return err
+		}
+	}
+	port, err := harness.FreePort()
+	if err != nil {
+		return err
+	}
+	healthPort, err := harness.FreePort()
+	if err != nil {
+		return err
+	}
+	stsURL := fmt.Sprintf("https://127.0.0.1:%d", port)
+	config := filepath.Join(work, "sts.hcl")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`server {
+  trust_domain        = %q
+  issuer_url          = %q
+  bind_address        = "127.0.0.1:%d"
+  health_address      = "127.0.0.1:%d"
+  data_dir            = %q
+  workload_api_socket = %q
+  log_level           = "warn"
+}
+%s`, spire.TrustDomain().Name(), stsURL, port, healthPort, filepath.Join(work, "data"), spire.WorkloadAPIAddr(), policy)), 0o600); err != nil {
+		return err
+	}
+
+	step("4. series: stsctl bench on core %d, spiffe-sts started by it on core %d, %d connections", loaderCPU, serverCPU, connections)
+	bench := func(series string, args ...string) (loadgen.Report, error) {
+		args = append([]string{"bench", "-sts", stsURL, "-sts-id", stsID, "-audience", audience,
+			"-connections", fmt.Sprint(connections), "-series", series, "-output", "json",
+			"-start-server", config, "-server-bin", stsBin, "-server-cpu", fmt.Sprint(serverCPU),
+			"-server-log", filepath.Join(work, "sts.log")}, args...)
+		return runBench(ctx, spire, benchBin, args)
+	}
+	d := fmt.Sprint(duration)
+	type series struct {
+		name string
+		args []string
+		cold bool
+	}
+	all := []series{
+		{name: "http/client_credentials", args: []string{"-grant", "client-credentials", "-duration", d}},
+		{name: "http/exchange_reused", args: []string{"-grant", "jwt-svid", "-duration", d}},
+		{name: "http/exchange_distinct", args: []string{"-grant", "jwt-svid-distinct", "-pool", fmt.Sprint(pool), "-duration", "0"}, cold: true},
+		{name: "grpc/exchange_reused", args: []string{"-grant", "jwt-svid", "-transport", "grpc", "-duration", d}},
+		{name: "grpc/client_credentials", args: []string{"-grant", "client-credentials", "-transport", "grpc", "-duration", d}},
+	}
+	var peak float64
+	for _, s := range all {
+		floor := measureFloor(serverCPU)
+		r, err := bench(s.name, s.args...)
+		if err != nil {
+			return err
+		}
+		if s.name == "http/exchange_reused" {
+			peak = r.RPS
+		}
+		printSeries(r, floor, s.cold)
+	}
+	if peak > 0 {
+		// The latency target: p99 at half the peak rate, offered open loop.
+		rate := fmt.Sprintf("%.0f", peak/2)
+		floor := measureFloor(serverCPU)
+		r, err := bench("http/exchange_reused@half_peak", "-grant", "jwt-svid", "-rate", rate, "-duration", d)
+		if err != nil {
+			return err
+		}
+		printSeries(r, floor, false)
+	}
+	return nil
+}
+
+// runBench runs stsctl bench pinned to the loader's core, as the
+// registered workload, and decodes its report.
+func runBench(ctx context.Context, spire *harness.SPIRE, bin string, args []string) (loadgen.Report, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "SPIFFE_ENDPOINT_SOCKET="+spire.WorkloadAPIAddr())
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	exited, err := loadgen.StartPinned(cmd, loaderCPU)
+	if err != nil {
+		return loadgen.Report{}, err
+	}
+	err = <-exited
+	var r loadgen.Report
+	if jerr := json.Unmarshal([]byte(stdout.String()), &r); jerr != nil {
+		return r, fmt.Errorf("stsctl bench %s: %v\n%s", strings.Join(args, " "), errors.Join(err, jerr), stderr.String())
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "    stsctl bench: %v (errors=%v)\n%s", err, r.Errors, stderr.String())
+	}
+	return r, nil
+}
+
+// floor is the crypto floor of one request, measured on the server's core.
+type floor struct{ sign, verify time.Duration }
+
+func printSeries(r loadgen.Report, f floor, cold bool) {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	floorCost := f.sign
+	line := fmt.Sprintf("series=%s rps=%.0f p50_ms=%.3f p99_ms=%.3f cpu_per_req_us=%.1f peak_rss_mib=%.1f floor_sign_us=%.1f",
+		r.Series, r.RPS, ms(r.P50), ms(r.P99), us(r.ServerCPUPerRequest), float64(r.ServerPeakRSS)/(1<<20), us(f.sign))
+	if cold {
+		floorCost += f.verify
+		line += fmt.Sprintf(" floor_verify_us=%.1f", us(f.verify))
+	}
+	line += fmt.Sprintf(" ratio=%.2f", float64(r.ServerCPUPerRequest)/float64(floorCost))
+	if r.Mode == "open" {
+		line += fmt.Sprintf(" rate=%.0f", r.Rate)
+	}
+	if r.OK != r.Requests {
+		line += fmt.Sprintf(" failed=%d", r.Requests-r.OK)
+	}
+	fmt.Println(line)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// measureFloor times one ES256 signature and one verification in this
+// process, on a thread pinned to cpu (the server's, idle between series).
+func measureFloor(cpu int) floor {
+	c := make(chan floor, 1)
+	go func() {
+		// Never unlocked: the pinned thread ends with this goroutine.
+		runtime.LockOSThread()
+		var set unix.CPUSet
+		set.Set(cpu)
+		_ = unix.SchedSetaffinity(0, &set)
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			panic(err)
+		}
+		digest := sha256.Sum256([]byte("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzcGlmZmUifQ"))
+		sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+		if err != nil {
+			panic(err)
+		}
+		c <- floor{
+			sign:   perOp(func() { _, _ = ecdsa.SignASN1(rand.Reader, key, digest[:]) }),
+			verify: perOp(func() { ecdsa.VerifyASN1(&key.PublicKey, digest[:], sig) }),
+		}
+	}()
+	return <-c
+}
+
+// perOp runs op for about half a second and returns its time per call.
+func perOp(op func()) time.Duration {
+	for n := 64; ; n *= 2 {
+		start := time.Now()
+		for range n {
+			op()
+		}
+		if elapsed := time.Since(start); elapsed > 500*time.Millisecond {
+			return elapsed / time.Duration(n)
+		}
+	}
+}
