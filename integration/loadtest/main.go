@@ -36,8 +36,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/spiffe-sts/spiffe-sts/integration/harness"
 	"github.com/spiffe-sts/spiffe-sts/internal/loadgen"
 )
@@ -239,28 +237,25 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // measureFloor times one ES256 signature and one verification in this
 // process, on a thread pinned to cpu (the server's, idle between series).
 func measureFloor(cpu int) floor {
-	c := make(chan floor, 1)
-	go func() {
-		// Never unlocked: the pinned thread ends with this goroutine.
-		runtime.LockOSThread()
-		var set unix.CPUSet
-		set.Set(cpu)
-		_ = unix.SchedSetaffinity(0, &set)
+	var f floor
+	err := loadgen.OnCPU(cpu, func() error {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
-			panic(err)
+			return err
 		}
 		digest := sha256.Sum256([]byte("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzcGlmZmUifQ"))
 		sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
 		if err != nil {
-			panic(err)
+			return err
 		}
-		c <- floor{
-			sign:   perOp(func() { _, _ = ecdsa.SignASN1(rand.Reader, key, digest[:]) }),
-			verify: perOp(func() { ecdsa.VerifyASN1(&key.PublicKey, digest[:], sig) }),
-		}
-	}()
-	return <-c
+		f.sign = perOp(func() { _, _ = ecdsa.SignASN1(rand.Reader, key, digest[:]) })
+		f.verify = perOp(func() { ecdsa.VerifyASN1(&key.PublicKey, digest[:], sig) })
+		return nil
+	})
+	if err != nil {
+		panic(err)
+	}
+	return f
 }
 
 // perOp runs op for about half a second and returns its time per call.

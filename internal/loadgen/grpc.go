@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
@@ -55,6 +56,11 @@ func (c *GRPCClient) Do(ctx context.Context, conn, seq int) string {
 	st, _ := status.FromError(err)
 	if oauth, ok := protocol.ErrorFromStatus(st); ok {
 		return oauth.Code
+	}
+	if st.Code() == codes.Unavailable {
+		// No OAuth error: the connection failed, as ClassTransport is
+		// for HTTP (the server's own temporarily_unavailable carries one).
+		return ClassTransport
 	}
 	return "grpc_" + st.Code().String()
 }

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,43 +17,70 @@ import (
 // StartPinned starts cmd with its CPU affinity set to the one core cpu, so
 // that every thread of it runs there. The child inherits the affinity of
 // the thread that forks it: a goroutine locks itself to a thread, pins
-// that thread, starts cmd and waits for it there. The child is sent
-// SIGKILL if that thread, and so this process, dies first. exited yields
+// that thread, starts cmd, and gives the thread its affinity back. The
+// child is sent SIGKILL if this process dies first. exited yields
 // cmd.Wait's error once the child has exited.
 func StartPinned(cmd *exec.Cmd, cpu int) (exited <-chan error, err error) {
-	if cpu < 0 || cpu >= runtime.NumCPU() {
-		return nil, fmt.Errorf("loadgen: no CPU %d (this machine has %d)", cpu, runtime.NumCPU())
-	}
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	started, done := make(chan error, 1), make(chan error, 1)
-	go func() {
-		// Never unlocked: the pinned thread ends with this goroutine.
-		runtime.LockOSThread()
-		var set unix.CPUSet
-		set.Set(cpu)
-		if err := unix.SchedSetaffinity(0, &set); err != nil {
-			started <- fmt.Errorf("loadgen: pinning to CPU %d: %w", cpu, err)
-			return
+	if err := OnCPU(cpu, cmd.Start); err != nil {
+		if cmd.Process != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
 		}
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		done <- cmd.Wait()
-	}()
-	if err := <-started; err != nil {
 		return nil, err
 	}
 	var got unix.CPUSet
 	if err := unix.SchedGetaffinity(cmd.Process.Pid, &got); err != nil || got.Count() != 1 || !got.IsSet(cpu) {
 		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 		return nil, fmt.Errorf("loadgen: the child is not pinned to CPU %d (%v)", cpu, err)
 	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
 	return done, nil
+}
+
+// OnCPU runs f on a thread pinned to the one core cpu, then gives the
+// thread its affinity back and returns it to the scheduler; it returns
+// f's error. The thread must outlive f: Pdeathsig fires when the thread
+// that forked a child exits (as a thread locked at goroutine exit does),
+// and the runtime may have forked other children from this same thread.
+// A thread whose affinity cannot be restored is left to end with its
+// goroutine rather than pin whatever runs on it next.
+func OnCPU(cpu int, f func() error) error {
+	// runtime.NumCPU counts only the CPUs this process may run on, and a
+	// pinned loader may pin its server to another core, so a CPU that does
+	// not exist is left to sched_setaffinity to refuse.
+	if cpu < 0 {
+		return fmt.Errorf("loadgen: no CPU %d", cpu)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		var orig, set unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &orig); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("loadgen: reading the CPU affinity: %w", err)
+			return
+		}
+		set.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("loadgen: pinning to CPU %d: %w", cpu, err)
+			return
+		}
+		err := f()
+		if rerr := unix.SchedSetaffinity(0, &orig); rerr != nil {
+			errc <- errors.Join(err, fmt.Errorf("loadgen: restoring the CPU affinity: %w", rerr))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
 }
 
 // userHZ is the unit of /proc/PID/stat's times (USER_HZ, 100 on Linux).
