@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -24,6 +23,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/helper"
 	"github.com/spiffe-sts/spiffe-sts/helper/atomicdir"
+	"github.com/spiffe-sts/spiffe-sts/internal/cmdutil"
 )
 
 // endpointSocketEnv names the Workload API address when the file has no
@@ -107,44 +107,7 @@ type config struct {
 // configError is a problem with one value of the file. It reads
 // "FILE:LINE: KEY: message", where KEY names the attribute (`issuer_url`,
 // `token "orders.token": audiences`).
-type configError struct {
-	File string
-	Line int
-	Key  string
-	Err  error
-}
-
-func (e *configError) Error() string {
-	return fmt.Sprintf("%s:%d: %s: %v", e.File, e.Line, e.Key, e.Err)
-}
-
-func (e *configError) Unwrap() error { return e.Err }
-
-// diagError is an HCL diagnostic (syntax error, unknown attribute or block,
-// wrong type), rendered as "FILE:LINE: summary: detail".
-type diagError struct{ Diag *hcl.Diagnostic }
-
-func (e *diagError) Error() string {
-	d := e.Diag
-	msg := d.Summary
-	if d.Detail != "" {
-		msg += ": " + d.Detail
-	}
-	if d.Subject == nil {
-		return msg
-	}
-	return fmt.Sprintf("%s:%d: %s", d.Subject.Filename, d.Subject.Start.Line, msg)
-}
-
-func diagErrors(diags hcl.Diagnostics) error {
-	var errs []error
-	for _, d := range diags {
-		if d.Severity == hcl.DiagError {
-			errs = append(errs, &diagError{Diag: d})
-		}
-	}
-	return errors.Join(errs...)
-}
+type configError = cmdutil.ConfigError
 
 // body locates attributes of the file or of a token block for errors.
 type body struct {
@@ -179,11 +142,11 @@ func loadConfig(path string) (*config, error) {
 func parseConfig(filename string, src []byte, envSocket string) (*config, error) {
 	file, diags := hclparse.NewParser().ParseHCL(src, filename)
 	if diags.HasErrors() {
-		return nil, diagErrors(diags)
+		return nil, cmdutil.DiagErrors(diags)
 	}
 	var fc fileConfig
 	if diags := gohcl.DecodeBody(file.Body, nil, &fc); diags.HasErrors() {
-		return nil, diagErrors(diags)
+		return nil, cmdutil.DiagErrors(diags)
 	}
 	syn, ok := file.Body.(*hclsyntax.Body)
 	if !ok {
@@ -339,26 +302,11 @@ func parseConfig(filename string, src []byte, envSocket string) (*config, error)
 			fail("timeout", "%v", err)
 		}
 	}
-	switch fc.LogLevel {
-	case "", "info":
-		cfg.LogLevel = hclog.Info
-	case "trace":
-		cfg.LogLevel = hclog.Trace
-	case "debug":
-		cfg.LogLevel = hclog.Debug
-	case "warn":
-		cfg.LogLevel = hclog.Warn
-	case "error":
-		cfg.LogLevel = hclog.Error
-	default:
-		fail("log_level", "must be trace, debug, info, warn or error, got %q", fc.LogLevel)
+	if cfg.LogLevel, err = cmdutil.ParseLogLevel(fc.LogLevel); err != nil {
+		fail("log_level", "%v", err)
 	}
-	switch fc.LogFormat {
-	case "", "text":
-	case "json":
-		cfg.LogJSON = true
-	default:
-		fail("log_format", "must be text or json, got %q", fc.LogFormat)
+	if cfg.LogJSON, err = cmdutil.ParseLogFormat(fc.LogFormat); err != nil {
+		fail("log_format", "%v", err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -425,13 +373,4 @@ func listenAddress(s string) (network, addr string, err error) {
 }
 
 // parseDuration parses a positive duration such as "30s".
-func parseDuration(s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q", s)
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("must be positive, got %q", s)
-	}
-	return d, nil
-}
+func parseDuration(s string) (time.Duration, error) { return cmdutil.ParseDuration(s) }

@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spiffe-sts/spiffe-sts/internal/cmdutil"
 )
 
 // Exit codes, as in spiffe-sts.
@@ -28,30 +29,15 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("spiffe-sts-helper", flag.ContinueOnError)
 	configPath := fs.String("config", "", "path of the HCL configuration `file` (required)")
 	healthcheck := fs.Bool("healthcheck", false, "ask the running helper's health_address whether it is ready, and exit 0 if it is")
-	fs.SetOutput(stderr)
-	fs.Usage = func() {}
-	printUsage := func(w io.Writer) {
-		fs.SetOutput(w)
-		fmt.Fprint(w, "Usage: spiffe-sts-helper -config FILE [-healthcheck]\n\nKeeps an X509-SVID and access tokens bound to it written as one set of files.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printUsage(stdout)
-			return exitOK
-		}
-		printUsage(stderr)
-		return exitUsage
+	const header = "Usage: spiffe-sts-helper -config FILE [-healthcheck]\n\nKeeps an X509-SVID and access tokens bound to it written as one set of files.\n\n"
+	if code, ok := cmdutil.ParseFlags(fs, args, stdout, stderr, header); !ok {
+		return code
 	}
 	switch {
 	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "spiffe-sts-helper: unexpected argument %q\n", fs.Arg(0))
-		printUsage(stderr)
-		return exitUsage
+		return cmdutil.UsageError(fs, stderr, header, "unexpected argument %q", fs.Arg(0))
 	case *configPath == "":
-		fmt.Fprintln(stderr, "spiffe-sts-helper: -config is required")
-		printUsage(stderr)
-		return exitUsage
+		return cmdutil.UsageError(fs, stderr, header, "-config is required")
 	}
 	var err error
 	if *healthcheck {

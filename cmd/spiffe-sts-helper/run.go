@@ -16,6 +16,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/helper"
 	"github.com/spiffe-sts/spiffe-sts/helper/atomicdir"
+	"github.com/spiffe-sts/spiffe-sts/internal/cmdutil"
 )
 
 const shutdownTimeout = 5 * time.Second
@@ -148,26 +149,11 @@ func serve(ctx context.Context, network, addr string, h http.Handler, log hclog.
 			return nil, err
 		}
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       5 * time.Second,
-		WriteTimeout:      5 * time.Second,
-		IdleTimeout:       time.Minute,
-		MaxHeaderBytes:    8 << 10,
-		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-	}
-	go func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			log.Error("listener stopped", logKeyError, err)
-		}
-	}()
+	stop = cmdutil.ServeHTTP(ln, h, log, shutdownTimeout, func(err error) {
+		log.Error("listener stopped", logKeyError, err)
+	})
 	log.Info("listening", logKeyAddress, ln.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
+	return stop, nil
 }
 
 // checkHealth asks the health_address of the configuration whether the

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -24,6 +23,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
+	"github.com/spiffe-sts/spiffe-sts/internal/cmdutil"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
@@ -267,60 +267,7 @@ func (a attrAt) errorf(format string, args ...any) error {
 // configError is a problem with one value of the configuration file. It
 // reads "FILE:LINE: KEY: message", where KEY names the block and attribute
 // (`server: issuer_url`, `policy "spiffe://example.org/x": max_ttl`).
-type configError struct {
-	File string
-	Line int
-	Key  string
-	Err  error
-}
-
-func (e *configError) Error() string {
-	return fmt.Sprintf("%s:%d: %s: %v", e.File, e.Line, e.Key, e.Err)
-}
-
-func (e *configError) Unwrap() error { return e.Err }
-
-// diagError is an HCL diagnostic (syntax error, unknown attribute or block,
-// wrong type), rendered as "FILE:LINE: summary: detail".
-type diagError struct {
-	Diag *hcl.Diagnostic
-}
-
-func (e *diagError) Error() string {
-	d := e.Diag
-	msg := d.Summary
-	if d.Detail != "" {
-		msg += ": " + d.Detail
-	}
-	if d.Subject == nil {
-		return msg
-	}
-	return fmt.Sprintf("%s:%d: %s", d.Subject.Filename, d.Subject.Start.Line, msg)
-}
-
-// diagErrors joins the error diagnostics of diags in file order.
-func diagErrors(diags hcl.Diagnostics) error {
-	var errDiags []*hcl.Diagnostic
-	for _, d := range diags {
-		if d.Severity == hcl.DiagError {
-			errDiags = append(errDiags, d)
-		}
-	}
-	slices.SortStableFunc(errDiags, func(a, b *hcl.Diagnostic) int {
-		switch {
-		case a.Subject == nil || b.Subject == nil:
-			return boolInt(b.Subject == nil) - boolInt(a.Subject == nil) // nil first
-		case a.Subject.Start.Line != b.Subject.Start.Line:
-			return a.Subject.Start.Line - b.Subject.Start.Line
-		}
-		return a.Subject.Start.Column - b.Subject.Start.Column
-	})
-	errs := make([]error, len(errDiags))
-	for i, d := range errDiags {
-		errs[i] = &diagError{Diag: d}
-	}
-	return errors.Join(errs...)
-}
+type configError = cmdutil.ConfigError
 
 // blockAt locates a block of the file for error messages.
 type blockAt struct {
@@ -393,11 +340,11 @@ func loadConfig(path string) (*config, error) {
 func parseConfig(filename string, src []byte) (*config, error) {
 	file, diags := hclparse.NewParser().ParseHCL(src, filename)
 	if diags.HasErrors() {
-		return nil, diagErrors(diags)
+		return nil, cmdutil.SortedDiagErrors(diags)
 	}
 	var fc fileConfig
 	if diags := gohcl.DecodeBody(file.Body, nil, &fc); diags.HasErrors() {
-		return nil, diagErrors(diags)
+		return nil, cmdutil.SortedDiagErrors(diags)
 	}
 	body, ok := file.Body.(*hclsyntax.Body)
 	if !ok {
@@ -545,26 +492,15 @@ func serverConfig(b *serverBlock, at blockAt) (serverSettings, error) {
 		s.HealthAddress = b.HealthAddress
 	}
 
-	switch b.LogLevel {
-	case "", "info":
-		s.LogLevel = hclog.Info
-	case "trace":
-		s.LogLevel = hclog.Trace
-	case "debug":
-		s.LogLevel = hclog.Debug
-	case "warn":
-		s.LogLevel = hclog.Warn
-	case "error":
-		s.LogLevel = hclog.Error
-	default:
-		fail("log_level", "must be trace, debug, info, warn or error, got %q", b.LogLevel)
+	if level, err := cmdutil.ParseLogLevel(b.LogLevel); err != nil {
+		fail("log_level", "%v", err)
+	} else {
+		s.LogLevel = level
 	}
-	switch b.LogFormat {
-	case "", "text":
-	case "json":
-		s.LogJSON = true
-	default:
-		fail("log_format", "must be text or json, got %q", b.LogFormat)
+	if json, err := cmdutil.ParseLogFormat(b.LogFormat); err != nil {
+		fail("log_format", "%v", err)
+	} else {
+		s.LogJSON = json
 	}
 	if b.JWKSMaxAge != "" {
 		d, err := parseDuration(b.JWKSMaxAge)
@@ -1039,20 +975,4 @@ func newPolicy(rules []stsid.Rule, at []blockAt) (*stsid.Policy, error) {
 }
 
 // parseDuration parses a positive duration such as "5m".
-func parseDuration(s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q", s)
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("must be positive, got %q", s)
-	}
-	return d, nil
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
+func parseDuration(s string) (time.Duration, error) { return cmdutil.ParseDuration(s) }

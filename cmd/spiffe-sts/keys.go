@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spiffe-sts/spiffe-sts/internal/cmdutil"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
 )
 
@@ -53,28 +54,17 @@ func keysMain(args []string, stdout, stderr io.Writer) int {
 		fs.StringVar(&kid, "kid", "", "the `kid` of the key to withdraw (required)")
 		synopsis += " -kid KID"
 	}
-	fs.SetOutput(stderr)
-	fs.Usage = func() {}
-	printUsage := func(w io.Writer) {
-		fs.SetOutput(w)
-		fmt.Fprintf(w, "Usage: spiffe-sts %s %s\n\n", name, synopsis)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printUsage(stdout)
-			return exitOK
-		}
-		printUsage(stderr)
-		return exitUsage
+	header := fmt.Sprintf("Usage: spiffe-sts %s %s\n\n", name, synopsis)
+	if code, ok := cmdutil.ParseFlags(fs, args, stdout, stderr, header); !ok {
+		return code
 	}
 	switch {
 	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "spiffe-sts %s: unexpected argument %q\n", name, fs.Arg(0))
+		return cmdutil.UsageError(fs, stderr, header, "unexpected argument %q", fs.Arg(0))
 	case configPath == "":
-		fmt.Fprintf(stderr, "spiffe-sts %s: -config is required\n", name)
+		return cmdutil.UsageError(fs, stderr, header, "-config is required")
 	case cmd == "revoke" && kid == "":
-		fmt.Fprintf(stderr, "spiffe-sts %s: -kid is required\n", name)
+		return cmdutil.UsageError(fs, stderr, header, "-kid is required")
 	default:
 		ctx, cancel := context.WithTimeout(context.Background(), keysTimeout)
 		defer cancel()
@@ -84,8 +74,6 @@ func keysMain(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	printUsage(stderr)
-	return exitUsage
 }
 
 // keysCommand opens the ring's store as run does and runs cmd on it.

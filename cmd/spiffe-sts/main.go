@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spiffe-sts/spiffe-sts/internal/cmdutil"
 )
 
 // Exit codes.
@@ -82,29 +83,15 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 func parseFlags(cmd string, args []string, stdout, stderr io.Writer) (configPath string, code int, ok bool) {
 	fs := flag.NewFlagSet("spiffe-sts "+cmd, flag.ContinueOnError)
 	fs.StringVar(&configPath, "config", "", "path of the HCL configuration `file` (required)")
-	fs.SetOutput(stderr)
-	fs.Usage = func() {} // printed below, to stdout for -h
-	printUsage := func(w io.Writer) {
-		fs.SetOutput(w)
-		fmt.Fprintf(w, "Usage: spiffe-sts %s -config FILE\n\n", cmd)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printUsage(stdout)
-			return "", exitOK, false
-		}
-		printUsage(stderr) // after the error the flag package printed
-		return "", exitUsage, false
+	header := fmt.Sprintf("Usage: spiffe-sts %s -config FILE\n\n", cmd)
+	if code, ok := cmdutil.ParseFlags(fs, args, stdout, stderr, header); !ok {
+		return "", code, false
 	}
 	switch {
 	case fs.NArg() > 0:
-		fmt.Fprintf(stderr, "spiffe-sts %s: unexpected argument %q\n", cmd, fs.Arg(0))
+		return "", cmdutil.UsageError(fs, stderr, header, "unexpected argument %q", fs.Arg(0)), false
 	case configPath == "":
-		fmt.Fprintf(stderr, "spiffe-sts %s: -config is required\n", cmd)
-	default:
-		return configPath, exitOK, true
+		return "", cmdutil.UsageError(fs, stderr, header, "-config is required"), false
 	}
-	printUsage(stderr)
-	return "", exitUsage, false
+	return configPath, exitOK, true
 }

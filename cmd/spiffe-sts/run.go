@@ -29,6 +29,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/audit"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/extissuer"
+	"github.com/spiffe-sts/spiffe-sts/internal/cmdutil"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring"
 	"github.com/spiffe-sts/spiffe-sts/metrics"
@@ -482,26 +483,11 @@ func startHealthServer(addr string, h http.Handler, log hclog.Logger) (stop func
 	if err != nil {
 		return nil, fmt.Errorf("health listener: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       5 * time.Second,
-		WriteTimeout:      5 * time.Second,
-		IdleTimeout:       time.Minute,
-		MaxHeaderBytes:    8 << 10,
-		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
-	}
-	go func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			log.Error("health listener stopped", logKeyError, err.Error())
-		}
-	}()
+	stop = cmdutil.ServeHTTP(ln, h, log, shutdownTimeout, func(err error) {
+		log.Error("health listener stopped", logKeyError, err.Error())
+	})
 	log.Info("health listener started", logKeyAddress, ln.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
+	return stop, nil
 }
 
 // spiffeLogger adapts hclog to go-spiffe's logger interface.
