@@ -135,18 +135,9 @@ func parseBenchFlags(args []string, stderr io.Writer) (f benchFlags, code int, o
 	fail := func(format string, args ...any) (benchFlags, int, bool) {
 		return f, usageError(stderr, "bench", format, args...), false
 	}
-	if len(positional) > 0 {
-		return fail("unexpected argument %q", positional[0])
-	}
-	if err := protocol.CheckIssuerURL(f.stsURL); err != nil {
-		return fail("-sts %v (the STS issuer URL, https://host[:port])", err)
-	}
-	if *stsID != "" {
-		id, err := spiffeid.FromString(*stsID)
-		if err != nil {
-			return fail("-sts-id: %v", err)
-		}
-		f.stsID = id
+	var err error
+	if f.stsID, err = checkSTSArgs(positional, f.stsURL, *stsID); err != nil {
+		return fail("%v", err)
 	}
 	if f.audiences, f.scope = audiences, strings.Fields(*scope); len(f.audiences) == 0 {
 		return fail("-audience is required")

@@ -90,20 +90,10 @@ func parseExchangeFlags(args []string, stderr io.Writer) (f exchangeFlags, code 
 	fail := func(format string, args ...any) (exchangeFlags, int, bool) {
 		return f, usageError(stderr, "exchange", format, args...), false
 	}
-	if len(positional) > 0 {
-		return fail("unexpected argument %q", positional[0])
-	}
-	// The issuer URL rule of the server (protocol.CheckIssuerURL).
 	f.stsURL = *stsURL
-	if err := protocol.CheckIssuerURL(f.stsURL); err != nil {
-		return fail("-sts %v (the STS issuer URL, https://host[:port])", err)
-	}
-	if *stsID != "" {
-		id, err := spiffeid.FromString(*stsID)
-		if err != nil {
-			return fail("-sts-id: %v", err)
-		}
-		f.stsID = id
+	var err error
+	if f.stsID, err = checkSTSArgs(positional, f.stsURL, *stsID); err != nil {
+		return fail("%v", err)
 	}
 	f.audiences, f.resources, f.scope = audiences, resources, strings.Fields(*scope)
 	if len(f.audiences)+len(f.resources) == 0 {
@@ -137,6 +127,27 @@ func parseExchangeFlags(args []string, stderr io.Writer) (f exchangeFlags, code 
 		return fail("-timeout must be positive")
 	}
 	return f, exitOK, true
+}
+
+// checkSTSArgs checks what bench and exchange share: no positional
+// arguments, -sts by the issuer URL rule of the server
+// (protocol.CheckIssuerURL), and -sts-id, a SPIFFE ID or empty for any ID
+// in the workload's trust domain. The errors are the usage messages.
+func checkSTSArgs(positional []string, stsURL, stsID string) (spiffeid.ID, error) {
+	if len(positional) > 0 {
+		return spiffeid.ID{}, fmt.Errorf("unexpected argument %q", positional[0])
+	}
+	if err := protocol.CheckIssuerURL(stsURL); err != nil {
+		return spiffeid.ID{}, fmt.Errorf("-sts %v (the STS issuer URL, https://host[:port])", err)
+	}
+	if stsID == "" {
+		return spiffeid.ID{}, nil
+	}
+	id, err := spiffeid.FromString(stsID)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("-sts-id: %v", err)
+	}
+	return id, nil
 }
 
 // parseTokenType accepts the short names jwt and access_token or a URN.
