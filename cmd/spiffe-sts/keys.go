@@ -31,15 +31,11 @@ Commands:
 
 // keysMain runs `spiffe-sts keys <command>` and returns the exit code.
 func keysMain(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, keysUsage)
-		return exitUsage
+	cmd, args, code, ok := cmdutil.Subcommand(args, stdout, stderr, keysUsage)
+	if !ok {
+		return code
 	}
-	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, keysUsage)
-		return exitOK
 	case "list", "rotate", "revoke":
 	default:
 		fmt.Fprintf(stderr, "spiffe-sts keys: unknown command %q\n\n%s", cmd, keysUsage)

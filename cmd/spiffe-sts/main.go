@@ -40,15 +40,11 @@ func main() {
 // realMain runs the command line args (without the program name) and
 // returns the exit code.
 func realMain(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return exitUsage
+	cmd, args, code, ok := cmdutil.Subcommand(args, stdout, stderr, usage)
+	if !ok {
+		return code
 	}
-	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
 	case "run", "validate":
 	case "keys":
 		return keysMain(args, stdout, stderr)

@@ -1,8 +1,8 @@
 // Package cmdutil holds the pieces the commands (cmd/spiffe-sts,
 // cmd/spiffe-sts-helper) share: HCL configuration errors located as
 // "FILE:LINE: KEY: message", the value parsers of the configuration files
-// (log_level, log_format, durations), the flag parsing of a subcommand and
-// the plain-HTTP listener of health endpoints.
+// (log_level, log_format, durations), the dispatch and flag parsing of
+// subcommands and the plain-HTTP listener of health endpoints.
 //
 // Only commands import it; it may log with hclog.
 //

@@ -45,3 +45,20 @@ func UsageError(fs *flag.FlagSet, stderr io.Writer, header, format string, args 
 	PrintUsage(fs, stderr, header)
 	return ExitUsage
 }
+
+// Subcommand splits args into a command and its arguments. Without args it
+// prints usage to stderr and returns ExitUsage; for help, -h, -help or
+// --help it prints usage to stdout and returns ExitOK; ok is true when
+// the caller should run cmd.
+func Subcommand(args []string, stdout, stderr io.Writer, usage string) (cmd string, rest []string, code int, ok bool) {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return "", nil, ExitUsage, false
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return "", nil, ExitOK, false
+	}
+	return args[0], args[1:], ExitOK, true
+}

@@ -50,3 +50,41 @@ func TestUsageError(t *testing.T) {
 		t.Errorf("stderr = %q, want %q", stderr.String(), want)
 	}
 }
+
+func TestSubcommand(t *testing.T) {
+	const usage = "Usage: cmd <command>\n"
+	for _, tt := range []struct {
+		name       string
+		args       []string
+		wantCmd    string
+		wantRest   []string
+		wantCode   int
+		wantOK     bool
+		wantStdout string
+		wantStderr string
+	}{
+		{name: "command", args: []string{"run", "-config", "a.hcl"}, wantCmd: "run", wantRest: []string{"-config", "a.hcl"}, wantCode: ExitOK, wantOK: true},
+		{name: "unknown is the caller's", args: []string{"nope"}, wantCmd: "nope", wantRest: []string{}, wantCode: ExitOK, wantOK: true},
+		{name: "none", args: nil, wantCode: ExitUsage, wantStderr: usage},
+		{name: "help", args: []string{"help"}, wantCode: ExitOK, wantStdout: usage},
+		{name: "-h", args: []string{"-h", "run"}, wantCode: ExitOK, wantStdout: usage},
+		{name: "-help", args: []string{"-help"}, wantCode: ExitOK, wantStdout: usage},
+		{name: "--help", args: []string{"--help"}, wantCode: ExitOK, wantStdout: usage},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			cmd, rest, code, ok := Subcommand(tt.args, &stdout, &stderr, usage)
+			if cmd != tt.wantCmd || code != tt.wantCode || ok != tt.wantOK || len(rest) != len(tt.wantRest) {
+				t.Errorf("Subcommand = %q, %q, %d, %v, want %q, %q, %d, %v", cmd, rest, code, ok, tt.wantCmd, tt.wantRest, tt.wantCode, tt.wantOK)
+			}
+			for i := range tt.wantRest {
+				if i < len(rest) && rest[i] != tt.wantRest[i] {
+					t.Errorf("rest[%d] = %q, want %q", i, rest[i], tt.wantRest[i])
+				}
+			}
+			if stdout.String() != tt.wantStdout || stderr.String() != tt.wantStderr {
+				t.Errorf("stdout, stderr = %q, %q, want %q, %q", stdout.String(), stderr.String(), tt.wantStdout, tt.wantStderr)
+			}
+		})
+	}
+}
