@@ -8,12 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
-	"github.com/spiffe-sts/spiffe-sts/internal/testca"
 	"github.com/spiffe-sts/spiffe-sts/metrics/metricstest"
 )
 
@@ -22,11 +20,7 @@ import (
 // and misses are counted.
 func TestMetrics(t *testing.T) {
 	ctx := context.Background()
-	ca := testca.New(t, "example.org")
-	leaf := ca.SVID(t, subject, time.Hour).Certificates[0]
-	otherLeaf := ca.SVID(t, subject, time.Hour).Certificates[0]
-	key := newKeyPair(t, "k1")
-	keys := key.publicSet(t, jwa.ES256())
+	leaf, otherLeaf, key, keys := verifyFixture(t)
 	clock := now
 	baseline := func() accesstoken.Claims {
 		return accesstoken.Claims{
@@ -167,17 +161,6 @@ func TestMetricsCachedAllocs(t *testing.T) {
 // BenchmarkVerifyCachedMetrics is BenchmarkVerifyCached with Metrics: one
 // atomic add more.
 func BenchmarkVerifyCachedMetrics(b *testing.B) {
-	raw, keys, leaf := benchFixture(b)
 	m, _ := accesstoken.NewMetrics(prometheus.NewRegistry())
-	v := accesstoken.NewVerifier(issuerURL, keys, &accesstoken.Config{Audiences: []string{audience}, Metrics: m})
-	ctx := context.Background()
-	if _, err := v.Verify(ctx, raw, leaf); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := v.Verify(ctx, raw, leaf); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchVerifyCached(b, m)
 }

@@ -80,13 +80,20 @@ func (k keyPair) sign(t testing.TB, typ string, claims any) string {
 	return string(raw)
 }
 
+// verifyFixture is where the verification tables start: two X509-SVID
+// leaves of subject from one CA, the signing key k1 and its ES256 key set.
+func verifyFixture(t testing.TB) (leaf, otherLeaf *x509.Certificate, key keyPair, keys *accesstoken.StaticKeySet) {
+	t.Helper()
+	ca := testca.New(t, "example.org")
+	leaf = ca.SVID(t, subject, time.Hour).Certificates[0]
+	otherLeaf = ca.SVID(t, subject, time.Hour).Certificates[0]
+	key = newKeyPair(t, "k1")
+	return leaf, otherLeaf, key, key.publicSet(t, jwa.ES256())
+}
+
 func TestVerify(t *testing.T) {
 	ctx := context.Background()
-	ca := testca.New(t, "example.org")
-	leaf := ca.SVID(t, subject, time.Hour).Certificates[0]
-	otherLeaf := ca.SVID(t, subject, time.Hour).Certificates[0]
-	key := newKeyPair(t, "k1")
-	keys := key.publicSet(t, jwa.ES256())
+	leaf, otherLeaf, key, keys := verifyFixture(t)
 
 	baseline := func() accesstoken.Claims {
 		return accesstoken.Claims{

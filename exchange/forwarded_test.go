@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"net/http"
 	"net/url"
 	"strings"
@@ -21,7 +20,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
-	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+	"github.com/spiffe-sts/spiffe-sts/internal/forwardedtest"
 	"github.com/spiffe-sts/spiffe-sts/spiffeid/forwarded"
 )
 
@@ -29,25 +28,13 @@ const ingressID = "spiffe://example.org/ns/ingress/sa/envoy"
 
 // xfccElement is the element Envoy appends for the client certificate c
 // (SANITIZE_SET, cert and URI).
-func xfccElement(c *x509.Certificate) string {
-	p := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
-	enc := strings.NewReplacer("\n", "%0A", " ", "%20", "+", "%2B", "/", "%2F", "=", "%3D").Replace(p)
-	return forwarded.XFCCElement{{Key: "By", Value: ingressID}, {Key: "Cert", Value: enc}, {Key: "URI", Value: c.URIs[0].String()}}.String()
-}
+func xfccElement(c *x509.Certificate) string { return forwardedtest.XFCC(ingressID, c) }
 
 // withIngress puts the server behind the trusted proxies
 // spiffe://example.org/ns/ingress/sa/*, forwarding XFCC.
 func withIngress(t testing.TB, trail exchange.AuditSink) func(*exchange.Config) {
 	return func(c *exchange.Config) {
-		p, err := forwarded.New(forwarded.Config{
-			Format:         forwarded.FormatXFCC,
-			TrustedProxies: []stsid.Pattern{stsid.RequirePattern("spiffe://example.org/ns/ingress/sa/*")},
-			Bundles:        c.X509Bundles,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Forwarded = p
+		c.Forwarded = forwardedtest.Policy(t, c.X509Bundles, "spiffe://example.org/ns/ingress/sa/*")
 		c.Audit = trail
 	}
 }

@@ -3,10 +3,8 @@ package exchange_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -63,20 +61,7 @@ func (f *introspectionFixture) introspect(t *testing.T, caller, contentType, bod
 	} else {
 		c = f.Client(f.WorkloadSVID(t, caller))
 	}
-	req, err := http.NewRequest(http.MethodPost, f.URL+protocol.PathIntrospect, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", contentType)
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, raw := f.PostTo(t, c, protocol.PathIntrospect, contentType, body)
 	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("Cache-Control %q, want no-store", cc)
 	}

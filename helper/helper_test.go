@@ -29,6 +29,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
 	"github.com/spiffe-sts/spiffe-sts/internal/fakeworkloadapi"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
+	"github.com/spiffe-sts/spiffe-sts/internal/testrun"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
@@ -111,24 +112,13 @@ func (p *proxy) setDown(down bool) {
 }
 
 // logLines collects the STS's JSON log lines.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type logLines struct{ testrun.Buffer }
 
 // grants returns the grant_type of every token the STS issued.
 func (l *logLines) grants(t *testing.T) []string {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []string
-	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
 		var rec map[string]any
 		if line == "" || json.Unmarshal([]byte(line), &rec) != nil || rec["@message"] != "token issued" {
 			continue
@@ -171,17 +161,7 @@ func start(t *testing.T, opts options) *fixture {
 	t.Helper()
 	f := &fixture{t: t, clock: fakeclock.New(time.Now()), log: &logLines{}, updates: make(chan *helper.Set, 16), idle: make(chan struct{}), resume: make(chan struct{})}
 	f.sts = ststest.Start(t, func(cfg *exchange.Config) {
-		signer, err := issuer.GenerateSigner(jwa.ES256())
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys, err := issuer.StaticKeys(signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f.iss, err = issuer.New(issuer.Config{IssuerURL: cfg.IssuerURL, Keys: keys, Clock: f.clock.Now}); err != nil {
-			t.Fatal(err)
-		}
+		f.iss = ststest.NewIssuer(t, cfg.IssuerURL, f.clock.Now)
 		cfg.Minter, cfg.Keys, cfg.Clock = f.iss, f.iss.KeySet(), f.clock.Now
 		cfg.Policy = policy(t)
 		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: f.log, JSONFormat: true, Level: hclog.Info})

@@ -166,13 +166,5 @@ func BenchmarkMintRing(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	leaf := newLeaf(b, testNow.Add(time.Hour))
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		claims := baseClaims()
-		if _, err := iss.Mint(ctx, &claims, leaf, 0); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchMint(b, iss)
 }

@@ -3,8 +3,6 @@ package grpcauth_test
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
-	"strings"
 	"testing"
 	"time"
 
@@ -16,19 +14,14 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/accesstoken/grpcauth"
+	"github.com/spiffe-sts/spiffe-sts/internal/forwardedtest"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
-	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
-	"github.com/spiffe-sts/spiffe-sts/spiffeid/forwarded"
 )
 
 const proxyID = "spiffe://example.org/ns/edge/sa/envoy"
 
 // xfccFor is the element a proxy appends for the client certificate c.
-func xfccFor(c *x509.Certificate) string {
-	p := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
-	enc := strings.NewReplacer("\n", "%0A", " ", "%20", "+", "%2B", "/", "%2F", "=", "%3D").Replace(p)
-	return forwarded.XFCCElement{{Key: "By", Value: proxyID}, {Key: "Cert", Value: enc}, {Key: "URI", Value: c.URIs[0].String()}}.String()
-}
+func xfccFor(c *x509.Certificate) string { return forwardedtest.XFCC(proxyID, c) }
 
 // TestInterceptorsWithTrustedProxies calls over a connection presenting
 // Hop, with the certificate of Forward in x-forwarded-client-cert
@@ -39,14 +32,7 @@ func TestInterceptorsWithTrustedProxies(t *testing.T) {
 	proxy := s.WorkloadSVID(t, proxyID)
 	thief := s.WorkloadSVID(t, ststest.OtherID)
 	evil := s.Evil.SVID(t, "spiffe://evil.example/ns/prod/sa/web", time.Hour)
-	policy, err := forwarded.New(forwarded.Config{
-		Format:         forwarded.FormatXFCC,
-		TrustedProxies: []stsid.Pattern{stsid.RequirePattern(proxyID)},
-		Bundles:        s.CA.Bundle(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	policy := forwardedtest.Policy(t, s.CA.Bundle(), proxyID)
 	v := s.Verifier(ststest.APIAudience)
 	dial, _ := startServer(t, s, v, grpcauth.WithTrustedProxies(policy))
 

@@ -3,12 +3,10 @@ package httpauth_test
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/accesstoken/httpauth"
+	"github.com/spiffe-sts/spiffe-sts/internal/forwardedtest"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 	"github.com/spiffe-sts/spiffe-sts/spiffeid/forwarded"
@@ -25,11 +24,7 @@ const proxyID = "spiffe://example.org/ns/edge/sa/envoy"
 
 // xfccFor is the element a proxy appends for the client certificate c,
 // as Envoy writes it (SANITIZE_SET, cert and URI).
-func xfccFor(c *x509.Certificate) string {
-	p := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
-	enc := strings.NewReplacer("\n", "%0A", " ", "%20", "+", "%2B", "/", "%2F", "=", "%3D").Replace(p)
-	return forwarded.XFCCElement{{Key: "By", Value: proxyID}, {Key: "Cert", Value: enc}, {Key: "URI", Value: c.URIs[0].String()}}.String()
-}
+func xfccFor(c *x509.Certificate) string { return forwardedtest.XFCC(proxyID, c) }
 
 // TestMiddlewareWithTrustedProxies runs the middleware over real mTLS with
 // a fake proxy hop: the caller's connection presents Hop, and the request
@@ -89,14 +84,7 @@ func TestMiddlewareWithTrustedProxies(t *testing.T) {
 		{name: "without the option a proxy's forward does not count", noOption: true,
 			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate"`},
 	}
-	policy, err := forwarded.New(forwarded.Config{
-		Format:         forwarded.FormatXFCC,
-		TrustedProxies: []stsid.Pattern{stsid.RequirePattern("spiffe://example.org/ns/edge/sa/*")},
-		Bundles:        s.CA.Bundle(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	policy := forwardedtest.Policy(t, s.CA.Bundle(), "spiffe://example.org/ns/edge/sa/*")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := baseline()

@@ -74,12 +74,7 @@ func ringExpected() *config {
 
 func TestParseConfigKeyRing(t *testing.T) {
 	const ds = `datastore "postgres": `
-	for _, tc := range []struct {
-		name             string
-		overrideConfig   func(string) string
-		overrideExpected func(*config)
-		expectErr        string
-	}{
+	runConfigCases(t, ringConfig, ringExpected, []configCase{
 		{name: "baseline"},
 		{
 			name: "no datastore block is embedded",
@@ -204,20 +199,7 @@ func TestParseConfigKeyRing(t *testing.T) {
 			overrideConfig: replace(`"1s"`, `"-1s"`),
 			expectErr:      `sts.hcl:20: ` + ds + `refresh_interval: must be positive, got "-1s"`,
 		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Setenv(endpointSocketEnv, "")
-			src := ringConfig
-			if tc.overrideConfig != nil {
-				src = tc.overrideConfig(src)
-			}
-			expected := ringExpected()
-			if tc.overrideExpected != nil {
-				tc.overrideExpected(expected)
-			}
-			checkParseConfig(t, src, expected, tc.expectErr)
-		})
-	}
+	})
 }
 
 // TestMaxTokenTTL checks the key ring's MaxTokenTTL: the longest of the

@@ -543,6 +543,37 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
+// configCase is one change to a baseline sts.hcl: the baseline with
+// overrideConfig applied parses to the baseline's expected config with
+// overrideExpected applied, or fails with expectErr.
+type configCase struct {
+	name             string
+	overrideConfig   func(string) string
+	overrideExpected func(*config)
+	expectErr        string
+}
+
+// runConfigCases runs each case as a subtest against baseline, whose
+// parsed config baselineExpected returns, with SPIFFE_ENDPOINT_SOCKET
+// unset.
+func runConfigCases(t *testing.T, baseline string, baselineExpected func() *config, cases []configCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(endpointSocketEnv, "")
+			src := baseline
+			if tc.overrideConfig != nil {
+				src = tc.overrideConfig(src)
+			}
+			expected := baselineExpected()
+			if tc.overrideExpected != nil {
+				tc.overrideExpected(expected)
+			}
+			checkParseConfig(t, src, expected, tc.expectErr)
+		})
+	}
+}
+
 // checkParseConfig parses src as sts.hcl and checks that it fails with
 // expectErr or, when expectErr is "", that it gives expected (with a policy,
 // which is not compared).
@@ -679,12 +710,7 @@ func externalExpected() *config {
 func TestParseConfigExternalIssuers(t *testing.T) {
 	const frontend = `policy "spiffe://example.org/ns/shop/sa/frontend"`
 	const delegation = frontend + `: delegation`
-	for _, tc := range []struct {
-		name             string
-		overrideConfig   func(string) string
-		overrideExpected func(*config)
-		expectErr        string
-	}{
+	runConfigCases(t, externalConfig, externalExpected, []configCase{
 		{
 			name: "baseline",
 		},
@@ -915,20 +941,7 @@ func TestParseConfigExternalIssuers(t *testing.T) {
 				`sts.hcl:49: ` + delegation + `: max_depth: must be positive, got 0`,
 			}, "\n"),
 		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Setenv(endpointSocketEnv, "")
-			src := externalConfig
-			if tc.overrideConfig != nil {
-				src = tc.overrideConfig(src)
-			}
-			expected := externalExpected()
-			if tc.overrideExpected != nil {
-				tc.overrideExpected(expected)
-			}
-			checkParseConfig(t, src, expected, tc.expectErr)
-		})
-	}
+	})
 }
 
 // TestParseConfigDelegationPolicy checks that delegation reaches the

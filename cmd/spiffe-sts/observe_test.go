@@ -23,27 +23,12 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/fakeworkloadapi"
 	"github.com/spiffe-sts/spiffe-sts/internal/testca"
+	"github.com/spiffe-sts/spiffe-sts/metrics/metricstest"
 )
-
-// promtool returns the path of promtool. It fails the test when promtool
-// is missing (.ci/install-packages installs Debian's prometheus, which
-// ships it), unless SPIFFE_STS_SKIP_PROMTOOL=1 says to skip.
-func promtool(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("promtool")
-	if err == nil {
-		return path
-	}
-	if os.Getenv("SPIFFE_STS_SKIP_PROMTOOL") == "1" {
-		t.Skip("promtool not installed; skipped as SPIFFE_STS_SKIP_PROMTOOL=1 asks")
-	}
-	t.Fatal("promtool not found on PATH: run .ci/install-packages (Debian package prometheus), or set SPIFFE_STS_SKIP_PROMTOOL=1 to skip this test")
-	return ""
-}
 
 // TestAlertRules checks deploy/monitoring/alerts.yaml with promtool.
 func TestAlertRules(t *testing.T) {
-	out, err := exec.Command(promtool(t), "check", "rules", filepath.Join("..", "..", "deploy", "monitoring", "alerts.yaml")).CombinedOutput()
+	out, err := exec.Command(metricstest.Promtool(t), "check", "rules", filepath.Join("..", "..", "deploy", "monitoring", "alerts.yaml")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
@@ -54,7 +39,7 @@ func TestAlertRules(t *testing.T) {
 // of the health listener (promtool check metrics, and the series the
 // dashboard and alerts use), and the healthcheck command.
 func TestRunObservable(t *testing.T) {
-	tool := promtool(t)
+	metricstest.Promtool(t) // fail or skip before the server starts
 	ca := testca.New(t, "example.org")
 	wl := fakeworkloadapi.Start(t, ca, ca.SVID(t, "spiffe://example.org/sts", time.Hour))
 	bind, health := freeAddr(t), freeAddr(t)
@@ -123,11 +108,7 @@ func TestRunObservable(t *testing.T) {
 	}
 	exposition, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	cmd := exec.Command(tool, "check", "metrics")
-	cmd.Stdin = bytes.NewReader(exposition)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
-	}
+	metricstest.CheckExposition(t, exposition)
 	for _, series := range []string{
 		`spiffe_sts_requests_total{grant_type="client_credentials",outcome="ok",transport="http"} 1`,
 		`spiffe_sts_requests_total{grant_type="client_credentials",outcome="invalid_target",transport="http"} 1`,

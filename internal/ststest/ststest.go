@@ -84,17 +84,7 @@ func Start(t testing.TB, overrideConfig func(*exchange.Config)) *STS {
 		t.Fatal(err)
 	}
 	s.URL = "https://" + ln.Addr().String()
-	signer, err := issuer.GenerateSigner(jwa.ES256())
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := issuer.StaticKeys(signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Issuer, err = issuer.New(issuer.Config{IssuerURL: s.URL, Keys: keys}); err != nil {
-		t.Fatal(err)
-	}
+	s.Issuer = NewIssuer(t, s.URL, nil)
 	cfg := exchange.Config{
 		IssuerURL:   s.URL,
 		TrustDomain: s.CA.TrustDomain,
@@ -166,7 +156,14 @@ func (s *STS) GRPCClient(t testing.TB, svid *x509svid.SVID) exchangepb.TokenExch
 // body read.
 func (s *STS) Post(t testing.TB, c *http.Client, contentType, body string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.URL+protocol.PathToken, strings.NewReader(body))
+	return s.PostTo(t, c, protocol.PathToken, contentType, body)
+}
+
+// PostTo sends body to the endpoint at path (protocol.PathToken,
+// protocol.PathIntrospect) and returns the response with its body read.
+func (s *STS) PostTo(t testing.TB, c *http.Client, path, contentType, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.URL+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,4 +183,23 @@ func (s *STS) Post(t testing.TB, c *http.Client, contentType, body string) (*htt
 // Verifier returns a resource-server verifier for aud.
 func (s *STS) Verifier(aud string) *accesstoken.Verifier {
 	return s.VerifierWith(aud, nil)
+}
+
+// NewIssuer is an issuer for issuerURL signing with a fresh ES256 key, on
+// clock (time.Now when nil).
+func NewIssuer(t testing.TB, issuerURL string, clock func() time.Time) *issuer.Issuer {
+	t.Helper()
+	signer, err := issuer.GenerateSigner(jwa.ES256())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := issuer.StaticKeys(signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := issuer.New(issuer.Config{IssuerURL: issuerURL, Keys: keys, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return iss
 }
