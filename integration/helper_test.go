@@ -64,35 +64,14 @@ func buildHelper(t *testing.T) string {
 // ordersDNS, so that clients outside SPIFFE can check the name.
 func (e *env) ordersServer(s *sts) (rs *resourceServer, port int) {
 	e.t.Helper()
-	path, err := harness.CopyExecutable(bin.resourceServer, e.spire.Dir(), "orders-dns")
+	rs = e.startResourceServerAs(s, "orders-dns", resourceServerID, apiAud, ordersDNS)
+	u, err := url.Parse(rs.httpURL)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.register(harness.Entry{SPIFFEID: resourceServerID, Selectors: []string{"unix:path:" + path}, DNSNames: []string{ordersDNS}})
-	grpcPort, err := harness.FreePort()
-	if err != nil {
+	if port, err = strconv.Atoi(u.Port()); err != nil {
 		e.t.Fatal(err)
 	}
-	if port, err = harness.FreePort(); err != nil {
-		e.t.Fatal(err)
-	}
-	rs = &resourceServer{grpcAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort), httpURL: fmt.Sprintf("https://127.0.0.1:%d", port)}
-	rs.proc, err = harness.StartProcess(path, []string{
-		"-grpc-addr", rs.grpcAddr, "-http-addr", strings.TrimPrefix(rs.httpURL, "https://"),
-		"-sts", s.url, "-sts-id", stsID, "-audience", apiAud,
-	}, []string{"SPIFFE_ENDPOINT_SOCKET=" + e.spire.WorkloadAPIAddr()}, filepath.Join(e.t.TempDir(), "rs.log"))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() {
-		_ = rs.proc.Stop()
-		if e.t.Failed() {
-			e.t.Logf("resource-server log:\n%s", rs.proc.Output())
-		}
-	})
-	waitFor(e.t, 45*time.Second, "resource-server", rs.proc, func() bool {
-		return strings.Contains(rs.proc.Output(), "resource-server: gRPC on")
-	})
 	return rs, port
 }
 

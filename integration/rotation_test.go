@@ -49,14 +49,15 @@ func (e *env) startResourceServer(s *sts) *resourceServer {
 }
 
 // startResourceServerAs registers a copy of the example resource server
-// named name as id, accepting tokens for audience.
-func (e *env) startResourceServerAs(s *sts, name, id, audience string) *resourceServer {
+// named name as id, with dnsNames in its X509-SVID, accepting tokens for
+// audience.
+func (e *env) startResourceServerAs(s *sts, name, id, audience string, dnsNames ...string) *resourceServer {
 	e.t.Helper()
 	path, err := harness.CopyExecutable(bin.resourceServer, e.spire.Dir(), name)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.register(harness.Entry{SPIFFEID: id, Selectors: []string{"unix:path:" + path}})
+	e.register(harness.Entry{SPIFFEID: id, Selectors: []string{"unix:path:" + path}, DNSNames: dnsNames})
 	grpcPort, err := harness.FreePort()
 	if err != nil {
 		e.t.Fatal(err)
@@ -79,17 +80,9 @@ func (e *env) startResourceServerAs(s *sts, name, id, audience string) *resource
 			e.t.Logf("resource-server log:\n%s", rs.proc.Output())
 		}
 	})
-	deadline := time.Now().Add(45 * time.Second)
-	for !strings.Contains(rs.proc.Output(), "resource-server: gRPC on") {
-		select {
-		case <-rs.proc.Exited():
-			e.t.Fatalf("resource-server exited:\n%s", rs.proc.Output())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("resource-server not up after 45s:\n%s", rs.proc.Output())
-		}
-	}
+	waitFor(e.t, 45*time.Second, "resource-server", rs.proc, func() bool {
+		return strings.Contains(rs.proc.Output(), "resource-server: gRPC on")
+	})
 	return rs
 }
 
