@@ -3,14 +3,19 @@
 GO ?= go
 SHELL := /bin/bash
 
-.PHONY: demo test lint unit integration bench loadtest fuzz build proto
+.PHONY: demo test deps lint unit integration bench loadtest fuzz build proto
 
 ## demo: run spiffe-sts end to end on a real local SPIRE (builds SPIRE once, cached)
 demo:
 	$(GO) run ./integration/demo
 
-## test: everything CI runs: lint, unit tests with -race, integration tests on real SPIRE
-test: lint unit integration
+## test: everything CI runs: lint, unit tests with -race, integration tests on real SPIRE,
+## PostgreSQL and the other real servers (their Debian packages installed first when absent)
+test: deps lint unit integration
+
+## deps: install the Debian packages whose real servers the tests run, when absent
+deps:
+	@.ci/install-packages
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
