@@ -549,6 +549,9 @@ func (l *replicaLoad) once(ctx context.Context, n int) {
 		return
 	}
 	verifyErr := l.verify(ctx, i, tok)
+	if ctx.Err() != nil {
+		return // the load stopped while the token was being verified
+	}
 	kid := kidOfToken(tok)
 	l.record(func() {
 		l.exchanges++
