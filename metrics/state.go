@@ -42,6 +42,10 @@ type State struct {
 	// WorkloadAPIConnected reports the Workload API stream
 	// (spiffe_sts_workload_api_connected).
 	WorkloadAPIConnected func() bool
+	// SVIDRenewalOverdue reports that the own X509-SVID is past the time
+	// its SPIRE agent should have renewed it, so that Workload API answers
+	// no longer confirm bundles (spiffe_sts_svid_renewal_overdue).
+	SVIDRenewalOverdue func() bool
 }
 
 var (
@@ -57,6 +61,8 @@ var (
 		"Seconds since the Workload API last confirmed the trust domain's bundle (+Inf when it never did).", []string{"trust_domain"}, nil)
 	descConnected = prometheus.NewDesc(Namespace+"_workload_api_connected",
 		"1 while the Workload API stream is connected, else 0.", nil, nil)
+	descRenewalOverdue = prometheus.NewDesc(Namespace+"_svid_renewal_overdue",
+		"1 while the server's own X509-SVID is overdue for renewal by its SPIRE agent (Workload API answers then confirm no bundle), else 0.", nil, nil)
 )
 
 // RegisterState registers a collector that reads s at each scrape.
@@ -67,7 +73,7 @@ func RegisterState(reg prometheus.Registerer, s State) error {
 type stateCollector struct{ s State }
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descKey, descNextRotation, descStore, descSVIDExpiry, descBundleAge, descConnected} {
+	for _, d := range []*prometheus.Desc{descKey, descNextRotation, descStore, descSVIDExpiry, descBundleAge, descConnected, descRenewalOverdue} {
 		ch <- d
 	}
 }
@@ -103,6 +109,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.WorkloadAPIConnected != nil {
 		ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, boolValue(s.WorkloadAPIConnected()))
+	}
+	if s.SVIDRenewalOverdue != nil {
+		ch <- prometheus.MustNewConstMetric(descRenewalOverdue, prometheus.GaugeValue, boolValue(s.SVIDRenewalOverdue()))
 	}
 }
 

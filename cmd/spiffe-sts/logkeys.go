@@ -8,6 +8,7 @@ const (
 	logKeyExternalIssuer = "external_issuer" // the name of an external_issuer block
 	logKeySPIFFEID       = "spiffe_id"
 	logKeyExpires        = "expires"
+	logKeyRenewBy        = "renew_by" // when the SPIRE agent should have renewed the own X509-SVID
 	logKeyConfig         = "config"
 	logKeyRules          = "rules"
 	logKeySections       = "sections"

@@ -120,6 +120,7 @@ func TestRunObservable(t *testing.T) {
 		`spiffe_sts_keyring_next_rotation_seconds `,
 		`spiffe_sts_keyring_store_reachable 1`,
 		`spiffe_sts_workload_api_connected `,
+		`spiffe_sts_svid_renewal_overdue 0`,
 		`spiffe_sts_audit_records_total 2`,
 		`spiffe_sts_audit_write_failures_total 0`,
 		`spiffe_sts_requests_in_flight 0`,

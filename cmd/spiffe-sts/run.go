@@ -190,11 +190,7 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 	// Bundle confirmations: the source's first update counts as one.
 	trusted := append([]spiffeid.TrustDomain{cfg.Server.TrustDomain}, cfg.Server.FederatesWith...)
 	bundles := newBundleWatcher(client, trusted, log.Named("workloadapi"))
-	for _, td := range trusted {
-		if _, err := x509Source.GetX509BundleForTrustDomain(td); err == nil {
-			bundles.confirm([]spiffeid.TrustDomain{td})
-		}
-	}
+	bundles.seed(svid.Certificates[0], x509Source)
 	go bundles.run(ctx, bundlePollInterval(cfg.Server.MaxBundleAge))
 	rotation, _ := cfg.Issuer.schedule(cfg.Server.JWKSMaxAge)
 	if err := metrics.RegisterState(reg, serverState(ring, rotation, x509Source, bundles)); err != nil {
@@ -548,8 +544,9 @@ func serverState(ring *keyring.Manager, rotationPeriod time.Duration, svids x509
 			}
 			return svid.Certificates[0].NotAfter, true
 		},
-		Bundles:              bundles.bundles,
+		Bundles:              bundles.bundleAges,
 		WorkloadAPIConnected: bundles.Connected,
+		SVIDRenewalOverdue:   bundles.RenewalOverdue,
 	}
 }
 
