@@ -31,7 +31,7 @@ unit:
 # the log's tail when something failed.
 integration:
 	@set -o pipefail; $(GO) test -tags integration -count=1 -timeout 30m -v ./integration/... > integration.out 2>&1; rc=$$?; \
-	grep -E '^\s*(--- |PASS|FAIL|ok |panic)|rotations=|server certificates seen' integration.out; \
+	grep -E '^\s*(--- |PASS|FAIL|ok |panic)|rotations=|fault=|server certificates seen' integration.out; \
 	if [ $$rc -ne 0 ]; then echo "--- integration.out (tail) ---"; tail -n 400 integration.out; fi; exit $$rc
 
 ## bench: the benchmarks quoted in the README (one CPU)

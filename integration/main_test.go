@@ -145,12 +145,22 @@ type sts struct {
 // port 0 picks a free one; dataDir "" makes one.
 func (e *env) startSTS(port int, dataDir, policy string) *sts {
 	e.t.Helper()
-	if dataDir == "" {
-		dataDir = e.t.TempDir()
+	return e.startSTSWith(harness.STSOptions{Port: port, DataDir: dataDir, Policy: policy})
+}
+
+// startSTSWith starts spiffe-sts with opts, waiting until it is ready;
+// Bin is this deployment's copy, and DataDir and Dir are made when empty.
+func (e *env) startSTSWith(opts harness.STSOptions) *sts {
+	e.t.Helper()
+	if opts.DataDir == "" {
+		opts.DataDir = e.t.TempDir()
 	}
-	h, err := harness.StartSTS(e.t.Context(), e.spire, harness.STSOptions{
-		Bin: e.stsBin, Port: port, DataDir: dataDir, Dir: e.t.TempDir(), Policy: policy,
-	})
+	if opts.Dir == "" {
+		opts.Dir = e.t.TempDir()
+	}
+	opts.Bin = e.stsBin
+	dataDir := opts.DataDir
+	h, err := harness.StartSTS(e.t.Context(), e.spire, opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}

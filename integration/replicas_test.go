@@ -672,12 +672,20 @@ func waitLog(t *testing.T, h *harness.STS, text string, within time.Duration) {
 // readyz returns the status of a replica's /readyz.
 func readyz(t *testing.T, h *harness.STS) int {
 	t.Helper()
+	code, _ := readyzBody(h)
+	return code
+}
+
+// readyzBody returns the status and body of /readyz; 0 when it does not
+// answer.
+func readyzBody(h *harness.STS) (int, string) {
 	resp, err := http.Get(h.HealthURL + protocol.PathReadyz)
 	if err != nil {
-		return 0
+		return 0, err.Error()
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // keyRow is one line of `spiffe-sts keys list`.

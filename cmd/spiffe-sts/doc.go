@@ -48,11 +48,18 @@
 //  5. It serves the token endpoint, metadata and JWKS over TLS on
 //     bind_address with its rotating X509-SVID, writing one audit record
 //     per token decision. It watches the Workload API stream and polls it
-//     every max_bundle_age/3 for the bundles it holds: each response that
-//     carries a bundle confirms it. Callers of a trust domain whose bundle
-//     has gone unconfirmed for bundle_hard_limit are refused with
-//     temporarily_unavailable (503, Retry-After) until it is confirmed
-//     again.
+//     every max_bundle_age/3 for the bundles it holds. A pushed update
+//     with a new own X509-SVID (a rotation) or a changed bundle confirms
+//     the bundles it carries; a poll or unchanged update confirms them
+//     only while the own X509-SVID is not overdue for renewal, that is
+//     before NotBefore + lifetime/2 + max(lifetime/6, 15s): SPIRE renews
+//     at a jittered half-life, so a SPIRE agent that has not renewed by
+//     then cannot reach its server, and its cached answers prove nothing.
+//     Callers of a trust domain whose bundle has gone unconfirmed for
+//     bundle_hard_limit are refused with temporarily_unavailable (503,
+//     Retry-After) until it is confirmed again. To keep serving until the
+//     SVID expires while the SPIRE server is down, set bundle_hard_limit
+//     to at least half the SVID TTL.
 //
 // "healthcheck" GETs /readyz (with -shallow, /healthz) on health_address
 // and exits 0, or 1 with the body's reasons on stderr: a probe for

@@ -30,7 +30,13 @@ type Process struct {
 // written to the file logPath (created or truncated). The process does not
 // read standard input. It is not tied to any context: call [Process.Stop].
 func StartProcess(bin string, args []string, env []string, logPath string) (*Process, error) {
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	return startProcess(bin, args, env, logPath, os.O_TRUNC)
+}
+
+// startProcess is StartProcess with the log opened with os.O_TRUNC, or
+// os.O_APPEND to keep the log of an earlier run of the same process.
+func startProcess(bin string, args []string, env []string, logPath string, mode int) (*Process, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|mode|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("harness: open log: %w", err)
 	}

@@ -49,8 +49,9 @@ type SPIRE struct {
 	logLevel string
 	agentID  string // SPIFFE ID given to the agent by the join token
 
-	server *Process
-	agent  *Process
+	server    *Process
+	agent     *Process
+	agentArgs []string // the spire-agent command line, for StartAgent
 
 	stopOnce sync.Once
 }
@@ -61,10 +62,12 @@ type SPIRE struct {
 //   - creates a short temporary root (os.MkdirTemp("", "spire"), mode 0755
 //     so that workloads of any uid can reach the Workload API socket);
 //   - writes server.conf and agent.conf (server on a free 127.0.0.1 port,
-//     sqlite datastore, in-memory keys, join_token attestation; agent with
-//     the unix workload attestor and discover_workload_path = true, so
-//     unix:path selectors work; one-second cache reload and sync intervals so
-//     that new entries reach workloads within about a second or two);
+//     sqlite datastore, keys on disk in the data directories so that both
+//     processes can restart ([SPIRE.StartServer], [SPIRE.StartAgent]),
+//     join_token attestation; agent with the unix workload attestor and
+//     discover_workload_path = true, so unix:path selectors work; one-second
+//     cache reload and sync intervals so that new entries reach workloads
+//     within about a second or two);
 //   - starts spire-server and waits for its health check;
 //   - writes the trust bundle, generates a join token for the agent alias
 //     spiffe://<td>/agent, starts spire-agent with it and waits for its
@@ -145,9 +148,8 @@ func Start(ctx context.Context, opts Options) (s *SPIRE, err error) {
 		return s, err
 	}
 	t1 := time.Now()
-	s.agent, err = StartProcess(filepath.Join(binDir, "spire-agent"),
-		[]string{"run", "-config", filepath.Join(root, "agent.conf"), "-joinToken", token},
-		nil, filepath.Join(root, "agent.log"))
+	s.agentArgs = []string{"run", "-config", filepath.Join(root, "agent.conf"), "-joinToken", token}
+	s.agent, err = StartProcess(filepath.Join(binDir, "spire-agent"), s.agentArgs, nil, filepath.Join(root, "agent.log"))
 	if err != nil {
 		return s, err
 	}
@@ -270,12 +272,15 @@ plugins {
     NodeAttestor "join_token" {
         plugin_data {}
     }
-    KeyManager "memory" {
-        plugin_data {}
+    KeyManager "disk" {
+        plugin_data {
+            keys_path = %[7]q
+        }
     }
 }
 `, s.port, s.serverSocket(), s.td.Name(), filepath.Join(s.root, "server", "data"),
-		filepath.Join(s.root, "server", "data", "datastore.sqlite3"), s.logLevel)
+		filepath.Join(s.root, "server", "data", "datastore.sqlite3"), s.logLevel,
+		filepath.Join(s.root, "server", "data", "keys.json"))
 	return writeFile(filepath.Join(s.root, "server.conf"), conf)
 }
 
@@ -297,8 +302,10 @@ plugins {
     NodeAttestor "join_token" {
         plugin_data {}
     }
-    KeyManager "memory" {
-        plugin_data {}
+    KeyManager "disk" {
+        plugin_data {
+            directory = %[1]q
+        }
     }
     WorkloadAttestor "unix" {
         plugin_data {
@@ -328,6 +335,83 @@ func parseToken(out string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// StopServer stops spire-server (SIGTERM, then SIGKILL after 5 seconds)
+// and leaves the agent running: it keeps serving workloads from its cache
+// but can renew nothing. Not safe for use concurrently with the other
+// start and stop methods.
+func (s *SPIRE) StopServer() error {
+	if err := s.server.Stop(); err != nil {
+		return err
+	}
+	s.logf("harness: spire-server stopped")
+	return nil
+}
+
+// StartServer starts spire-server again after [SPIRE.StopServer], with the
+// same configuration, port and data directory (datastore and CA keys), and
+// waits for its health check. Its log is appended to server.log. The agent
+// reconnects by itself at its next synchronization attempt, which backs
+// off while the server is away (up to 48 × sync_interval, 48s here).
+func (s *SPIRE) StartServer(ctx context.Context) error {
+	select {
+	case <-s.server.Exited():
+	default:
+		return errors.New("harness: StartServer: spire-server is running")
+	}
+	p, err := startProcess(filepath.Join(s.binDir, "spire-server"),
+		[]string{"run", "-config", filepath.Join(s.root, "server.conf")},
+		nil, filepath.Join(s.root, "server.log"), os.O_APPEND)
+	if err != nil {
+		return err
+	}
+	s.server = p
+	if err := s.waitHealthy(ctx, p, "spire-server", s.serverSocket()); err != nil {
+		return err
+	}
+	s.logf("harness: spire-server restarted on 127.0.0.1:%d", s.port)
+	return nil
+}
+
+// KillAgent kills spire-agent with SIGKILL, as a crash would, and waits
+// for it to exit; its Workload API socket stops answering. The server
+// keeps running.
+func (s *SPIRE) KillAgent() error {
+	if err := s.agent.Signal(os.Kill); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("harness: SIGKILL spire-agent: %w", err)
+	}
+	select {
+	case <-s.agent.Exited():
+	case <-time.After(healthTimeout):
+		return fmt.Errorf("harness: spire-agent pid %d did not exit after SIGKILL", s.agent.Pid())
+	}
+	s.logf("harness: spire-agent killed")
+	return nil
+}
+
+// StartAgent starts spire-agent again after [SPIRE.KillAgent] with the same
+// configuration and data directory, and waits for its health check. The
+// agent does not attest again (its join token is spent): it reloads its
+// own SVID and key from the data directory (disk KeyManager) and resumes
+// with the same agent ID, then issues workload SVIDs afresh. Its log is
+// appended to agent.log.
+func (s *SPIRE) StartAgent(ctx context.Context) error {
+	select {
+	case <-s.agent.Exited():
+	default:
+		return errors.New("harness: StartAgent: spire-agent is running")
+	}
+	p, err := startProcess(filepath.Join(s.binDir, "spire-agent"), s.agentArgs, nil, filepath.Join(s.root, "agent.log"), os.O_APPEND)
+	if err != nil {
+		return err
+	}
+	s.agent = p
+	if err := s.waitHealthy(ctx, p, "spire-agent", s.agentSocket()); err != nil {
+		return err
+	}
+	s.logf("harness: spire-agent restarted")
+	return nil
 }
 
 // Stop stops the agent and then the server (SIGTERM, up to 5 seconds each,
