@@ -355,23 +355,31 @@ func (s *SPIRE) StopServer() error {
 // reconnects by itself at its next synchronization attempt, which backs
 // off while the server is away (up to 48 × sync_interval, 48s here).
 func (s *SPIRE) StartServer(ctx context.Context) error {
-	select {
-	case <-s.server.Exited():
-	default:
-		return errors.New("harness: StartServer: spire-server is running")
+	p, err := s.restart(ctx, s.server, "spire-server", []string{"run", "-config", filepath.Join(s.root, "server.conf")}, s.serverSocket())
+	if p != nil {
+		s.server = p // for Stop, even if unhealthy
 	}
-	p, err := startProcess(filepath.Join(s.binDir, "spire-server"),
-		[]string{"run", "-config", filepath.Join(s.root, "server.conf")},
-		nil, filepath.Join(s.root, "server.log"), os.O_APPEND)
 	if err != nil {
-		return err
-	}
-	s.server = p
-	if err := s.waitHealthy(ctx, p, "spire-server", s.serverSocket()); err != nil {
 		return err
 	}
 	s.logf("harness: spire-server restarted on 127.0.0.1:%d", s.port)
 	return nil
+}
+
+// restart starts bin again with args once old has exited, appending to
+// its log, and waits for its health check on sock. It returns the new
+// process whenever one started, healthy or not.
+func (s *SPIRE) restart(ctx context.Context, old *Process, bin string, args []string, sock string) (*Process, error) {
+	select {
+	case <-old.Exited():
+	default:
+		return nil, fmt.Errorf("harness: %s is running", bin)
+	}
+	p, err := startProcess(filepath.Join(s.binDir, bin), args, nil, old.LogPath(), os.O_APPEND)
+	if err != nil {
+		return nil, err
+	}
+	return p, s.waitHealthy(ctx, p, bin, sock)
 }
 
 // KillAgent kills spire-agent with SIGKILL, as a crash would, and waits
@@ -397,17 +405,11 @@ func (s *SPIRE) KillAgent() error {
 // with the same agent ID, then issues workload SVIDs afresh. Its log is
 // appended to agent.log.
 func (s *SPIRE) StartAgent(ctx context.Context) error {
-	select {
-	case <-s.agent.Exited():
-	default:
-		return errors.New("harness: StartAgent: spire-agent is running")
+	p, err := s.restart(ctx, s.agent, "spire-agent", s.agentArgs, s.agentSocket())
+	if p != nil {
+		s.agent = p // for Stop, even if unhealthy
 	}
-	p, err := startProcess(filepath.Join(s.binDir, "spire-agent"), s.agentArgs, nil, filepath.Join(s.root, "agent.log"), os.O_APPEND)
 	if err != nil {
-		return err
-	}
-	s.agent = p
-	if err := s.waitHealthy(ctx, p, "spire-agent", s.agentSocket()); err != nil {
 		return err
 	}
 	s.logf("harness: spire-agent restarted")
