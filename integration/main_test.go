@@ -95,6 +95,9 @@ type envOptions struct {
 	// stsSVIDTTL, clientSVIDTTL and clientJWTTTL override the
 	// registration TTLs.
 	stsSVIDTTL, clientSVIDTTL, clientJWTTTL time.Duration
+	// stsDNSNames are DNS SANs for spiffe-sts's X509-SVID, for proxies
+	// that check the server's host name.
+	stsDNSNames []string
 }
 
 func newEnv(t *testing.T, opts envOptions) *env {
@@ -109,7 +112,7 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.register(harness.Entry{SPIFFEID: stsID, Selectors: []string{"unix:path:" + e.stsBin}, X509SVIDTTL: opts.stsSVIDTTL})
+	e.register(harness.Entry{SPIFFEID: stsID, Selectors: []string{"unix:path:" + e.stsBin}, X509SVIDTTL: opts.stsSVIDTTL, DNSNames: opts.stsDNSNames})
 	e.register(harness.Entry{SPIFFEID: clientID, Selectors: []string{"unix:path:" + self}, X509SVIDTTL: opts.clientSVIDTTL, JWTSVIDTTL: opts.clientJWTTTL})
 	return e
 }
@@ -145,12 +148,22 @@ type sts struct {
 // port 0 picks a free one; dataDir "" makes one.
 func (e *env) startSTS(port int, dataDir, policy string) *sts {
 	e.t.Helper()
-	if dataDir == "" {
-		dataDir = e.t.TempDir()
+	return e.startSTSWith(harness.STSOptions{Port: port, DataDir: dataDir, Policy: policy})
+}
+
+// startSTSWith is startSTS with more options; Bin, and DataDir and Dir
+// when empty, are filled in.
+func (e *env) startSTSWith(opts harness.STSOptions) *sts {
+	e.t.Helper()
+	if opts.DataDir == "" {
+		opts.DataDir = e.t.TempDir()
 	}
-	h, err := harness.StartSTS(e.t.Context(), e.spire, harness.STSOptions{
-		Bin: e.stsBin, Port: port, DataDir: dataDir, Dir: e.t.TempDir(), Policy: policy,
-	})
+	if opts.Dir == "" {
+		opts.Dir = e.t.TempDir()
+	}
+	opts.Bin = e.stsBin
+	dataDir := opts.DataDir
+	h, err := harness.StartSTS(e.t.Context(), e.spire, opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}
