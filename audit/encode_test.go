@@ -56,11 +56,13 @@ func baseline() audit.Record {
 
 // TestBaselineSetsEveryField keeps TestAppendJSON's baseline complete, so
 // that a field added to Record and forgotten by AppendJSON fails there.
+// The refusal fields are set by its "refusal" case.
 func TestBaselineSetsEveryField(t *testing.T) {
 	r := baseline()
 	v := reflect.ValueOf(r)
+	refusal := map[string]bool{"Error": true, "Reason": true, "Detail": true}
 	for i := range v.NumField() {
-		if v.Field(i).IsZero() {
+		if v.Field(i).IsZero() && !refusal[v.Type().Field(i).Name] {
 			t.Errorf("baseline leaves Record.%s unset", v.Type().Field(i).Name)
 		}
 	}
