@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -424,6 +426,138 @@ func TestProxyIngress(t *testing.T) {
 	})
 
 	if _, mismatches := d.rs.stats(t, clientSrc); mismatches != 0 {
+		t.Errorf("the resource server accepted %d tokens bound to another certificate", mismatches)
+	}
+}
+
+// currentThumbprint is the x5t#S256 of the certificate the helper has
+// written now.
+func (h *proxyHelper) currentThumbprint(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(h.out, "current", "svid.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		t.Fatal("no certificate in svid.pem")
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return accesstoken.Thumbprint(leaf)
+}
+
+// TestProxyEgressRotation runs the client behind an egress HAProxy that
+// originates mTLS with the client's X509-SVID (20 s TTL), written by the
+// helper, which reloads HAProxy on every new one. The client holds no
+// certificate (exchangeclient.WithSidecar): it exchanges and calls the
+// resource server through the proxy, and keeps succeeding across at least
+// three rotations, re-binding its token when the resource server reports
+// a binding mismatch.
+func TestProxyEgressRotation(t *testing.T) {
+	t.Parallel()
+	const (
+		wantRotations = 3
+		limit         = 150 * time.Second
+	)
+	runAs, err := harness.Unprivileged()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, envOptions{stsDNSNames: []string{stsDNS}})
+	s := e.startSTS(0, "", policyRule)
+	rs, _ := e.ordersServer(s)
+	dir, err := harness.MkdirFor(runAs, "haproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// The helper has the client's identity: the proxy presents the
+	// client's SVID, and the client itself never holds it.
+	h := e.startProxyHelper("egress-helper", clientID, runAs, filepath.Join(dir, "haproxy.pid"), 20*time.Second)
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	egress := fmt.Sprintf("127.0.0.1:%d", port)
+	stsURL, _ := url.Parse(s.url)
+	rsURL, _ := url.Parse(rs.httpURL)
+	hp := e.startHAProxy(runAs, dir, nil, []harness.HAProxyEgress{{
+		Name: "egress", Listen: egress, Cert: h.cert(), CA: h.bundle(),
+		Routes: []harness.HAProxyRoute{
+			{Host: stsURL.Host, Server: s.Addr, ServerName: stsDNS},
+			{Host: rsURL.Host, Server: rsURL.Host, ServerName: ordersDNS},
+		},
+	}})
+
+	var rebinds atomic.Int64
+	c, err := exchangeclient.New(t.Context(), exchangeclient.WithIssuerURL(s.url), exchangeclient.WithSidecar("http://"+egress))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tokens, err := c.NewTokens(t.Context(), exchangeclient.Request{Audience: []string{apiAud}},
+		exchangeclient.WithEvents(func(ev exchangeclient.Event) {
+			if ev.Kind == exchangeclient.EventRebound {
+				rebinds.Add(1)
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tokens.Close()
+	client := &http.Client{Transport: tokens.RoundTripper(tlsconfig.AuthorizeAny()), Timeout: 15 * time.Second}
+
+	rotations, calls, failed := 0, 0, 0
+	last := h.currentThumbprint(t)
+	deadline := time.Now().Add(limit)
+	for rotations < wantRotations && time.Now().Before(deadline) {
+		calls++
+		resp, err := client.Get(rs.httpURL + "/orders")
+		if err != nil {
+			failed++
+			t.Errorf("call %d: %v", calls, err)
+		} else {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				failed++
+				t.Errorf("call %d: status %d (%s): %s", calls, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+			}
+		}
+		if now := h.currentThumbprint(t); now != last {
+			rotations++
+			last = now
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// A last round of calls after the last rotation, once HAProxy has
+	// certainly loaded it.
+	for range 5 {
+		calls++
+		resp, err := client.Get(rs.httpURL + "/orders")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			failed++
+			t.Errorf("call after the last rotation: %v %v", err, resp)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+	}
+	fmt.Printf("rotations=%d calls=%d failed=%d\n", rotations, calls, failed)
+	t.Logf("rebinds=%d haproxy_loads=%d", rebinds.Load(), hp.Reloads())
+	if rotations < wantRotations {
+		t.Errorf("%d rotations in %v, want at least %d", rotations, limit, wantRotations)
+	}
+	if failed != 0 || calls < 20 {
+		t.Errorf("%d of %d calls failed (want none, of at least 20)", failed, calls)
+	}
+	if rebinds.Load() == 0 {
+		t.Error("the client never re-bound its token: the rotations did not reach the proxy")
+	}
+	if _, mismatches := rs.stats(t, e.source()); mismatches != 0 {
 		t.Errorf("the resource server accepted %d tokens bound to another certificate", mismatches)
 	}
 }

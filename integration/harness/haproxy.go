@@ -111,15 +111,36 @@ type HAProxyIngress struct {
 	Cert, CA string
 }
 
-// HAProxyEgress is a proxy beside a client that has no TLS of its own:
-// it accepts plain HTTP on a loopback address and originates mTLS to the
-// server presenting Cert, the client's X509-SVID, so tokens the client
-// obtains through it are bound to that certificate. It forwards no
-// certificate header, and deletes any the client sent.
+// HAProxyEgress is a proxy beside a client that has no TLS of its own
+// (exchangeclient.WithSidecar): it accepts plain HTTP on a loopback
+// address, picks the server by the request's Host header, and originates
+// mTLS to it presenting Cert, the client's X509-SVID, so tokens the client
+// obtains through it are bound to that certificate. A request for any
+// other Host is refused (403). It forwards no certificate header, and
+// deletes any the client sent. Every request gets its own connections
+// (option httpclose), so that once a reload has loaded a rotated SVID no
+// kept-alive connection of the old worker presents the old one.
 type HAProxyEgress struct {
-	// Name, Listen, Server, ServerName, Cert and CA are as in
-	// HAProxyIngress; Cert holds the client's SVID.
-	Name, Listen, Server, ServerName, Cert, CA string
+	// Name names the frontend; each route's backend is Name_<index>.
+	Name string
+	// Listen is the loopback address the client sends plain HTTP to.
+	Listen string
+	// Cert is the client's certificate chain and key in one PEM file, CA
+	// the X.509 bundle.
+	Cert, CA string
+	// Routes map Host header values to servers.
+	Routes []HAProxyRoute
+}
+
+// HAProxyRoute is a server an egress proxy reaches for requests whose Host
+// header is Host.
+type HAProxyRoute struct {
+	// Host is the Host header value, as the client's URL has it
+	// (host:port).
+	Host string
+	// Server is the server's address; ServerName a DNS SAN of its
+	// X509-SVID, sent as SNI and checked (verifyhost).
+	Server, ServerName string
 }
 
 // HAProxyOptions configure [StartHAProxy].
@@ -178,14 +199,25 @@ backend %[1]s
 		fmt.Fprintf(&b, `
 frontend %[1]s
     bind %[2]s
+    option httpclose
     http-request del-header Client-Cert
     http-request del-header Client-Cert-Chain
     http-request del-header X-Forwarded-Client-Cert
-    default_backend %[1]s
-
-backend %[1]s
-    server %[1]s %[5]s ssl crt %[3]s ca-file %[4]s verify required verifyhost %[6]s sni str(%[6]s)
-`, eg.Name, eg.Listen, eg.Cert, eg.CA, eg.Server, eg.ServerName)
+`, eg.Name, eg.Listen)
+		hosts := make([]string, len(eg.Routes))
+		for i, r := range eg.Routes {
+			hosts[i] = r.Host
+		}
+		fmt.Fprintf(&b, "    http-request deny deny_status 403 unless { req.hdr(host) -m str %s }\n", strings.Join(hosts, " "))
+		for i, r := range eg.Routes {
+			fmt.Fprintf(&b, "    use_backend %s_%d if { req.hdr(host) -m str %s }\n", eg.Name, i, r.Host)
+		}
+		for i, r := range eg.Routes {
+			fmt.Fprintf(&b, `
+backend %[1]s_%[2]d
+    server %[1]s_%[2]d %[3]s ssl crt %[4]s ca-file %[5]s verify required verifyhost %[6]s sni str(%[6]s)
+`, eg.Name, i, r.Server, eg.Cert, eg.CA, r.ServerName)
+		}
 	}
 	return b.String()
 }
@@ -232,6 +264,9 @@ func StartHAProxy(ctx context.Context, opts HAProxyOptions) (*HAProxy, error) {
 		listen = append(listen, in.Listen)
 	}
 	for _, eg := range opts.Egress {
+		if len(eg.Routes) == 0 {
+			return nil, fmt.Errorf("harness: StartHAProxy: egress %s has no routes", eg.Name)
+		}
 		listen = append(listen, eg.Listen)
 	}
 	ctx, cancel := context.WithTimeout(ctx, haproxyStartTimeout)
