@@ -165,15 +165,14 @@ func clientCertHeader(c *x509.Certificate) string {
 	return ":" + base64.StdEncoding.EncodeToString(c.Raw) + ":"
 }
 
-// callOrders GETs url with the bearer token and extra headers, and
-// returns the status, the WWW-Authenticate challenge and the body.
-func callOrders(t *testing.T, c *http.Client, url, token string, headers map[string]string) (int, string, string) {
+// send sends a request with the headers (name, value pairs) and returns
+// the response, whose body the caller closes.
+func send(t *testing.T, c *http.Client, method, url string, body io.Reader, headers map[string]string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(t.Context(), method, url, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
@@ -181,6 +180,23 @@ func callOrders(t *testing.T, c *http.Client, url, token string, headers map[str
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+// withHeader returns headers with one more.
+func withHeader(headers map[string]string, name, value string) map[string]string {
+	out := map[string]string{name: value}
+	for k, v := range headers {
+		out[k] = v
+	}
+	return out
+}
+
+// callOrders GETs url with the bearer token and extra headers, and
+// returns the status, the WWW-Authenticate challenge and the body.
+func callOrders(t *testing.T, c *http.Client, url, token string, headers map[string]string) (int, string, string) {
+	t.Helper()
+	resp := send(t, c, http.MethodGet, url, nil, withHeader(headers, "Authorization", "Bearer "+token))
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), string(body)
@@ -190,19 +206,8 @@ func callOrders(t *testing.T, c *http.Client, url, token string, headers map[str
 // with extra headers and decodes the JSON answer.
 func postToken(t *testing.T, c *http.Client, tokenURL string, headers map[string]string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, tokenURL,
-		strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "audience": {apiAud}}.Encode()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	form := strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "audience": {apiAud}}.Encode())
+	resp := send(t, c, http.MethodPost, tokenURL, form, withHeader(headers, "Content-Type", "application/x-www-form-urlencoded"))
 	defer resp.Body.Close()
 	var body map[string]any
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
