@@ -58,6 +58,20 @@
 //
 //	claims, ok := accesstoken.FromContext(ctx)
 //
+// # Refusals
+//
+// The middlewares answer a refused token with RFC 6750 §3 invalid_token
+// plus a Refusal that tells a token bound to another certificate
+// (RefusalBindingMismatch, which a client can cure by re-binding) from a
+// bad one (RefusalBadToken): over HTTP the auth-param refusal="..."
+// (ChallengeParamRefusal), over gRPC an ErrorInfo detail (ErrorInfoDomain).
+// Clients read the challenge with ParseChallenge:
+//
+//	if c, ok := accesstoken.ParseChallenge(resp.Header.Values("WWW-Authenticate")); ok &&
+//		c.Refusal == accesstoken.RefusalBindingMismatch {
+//		// re-bind the token and retry
+//	}
+//
 // This package is imported by resource servers; it never imports the issuer
 // and logs nothing: every failure is returned as an error.
 package accesstoken

@@ -28,6 +28,7 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 	dst = appendField(dst, `,"caller":`, r.Caller)
 	dst = appendField(dst, `,"x5t_s256":`, r.X5TS256)
 	dst = appendField(dst, `,"remote_addr":`, r.RemoteAddr)
+	dst = appendField(dst, `,"proxy_spiffe_id":`, r.ProxySPIFFEID)
 	dst = appendField(dst, `,"grant_type":`, r.GrantType)
 	dst = appendField(dst, `,"subject_token_type":`, r.SubjectTokenType)
 	dst = appendField(dst, `,"actor_token_type":`, r.ActorTokenType)

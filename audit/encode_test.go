@@ -3,6 +3,7 @@ package audit_test
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ func baseline() audit.Record {
 		Caller:             "spiffe://example.org/ns/prod/sa/web",
 		X5TS256:            "q3fR0bSxkU8vB1qgJ2zv0yT2mKq1l0v1iO3Jw8x3o1c",
 		RemoteAddr:         "192.0.2.1:51234",
+		ProxySPIFFEID:      "spiffe://example.org/proxy",
 		GrantType:          "urn:ietf:params:oauth:grant-type:token-exchange",
 		SubjectTokenType:   "urn:ietf:params:oauth:token-type:jwt",
 		ActorTokenType:     "urn:ietf:params:oauth:token-type:access_token",
@@ -49,6 +51,20 @@ func baseline() audit.Record {
 		JTI:                "Zm9vYmFyYmF6cXV4cXV1eA",
 		KID:                "k1",
 		ExpiresAt:          1741064767,
+	}
+}
+
+// TestBaselineSetsEveryField keeps TestAppendJSON's baseline complete, so
+// that a field added to Record and forgotten by AppendJSON fails there.
+// The refusal fields are set by its "refusal" case.
+func TestBaselineSetsEveryField(t *testing.T) {
+	r := baseline()
+	v := reflect.ValueOf(r)
+	refusal := map[string]bool{"Error": true, "Reason": true, "Detail": true}
+	for i := range v.NumField() {
+		if v.Field(i).IsZero() && !refusal[v.Type().Field(i).Name] {
+			t.Errorf("baseline leaves Record.%s unset", v.Type().Field(i).Name)
+		}
 	}
 }
 

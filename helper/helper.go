@@ -81,6 +81,10 @@ type FileNames struct {
 	Key string
 	// Bundle is the PEM X.509 bundle of the SVID's trust domain.
 	Bundle string
+	// Combined, when not empty, is one more file holding the chain, leaf
+	// first, followed by the key: the single PEM file that programs such
+	// as HAProxy (`crt`) load a certificate and its key from.
+	Combined string
 }
 
 const (
@@ -100,12 +104,14 @@ type Config struct {
 	Source X509Source
 	// JWTSource provides JWT-SVIDs for GrantJWTSVID tokens.
 	JWTSource JWTSource
-	// IssuerURL is the STS issuer URL; required.
+	// IssuerURL is the STS issuer URL; required when there are Tokens.
 	IssuerURL string
 	// STSID is the STS's SPIFFE ID; when zero, any SPIFFE ID of the
 	// workload's trust domain is accepted (exchangeclient.WithServerID).
 	STSID spiffeid.ID
-	// Tokens are the tokens to keep; at least one.
+	// Tokens are the tokens to keep. Without any the helper keeps only
+	// the X509-SVID and bundle written (for a proxy that presents the
+	// SVID itself) and never contacts an STS.
 	Tokens []TokenSpec
 	// Files names the X.509 files of the set.
 	Files FileNames
@@ -155,14 +161,18 @@ func New(cfg Config) (*Helper, error) {
 		return nil, errors.New("helper: Source is required")
 	case cfg.Writer == nil:
 		return nil, errors.New("helper: Writer is required")
-	case len(cfg.Tokens) == 0:
-		return nil, errors.New("helper: at least one token is required")
 	}
-	if err := protocol.CheckIssuerURL(cfg.IssuerURL); err != nil {
-		return nil, fmt.Errorf("helper: issuer URL %q %w", cfg.IssuerURL, err)
+	if len(cfg.Tokens) > 0 || cfg.IssuerURL != "" {
+		if err := protocol.CheckIssuerURL(cfg.IssuerURL); err != nil {
+			return nil, fmt.Errorf("helper: issuer URL %q %w", cfg.IssuerURL, err)
+		}
 	}
 	names := map[string]bool{}
-	for _, n := range []string{cfg.Files.Cert, cfg.Files.Key, cfg.Files.Bundle} {
+	fileNames := []string{cfg.Files.Cert, cfg.Files.Key, cfg.Files.Bundle}
+	if cfg.Files.Combined != "" {
+		fileNames = append(fileNames, cfg.Files.Combined)
+	}
+	for _, n := range fileNames {
 		if err := atomicdir.CheckName(n); err != nil {
 			return nil, fmt.Errorf("helper: %w", err)
 		}
@@ -381,6 +391,9 @@ func (h *Helper) step(ctx context.Context) error {
 // obtainAll gets every token for next's SVID: by re-binding prev's token
 // when there is a usable one, else (or when that fails) by the grant.
 func (h *Helper) obtainAll(ctx context.Context, next, prev *Set) error {
+	if len(h.cfg.Tokens) == 0 {
+		return nil
+	}
 	client, err := h.client(ctx, next.SVID)
 	if err != nil {
 		return err
@@ -506,6 +519,9 @@ func (h *Helper) files(s *Set) (map[string][]byte, error) {
 		return nil, fmt.Errorf("helper: encoding the bundle: %w", err)
 	}
 	files := map[string][]byte{h.cfg.Files.Cert: certs, h.cfg.Files.Key: key, h.cfg.Files.Bundle: bundle}
+	if h.cfg.Files.Combined != "" {
+		files[h.cfg.Files.Combined] = append(append(make([]byte, 0, len(certs)+len(key)), certs...), key...)
+	}
 	for _, t := range s.Tokens {
 		files[t.Name] = []byte(t.AccessToken)
 	}

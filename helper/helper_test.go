@@ -367,6 +367,52 @@ func TestFirstSet(t *testing.T) {
 	}
 }
 
+// TestSVIDOnlyWithCombinedFile: without tokens the helper writes the
+// X509-SVID, its key, the bundle and the combined chain-and-key file
+// (HAProxy's crt), never asks the STS for anything, and writes a new set
+// on rotation.
+func TestSVIDOnlyWithCombinedFile(t *testing.T) {
+	const combined = "proxy.pem"
+	f := start(t, options{overrideHelper: func(c *helper.Config) {
+		c.Tokens, c.IssuerURL, c.STSID = nil, "", spiffeid.ID{}
+		c.Files.Combined = combined
+	}})
+	check := func(s *helper.Set) {
+		t.Helper()
+		got, err := atomicdir.ReadSet(f.dir, files.Cert, files.Key, files.Bundle, combined)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := tls.X509KeyPair(got[combined], got[combined])
+		if err != nil {
+			t.Fatalf("the combined file is not a certificate with its key: %v", err)
+		}
+		if !bytes.Equal(pair.Certificate[0], s.Leaf().Raw) || len(pair.Certificate) != len(s.SVID.Certificates) {
+			t.Fatal("the combined file does not hold the set's chain, leaf first")
+		}
+		if !bytes.Equal(got[combined], append(append([]byte(nil), got[files.Cert]...), got[files.Key]...)) {
+			t.Fatal("the combined file is not the chain followed by the key")
+		}
+	}
+	first := f.waitUpdate()
+	if len(first.Tokens) != 0 {
+		t.Fatalf("%d tokens in an SVID-only set", len(first.Tokens))
+	}
+	check(first)
+	if err := f.h.Ready(); err != nil {
+		t.Errorf("Ready: %v", err)
+	}
+	f.wl.SetSVID(f.sts.CA.SVID(t, ststest.WorkloadID, time.Hour))
+	next := f.waitUpdate()
+	if bytes.Equal(next.Leaf().Raw, first.Leaf().Raw) {
+		t.Fatal("no rotation")
+	}
+	check(next)
+	if got := f.log.grants(t); len(got) != 0 {
+		t.Errorf("the STS issued %v to an SVID-only helper", got)
+	}
+}
+
 // TestRefreshBeforeExpiry: a token is replaced with the grant once two
 // thirds of its life have passed, before it expires, with the same
 // certificate.
@@ -627,7 +673,12 @@ func TestNewConfigErrors(t *testing.T) {
 		{name: "valid"},
 		{name: "no source", overrideConfig: func(c *helper.Config) { c.Source = nil }, expectErr: "helper: Source is required"},
 		{name: "no writer", overrideConfig: func(c *helper.Config) { c.Writer = nil }, expectErr: "helper: Writer is required"},
-		{name: "no tokens", overrideConfig: func(c *helper.Config) { c.Tokens = nil }, expectErr: "helper: at least one token is required"},
+		{name: "no tokens: SVID only", overrideConfig: func(c *helper.Config) { c.Tokens = nil }},
+		{name: "no tokens, no issuer", overrideConfig: func(c *helper.Config) { c.Tokens, c.IssuerURL = nil, "" }},
+		{name: "tokens without issuer", overrideConfig: func(c *helper.Config) { c.IssuerURL = "" }, expectErr: `helper: issuer URL "" is required`},
+		{name: "combined file", overrideConfig: func(c *helper.Config) { c.Files.Combined = "proxy.pem" }},
+		{name: "combined file used twice", overrideConfig: func(c *helper.Config) { c.Files.Combined = files.Key }, expectErr: `helper: file name "svid_key.pem" is used twice`},
+		{name: "bad combined name", overrideConfig: func(c *helper.Config) { c.Files.Combined = ".x" }, expectErr: `helper: atomicdir: file name ".x" starts with a dot`},
 		{name: "issuer with path", overrideConfig: func(c *helper.Config) { c.IssuerURL = "https://sts.example.org/x" }, expectErr: `helper: issuer URL "https://sts.example.org/x" must not have a path`},
 		{name: "file used twice", overrideConfig: func(c *helper.Config) { c.Tokens[0].Name = files.Cert }, expectErr: `helper: file name "svid.pem" is used twice`},
 		{name: "bad token name", overrideConfig: func(c *helper.Config) { c.Tokens[0].Name = "../x" }, expectErr: `helper: token: atomicdir: file name "../x" starts with a dot`},

@@ -95,6 +95,9 @@ type envOptions struct {
 	// stsSVIDTTL, clientSVIDTTL and clientJWTTTL override the
 	// registration TTLs.
 	stsSVIDTTL, clientSVIDTTL, clientJWTTTL time.Duration
+	// stsDNSNames are DNS SANs for spiffe-sts's X509-SVID, for proxies
+	// that check the server's host name.
+	stsDNSNames []string
 }
 
 func newEnv(t *testing.T, opts envOptions) *env {
@@ -109,7 +112,7 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.register(harness.Entry{SPIFFEID: stsID, Selectors: []string{"unix:path:" + e.stsBin}, X509SVIDTTL: opts.stsSVIDTTL})
+	e.register(harness.Entry{SPIFFEID: stsID, Selectors: []string{"unix:path:" + e.stsBin}, X509SVIDTTL: opts.stsSVIDTTL, DNSNames: opts.stsDNSNames})
 	e.register(harness.Entry{SPIFFEID: clientID, Selectors: []string{"unix:path:" + self}, X509SVIDTTL: opts.clientSVIDTTL, JWTSVIDTTL: opts.clientJWTTTL})
 	return e
 }

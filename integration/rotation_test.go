@@ -53,6 +53,13 @@ func (e *env) startResourceServer(s *sts) *resourceServer {
 // audience.
 func (e *env) startResourceServerAs(s *sts, name, id, audience string, dnsNames ...string) *resourceServer {
 	e.t.Helper()
+	return e.startResourceServerArgs(s, name, id, audience, dnsNames, nil)
+}
+
+// startResourceServerArgs is startResourceServerAs with extra command-line
+// arguments for the resource server.
+func (e *env) startResourceServerArgs(s *sts, name, id, audience string, dnsNames, args []string) *resourceServer {
+	e.t.Helper()
 	path, err := harness.CopyExecutable(bin.resourceServer, e.spire.Dir(), name)
 	if err != nil {
 		e.t.Fatal(err)
@@ -67,10 +74,10 @@ func (e *env) startResourceServerAs(s *sts, name, id, audience string, dnsNames 
 		e.t.Fatal(err)
 	}
 	rs := &resourceServer{grpcAddr: fmt.Sprintf("127.0.0.1:%d", grpcPort), httpURL: fmt.Sprintf("https://127.0.0.1:%d", httpPort)}
-	rs.proc, err = harness.StartProcess(path, []string{
+	rs.proc, err = harness.StartProcess(path, append([]string{
 		"-grpc-addr", rs.grpcAddr, "-http-addr", strings.TrimPrefix(rs.httpURL, "https://"),
 		"-sts", s.url, "-sts-id", stsID, "-audience", audience, "-max-connection-age", "2s",
-	}, []string{"SPIFFE_ENDPOINT_SOCKET=" + e.spire.WorkloadAPIAddr()}, filepath.Join(e.t.TempDir(), "rs.log"))
+	}, args...), []string{"SPIFFE_ENDPOINT_SOCKET=" + e.spire.WorkloadAPIAddr()}, filepath.Join(e.t.TempDir(), "rs.log"))
 	if err != nil {
 		e.t.Fatal(err)
 	}

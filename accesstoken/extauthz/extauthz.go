@@ -101,9 +101,11 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 //
 //   - no bearer token: 401, WWW-Authenticate: Bearer
 //   - an invalid token, or a missing or invalid client certificate: 401,
-//     Bearer error="invalid_token" and a fixed error_description; a token
-//     bound to another certificate is described as "the token is not
-//     bound to the client certificate", which clients re-bind on
+//     Bearer error="invalid_token", a fixed error_description and
+//     refusal="bad_token" (accesstoken.ChallengeParamRefusal); a token
+//     bound to another certificate has "the token is not bound to the
+//     client certificate" and refusal="binding_mismatch", on which
+//     clients re-bind (accesstoken.ParseChallenge reads it)
 //   - a token lacking a required scope: 403, Bearer error="insufficient_scope"
 //
 // Check answers every request with a CheckResponse and never a gRPC
@@ -117,19 +119,19 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	case errors.Is(err, bearer.ErrMissing):
 		return denied(codes.Unauthenticated, typev3.StatusCode_Unauthorized, "Bearer"), nil
 	case err != nil:
-		return invalidToken(bearer.Describe(err)), nil
+		return invalidToken(err), nil
 	}
 	peerCert := req.GetAttributes().GetSource().GetCertificate()
 	if peerCert == "" {
-		return invalidToken("no client certificate"), nil
+		return invalidToken(accesstoken.ErrNoCertificate), nil
 	}
 	peer, err := s.verifyPeer(peerCert)
 	if err != nil {
-		return invalidToken("the client certificate is not a valid X509-SVID"), nil
+		return badToken("the client certificate is not a valid X509-SVID"), nil
 	}
 	claims, err := s.cfg.Verifier.Verify(ctx, raw, peer.Leaf)
 	if err != nil {
-		return invalidToken(bearer.Describe(err)), nil
+		return invalidToken(err), nil
 	}
 	if len(bearer.MissingScopes(claims, s.cfg.Scopes)) > 0 {
 		return denied(codes.PermissionDenied, typev3.StatusCode_Forbidden, s.scopeChallenge), nil
@@ -189,7 +191,7 @@ func allowed(claims *accesstoken.Claims, headers map[string][]string) (*authv3.C
 		if err != nil {
 			// An actor that is not printable ASCII cannot be passed on
 			// faithfully: fail closed.
-			return invalidToken("the token is invalid"), nil
+			return badToken("the token is invalid"), nil
 		}
 		set[HeaderAct] = act
 	}
@@ -201,7 +203,7 @@ func allowed(claims *accesstoken.Claims, headers map[string][]string) (*authv3.C
 			continue
 		}
 		if !validHeaderValue(v) {
-			return invalidToken("the token is invalid"), nil
+			return badToken("the token is invalid"), nil
 		}
 		ok.Headers = append(ok.Headers, header(name, v))
 	}
@@ -251,11 +253,17 @@ func header(name, value string) *corev3.HeaderValueOption {
 	}
 }
 
-// invalidToken is the RFC 6750 §3 answer for a rejected token.
-// description is one of a fixed set of phrases.
-func invalidToken(description string) *authv3.CheckResponse {
+// invalidToken is the RFC 6750 §3 answer for a token Verify rejected
+// with err.
+func invalidToken(err error) *authv3.CheckResponse {
+	return denied(codes.Unauthenticated, typev3.StatusCode_Unauthorized, bearer.InvalidToken(err))
+}
+
+// badToken is the RFC 6750 §3 answer for a refusal that re-binding cannot
+// cure; description is one of a fixed set of phrases.
+func badToken(description string) *authv3.CheckResponse {
 	return denied(codes.Unauthenticated, typev3.StatusCode_Unauthorized,
-		`Bearer error="invalid_token", error_description="`+description+`"`)
+		bearer.InvalidTokenChallenge(description, accesstoken.RefusalBadToken))
 }
 
 func denied(code codes.Code, httpStatus typev3.StatusCode, challenge string) *authv3.CheckResponse {

@@ -170,42 +170,42 @@ func TestCheck(t *testing.T) {
 		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: "Bearer"}},
 		{name: "malformed token", overrideParams: func(p *params) {
 			p.headers = func(string) map[string]string { return map[string]string{"authorization": "Bearer not a token"} }
-		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token is malformed"`}},
+		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token is malformed", refusal="bad_token"`}},
 		{name: "two authorization lines", overrideParams: func(p *params) {
 			p.edit = func(r *authv3.CheckRequest, tok string) {
 				r.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "Authorization", Value: "Bearer " + tok}}}
 			}
-		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token is malformed"`}},
+		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token is malformed", refusal="bad_token"`}},
 		{name: "tampered signature", overrideParams: func(p *params) {
 			base := p.headers
 			p.headers = func(tok string) map[string]string { return base(tok[:len(tok)-4] + "AAAA") }
-		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token signature does not verify"`}},
+		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token signature does not verify", refusal="bad_token"`}},
 		{name: "bound to another certificate", overrideParams: func(p *params) { p.peer = other },
-			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token is not bound to the client certificate"`}},
+			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token is not bound to the client certificate", refusal="binding_mismatch"`}},
 		{name: "wrong audience", overrideParams: func(p *params) { p.claims.Audience = accesstoken.Audience{ststest.OrdersResource} },
-			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token is not for this resource server"`}},
+			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token is not for this resource server", refusal="bad_token"`}},
 		{name: "expired", overrideConfig: func(c *accesstoken.Config) { c.Now = func() time.Time { return time.Now().Add(time.Hour) } },
-			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token has expired"`}},
+			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token has expired", refusal="bad_token"`}},
 		{name: "no peer certificate (include_peer_certificate off)", overrideParams: func(p *params) { p.peer = nil },
-			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"no client certificate"`}},
+			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"no client certificate", refusal="bad_token"`}},
 		{name: "peer certificate from an untrusted trust domain", overrideParams: func(p *params) { p.peer = evil },
-			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the client certificate is not a valid X509-SVID"`}},
+			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the client certificate is not a valid X509-SVID", refusal="bad_token"`}},
 		{name: "peer certificate garbled", overrideParams: func(p *params) {
 			p.edit = func(r *authv3.CheckRequest, _ string) { r.Attributes.Source.Certificate = "%zz" }
-		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the client certificate is not a valid X509-SVID"`}},
+		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the client certificate is not a valid X509-SVID", refusal="bad_token"`}},
 		{name: "two peer certificates", overrideParams: func(p *params) {
 			p.edit = func(r *authv3.CheckRequest, _ string) { r.Attributes.Source.Certificate += envoyCert(other) }
-		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the client certificate is not a valid X509-SVID"`}},
+		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the client certificate is not a valid X509-SVID", refusal="bad_token"`}},
 		{name: "CA certificate as peer", overrideParams: func(p *params) {
 			p.edit = func(r *authv3.CheckRequest, _ string) {
 				r.Attributes.Source.Certificate = pemEscape(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.CA.Cert.Raw}))
 			}
-		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the client certificate is not a valid X509-SVID"`}},
+		}, expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the client certificate is not a valid X509-SVID", refusal="bad_token"`}},
 		{name: "missing scope", overrideParams: func(p *params) { p.claims.Scope = "read" },
 			expect: result{code: codes.PermissionDenied, status: typev3.StatusCode_Forbidden,
 				challenge: `Bearer error="insufficient_scope", error_description="the token lacks a required scope", scope="read write"`}},
 		{name: "subject not sendable as a header", overrideParams: func(p *params) { p.claims.Subject = "a\r\nx-spiffe-sts-subject: admin" },
-			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token is invalid"`}},
+			expect: result{code: codes.Unauthenticated, status: typev3.StatusCode_Unauthorized, challenge: invalidToken + `"the token is invalid", refusal="bad_token"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

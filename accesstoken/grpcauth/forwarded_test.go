@@ -95,6 +95,7 @@ func TestInterceptorsWithTrustedProxies(t *testing.T) {
 			if st := status.Convert(err); st.Code() != codes.Unauthenticated || st.Message() != tt.expectErr {
 				t.Fatalf("got %v, want Unauthenticated %q", err, tt.expectErr)
 			}
+			checkRefusal(t, err)
 		})
 	}
 }

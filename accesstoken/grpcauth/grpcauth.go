@@ -86,6 +86,12 @@ func newOptions(opts []Option) *options {
 // with a valid access token bound to the client certificate of its
 // connection, and stores the token's claims in the handler's context (read
 // them with accesstoken.FromContext).
+//
+// A refused token fails the call with codes.Unauthenticated, message
+// "invalid token: " and a fixed description, and a google.rpc.ErrorInfo
+// detail (domain accesstoken.ErrorInfoDomain) whose reason is
+// BINDING_MISMATCH for a valid token bound to another certificate (RFC
+// 8705 §3) and BAD_TOKEN otherwise; RefusalOf reads it.
 func UnaryServerInterceptor(v *accesstoken.Verifier, opts ...Option) grpc.UnaryServerInterceptor {
 	o := newOptions(opts)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -131,19 +137,19 @@ func (o *options) authorize(ctx context.Context, v *accesstoken.Verifier, fullMe
 	if o.proxies != nil {
 		res, err := o.proxies.Client(hopFromContext(ctx), headerOf(md))
 		if err != nil {
-			return nil, status.Error(codes.Unauthenticated, "invalid token: "+forwarded.Describe(err))
+			return nil, refusalStatus(forwarded.Describe(err), accesstoken.RefusalBadToken)
 		}
 		leaf = res.Client.Leaf
 	} else {
 		p, ok := stsid.PeerFromContext(ctx)
 		if !ok {
-			return nil, status.Error(codes.Unauthenticated, "invalid token: no verified client certificate")
+			return nil, refusalStatus("no verified client certificate", accesstoken.RefusalBadToken)
 		}
 		leaf = p.Leaf
 	}
 	claims, err := v.Verify(ctx, raw, leaf)
 	if err != nil {
-		return nil, status.Error(codes.Unauthenticated, "invalid token: "+bearer.Describe(err))
+		return nil, invalidToken(err)
 	}
 	if missing := bearer.MissingScopes(claims, o.methodScopes[fullMethod]); len(missing) > 0 {
 		return nil, status.Error(codes.PermissionDenied, "insufficient scope: missing "+strings.Join(missing, " "))

@@ -160,6 +160,7 @@ func TestInterceptors(t *testing.T) {
 					if msg := status.Convert(err).Message(); msg != tt.expectMsg {
 						t.Fatalf("message = %q, want %q", msg, tt.expectMsg)
 					}
+					checkRefusal(t, err)
 					if strings.Contains(err.Error(), token) {
 						t.Fatal("the error echoes the token")
 					}
@@ -257,6 +258,7 @@ func TestNoTransportSecurity(t *testing.T) {
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+token))
 	_, err := grpcauth.UnaryServerInterceptor(v)(ctx, nil, &grpc.UnaryServerInfo{FullMethod: checkRPC},
 		func(context.Context, any) (any, error) { t.Fatal("handler called"); return nil, nil })
+	checkRefusal(t, err)
 	if status.Code(err) != codes.Unauthenticated || status.Convert(err).Message() != "invalid token: no verified client certificate" {
 		t.Fatalf("err = %v", err)
 	}

@@ -55,34 +55,34 @@ func TestMiddlewareWithTrustedProxies(t *testing.T) {
 		{name: "trusted proxy forwards the client's certificate", expectStatus: http.StatusOK},
 		{name: "binding checked against the forwarded certificate, not the proxy's",
 			overrideParams: func(p *params) { p.BoundTo = proxy },
-			expectStatus:   http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate"`},
+			expectStatus:   http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate", refusal="binding_mismatch"`},
 		{name: "a thief's certificate forwarded with the client's token",
 			overrideParams: func(p *params) { p.Forward = thief },
-			expectStatus:   http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate"`},
+			expectStatus:   http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate", refusal="binding_mismatch"`},
 		{name: "untrusted hop with the header is never served as the hop",
 			overrideParams: func(p *params) { p.Hop, p.BoundTo = thief, thief },
-			expectStatus:   http.StatusUnauthorized, expectChallenge: invalidToken + `"a forwarded client certificate is accepted only from a trusted proxy"`},
+			expectStatus:   http.StatusUnauthorized, expectChallenge: invalidToken + `"a forwarded client certificate is accepted only from a trusted proxy", refusal="bad_token"`},
 		{name: "untrusted hop forging the client's certificate",
 			overrideParams: func(p *params) { p.Hop = thief },
-			expectStatus:   http.StatusUnauthorized, expectChallenge: invalidToken + `"a forwarded client certificate is accepted only from a trusted proxy"`},
+			expectStatus:   http.StatusUnauthorized, expectChallenge: invalidToken + `"a forwarded client certificate is accepted only from a trusted proxy", refusal="bad_token"`},
 		{name: "trusted proxy that forwarded nothing is not the client",
 			overrideParams: func(p *params) { p.Forward, p.BoundTo = nil, proxy },
-			expectStatus:   http.StatusUnauthorized, expectChallenge: invalidToken + `"the proxy forwarded no client certificate"`},
+			expectStatus:   http.StatusUnauthorized, expectChallenge: invalidToken + `"the proxy forwarded no client certificate", refusal="bad_token"`},
 		{name: "direct client without a header", overrideParams: func(p *params) { p.Hop, p.Forward = client, nil },
 			expectStatus: http.StatusOK},
 		{name: "forwarded certificate of an untrusted trust domain", overrideParams: func(p *params) { p.Forward = evil },
-			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the forwarded client certificate is not a valid X509-SVID"`},
+			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the forwarded client certificate is not a valid X509-SVID", refusal="bad_token"`},
 		{name: "header sent twice", overrideParams: func(p *params) {
 			p.Header = func(r *http.Request) { r.Header.Add(forwarded.HeaderXFCC, xfccFor(thief.Certificates[0])) }
-		}, expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the forwarded client certificate header is invalid"`},
+		}, expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the forwarded client certificate header is invalid", refusal="bad_token"`},
 		{name: "header of the other format", overrideParams: func(p *params) {
 			p.Header = func(r *http.Request) { r.Header.Set(forwarded.HeaderClientCert, ":AAAA:") }
-		}, expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the forwarded client certificate header is invalid"`},
+		}, expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the forwarded client certificate header is invalid", refusal="bad_token"`},
 		{name: "without the option the header is ignored", noOption: true,
 			overrideParams: func(p *params) { p.Hop, p.BoundTo, p.Forward = thief, thief, client },
 			expectStatus:   http.StatusOK},
 		{name: "without the option a proxy's forward does not count", noOption: true,
-			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate"`},
+			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate", refusal="binding_mismatch"`},
 	}
 	policy := forwardedtest.Policy(t, s.CA.Bundle(), "spiffe://example.org/ns/edge/sa/*")
 	for _, tt := range tests {
@@ -149,9 +149,9 @@ func TestMiddlewareWithTrustedUnixSocket(t *testing.T) {
 	}{
 		{name: "trusted socket", trustSocket: true, network: "unix", expectStatus: http.StatusOK},
 		{name: "socket not opted into", network: "unix", expectStatus: http.StatusUnauthorized,
-			expectChallenge: `Bearer error="invalid_token", error_description="a forwarded client certificate is accepted only from a trusted proxy"`},
+			expectChallenge: `Bearer error="invalid_token", error_description="a forwarded client certificate is accepted only from a trusted proxy", refusal="bad_token"`},
 		{name: "plain TCP is no socket", trustSocket: true, network: "tcp", expectStatus: http.StatusUnauthorized,
-			expectChallenge: `Bearer error="invalid_token", error_description="a forwarded client certificate is accepted only from a trusted proxy"`},
+			expectChallenge: `Bearer error="invalid_token", error_description="a forwarded client certificate is accepted only from a trusted proxy", refusal="bad_token"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := forwarded.Config{Format: forwarded.FormatXFCC, Bundles: s.CA.Bundle(), TrustUnixSocket: tt.trustSocket}

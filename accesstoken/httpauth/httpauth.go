@@ -68,7 +68,12 @@ func WithTrustedProxies(policy *forwarded.Policy) Option {
 // §3 response:
 //
 //   - no bearer token: 401, WWW-Authenticate: Bearer
-//   - an invalid token, or no client certificate: 401, Bearer error="invalid_token"
+//   - an invalid token, or no client certificate: 401, Bearer
+//     error="invalid_token" with a fixed error_description and
+//     refusal="bad_token"
+//   - a valid token bound to another certificate (RFC 8705 §3): 401,
+//     Bearer error="invalid_token", error_description="the token is not
+//     bound to the client certificate", refusal="binding_mismatch"
 //   - a valid token lacking a scope: 403, Bearer error="insufficient_scope", scope="..."
 func Middleware(v *accesstoken.Verifier, opts ...Option) func(http.Handler) http.Handler {
 	o := new(options)
@@ -87,7 +92,7 @@ func Middleware(v *accesstoken.Verifier, opts ...Option) func(http.Handler) http
 				fail(w, http.StatusUnauthorized, "Bearer")
 				return
 			case err != nil:
-				fail(w, http.StatusUnauthorized, invalidToken(bearer.Describe(err)))
+				fail(w, http.StatusUnauthorized, bearer.InvalidToken(err))
 				return
 			}
 			var leaf *x509.Certificate
@@ -95,19 +100,19 @@ func Middleware(v *accesstoken.Verifier, opts ...Option) func(http.Handler) http
 			case o.proxies != nil:
 				res, err := o.proxies.Client(forwarded.HopFromRequest(r), r.Header)
 				if err != nil {
-					fail(w, http.StatusUnauthorized, invalidToken(forwarded.Describe(err)))
+					fail(w, http.StatusUnauthorized, bearer.InvalidTokenChallenge(forwarded.Describe(err), accesstoken.RefusalBadToken))
 					return
 				}
 				leaf = res.Client.Leaf
 			case r.TLS == nil || len(r.TLS.PeerCertificates) == 0:
-				fail(w, http.StatusUnauthorized, invalidToken("no client certificate"))
+				fail(w, http.StatusUnauthorized, bearer.InvalidToken(accesstoken.ErrNoCertificate))
 				return
 			default:
 				leaf = r.TLS.PeerCertificates[0]
 			}
 			claims, err := v.Verify(r.Context(), raw, leaf)
 			if err != nil {
-				fail(w, http.StatusUnauthorized, invalidToken(bearer.Describe(err)))
+				fail(w, http.StatusUnauthorized, bearer.InvalidToken(err))
 				return
 			}
 			if len(bearer.MissingScopes(claims, o.scopes)) > 0 {
@@ -117,12 +122,6 @@ func Middleware(v *accesstoken.Verifier, opts ...Option) func(http.Handler) http
 			next.ServeHTTP(w, r.WithContext(accesstoken.NewContext(r.Context(), claims)))
 		})
 	}
-}
-
-// invalidToken is the RFC 6750 §3 challenge for a rejected token.
-// description is one of bearer.Describe's fixed phrases.
-func invalidToken(description string) string {
-	return `Bearer error="invalid_token", error_description="` + description + `"`
 }
 
 func fail(w http.ResponseWriter, code int, challenge string) {

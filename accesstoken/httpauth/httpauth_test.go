@@ -71,21 +71,21 @@ func TestMiddleware(t *testing.T) {
 		{name: "another scheme", overrideParams: func(p *ststest.BearerCall) { p.Header = func(string) string { return "Basic dXNlcjpwYXNz" } },
 			expectStatus: http.StatusUnauthorized, expectChallenge: "Bearer"},
 		{name: "bearer without token", overrideParams: func(p *ststest.BearerCall) { p.Header = func(string) string { return "Bearer" } },
-			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is malformed"`},
+			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is malformed", refusal="bad_token"`},
 		{name: "bad token", overrideParams: func(p *ststest.BearerCall) { p.Header = func(string) string { return "Bearer not-a-jwt" } },
-			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is malformed"`},
+			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is malformed", refusal="bad_token"`},
 		{name: "tampered token", overrideParams: func(p *ststest.BearerCall) {
 			p.Header = func(tok string) string { return "Bearer " + tok[:len(tok)-4] + "AAAA" }
 		},
-			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token signature does not verify"`},
+			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token signature does not verify", refusal="bad_token"`},
 		{name: "bound to another certificate of the same ID", overrideParams: func(p *ststest.BearerCall) { p.BoundTo = sameIDOtherKey },
-			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate"`},
+			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate", refusal="binding_mismatch"`},
 		{name: "replayed by another workload", overrideParams: func(p *ststest.BearerCall) { p.Client = other },
-			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate"`},
+			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not bound to the client certificate", refusal="binding_mismatch"`},
 		{name: "wrong audience", overrideParams: func(p *ststest.BearerCall) { p.Claims.Audience = accesstoken.Audience{ststest.OrdersResource} },
-			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not for this resource server"`},
+			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token is not for this resource server", refusal="bad_token"`},
 		{name: "expired", overrideConfig: func(c *accesstoken.Config) { c.Now = func() time.Time { return time.Now().Add(time.Hour) } },
-			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token has expired"`},
+			expectStatus: http.StatusUnauthorized, expectChallenge: invalidToken + `"the token has expired", refusal="bad_token"`},
 		{name: "missing scope", overrideParams: func(p *ststest.BearerCall) { p.Claims.Scope = "read" },
 			expectStatus:    http.StatusForbidden,
 			expectChallenge: `Bearer error="insufficient_scope", error_description="the token lacks a required scope", scope="read write"`},
@@ -164,7 +164,7 @@ func TestMiddlewareWithoutClientCertificate(t *testing.T) {
 			tt.overrideTS(r)
 			w := httptest.NewRecorder()
 			handler.ServeHTTP(w, r)
-			want := `Bearer error="invalid_token", error_description="no client certificate"`
+			want := `Bearer error="invalid_token", error_description="no client certificate", refusal="bad_token"`
 			if w.Code != http.StatusUnauthorized || w.Header().Get("WWW-Authenticate") != want {
 				t.Fatalf("got %d %s, want 401 %s", w.Code, w.Header().Get("WWW-Authenticate"), want)
 			}

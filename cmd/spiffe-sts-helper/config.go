@@ -52,6 +52,7 @@ type fileConfig struct {
 	CertFile      string       `hcl:"cert_file,optional"`
 	KeyFile       string       `hcl:"key_file,optional"`
 	BundleFile    string       `hcl:"bundle_file,optional"`
+	CombinedFile  string       `hcl:"combined_file,optional"`
 	FileMode      string       `hcl:"file_mode,optional"`
 	DirMode       string       `hcl:"dir_mode,optional"`
 	DaemonMode    *bool        `hcl:"daemon_mode,optional"`
@@ -186,13 +187,16 @@ func parseConfig(filename string, src []byte, envSocket string) (*config, error)
 	default:
 		fail("agent_address", "is required when %s is not set", endpointSocketEnv)
 	}
-	if required("issuer_url", fc.IssuerURL) {
+	// Without token blocks the helper writes only the X509-SVID and bundle
+	// (for a proxy presenting the SVID itself) and never contacts an STS.
+	needSTS := len(fc.Tokens) > 0
+	if fc.IssuerURL != "" || needSTS && required("issuer_url", fc.IssuerURL) {
 		if err := protocol.CheckIssuerURL(fc.IssuerURL); err != nil {
 			fail("issuer_url", "%v", err)
 		}
 		cfg.IssuerURL = fc.IssuerURL
 	}
-	if required("sts_spiffe_id", fc.STSSPIFFEID) {
+	if fc.STSSPIFFEID != "" || needSTS && required("sts_spiffe_id", fc.STSSPIFFEID) {
 		id, err := spiffeid.FromString(fc.STSSPIFFEID)
 		if err != nil {
 			fail("sts_spiffe_id", "invalid SPIFFE ID %q: %v", fc.STSSPIFFEID, err)
@@ -219,6 +223,9 @@ func parseConfig(filename string, src []byte, envSocket string) (*config, error)
 	cfg.Files.Cert = fileName(top, "cert_file", fc.CertFile, defaultCertFile)
 	cfg.Files.Key = fileName(top, "key_file", fc.KeyFile, defaultKeyFile)
 	cfg.Files.Bundle = fileName(top, "bundle_file", fc.BundleFile, defaultBundleFile)
+	if fc.CombinedFile != "" {
+		cfg.Files.Combined = fileName(top, "combined_file", fc.CombinedFile, "")
+	}
 
 	var err error
 	if cfg.FileMode, err = parseMode(fc.FileMode, atomicdir.DefaultFileMode, 0o007); err != nil {
@@ -229,9 +236,6 @@ func parseConfig(filename string, src []byte, envSocket string) (*config, error)
 	}
 	cfg.Daemon = fc.DaemonMode == nil || *fc.DaemonMode
 
-	if len(fc.Tokens) == 0 {
-		errs = append(errs, &configError{File: filename, Line: 1, Key: "token", Err: errors.New("at least one token block is required")})
-	}
 	for i, tb := range fc.Tokens {
 		at := tokenAt[i]
 		spec := helper.TokenSpec{Name: tb.Name, Scope: tb.Scopes}

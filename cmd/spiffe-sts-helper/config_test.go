@@ -154,9 +154,43 @@ func TestParseConfig(t *testing.T) {
 			overrideExpected: func(c *config) { c.Daemon = false },
 		},
 		{
-			name:        "no token",
-			overrideSrc: func(s string) string { return s[:strings.Index(s, "token")] },
-			expectErr:   "helper.hcl:1: token: at least one token block is required",
+			name:             "no token: SVID only",
+			overrideSrc:      func(s string) string { return s[:strings.Index(s, "token")] },
+			overrideExpected: func(c *config) { c.Tokens = nil },
+		},
+		{
+			name: "SVID only needs no STS",
+			overrideSrc: func(s string) string {
+				s = replaceLine(replaceLine(s[:strings.Index(s, "token")], "issuer_url", ""), "sts_spiffe_id", "")
+				return s
+			},
+			overrideExpected: func(c *config) { c.Tokens, c.IssuerURL, c.STSID = nil, "", spiffeid.ID{} },
+		},
+		{
+			name: "SVID only, bad issuer URL still refused",
+			overrideSrc: func(s string) string {
+				return replaceLine(s[:strings.Index(s, "token")], "issuer_url", `issuer_url = "http://sts"`)
+			},
+			expectErr: `helper.hcl:2: issuer_url: must be an https URL`,
+		},
+		{
+			name:        "tokens need an issuer URL",
+			overrideSrc: func(s string) string { return replaceLine(s, "issuer_url", "") },
+			expectErr:   "helper.hcl:1: issuer_url: is required",
+		},
+		{
+			name: "combined file",
+			overrideSrc: func(s string) string {
+				return replaceLine(s, "output_dir", `output_dir = "/run/spiffe-sts"`+"\ncombined_file = \"proxy.pem\"")
+			},
+			overrideExpected: func(c *config) { c.Files.Combined = "proxy.pem" },
+		},
+		{
+			name: "combined file clashes",
+			overrideSrc: func(s string) string {
+				return replaceLine(s, "output_dir", `output_dir = "/o"`+"\ncombined_file = \"svid.pem\"")
+			},
+			expectErr: `helper.hcl:5: combined_file: file name "svid.pem" is also used by cert_file`,
 		},
 		{
 			name:        "token without audience",

@@ -10,12 +10,13 @@
 // and key; durations and modes are strings):
 //
 //	agent_address  = "unix:///run/spire/agent.sock" # else $SPIFFE_ENDPOINT_SOCKET
-//	issuer_url     = "https://sts.example.org:8443" # required
-//	sts_spiffe_id  = "spiffe://example.org/sts"     # required: the STS's SPIFFE ID
+//	issuer_url     = "https://sts.example.org:8443" # required with token blocks
+//	sts_spiffe_id  = "spiffe://example.org/sts"     # required with token blocks: the STS's SPIFFE ID
 //	output_dir     = "/run/spiffe-sts"              # required; files are read through output_dir/current/
 //	cert_file      = "svid.pem"                     # chain, leaf first
 //	key_file       = "svid_key.pem"                 # PKCS#8
 //	bundle_file    = "svid_bundle.pem"              # X.509 bundle of the trust domain
+//	combined_file  = "proxy.pem"                    # optional: chain then key in one file (HAProxy crt)
 //	file_mode      = "0600"                         # no access for others allowed
 //	dir_mode       = "0700"                         # not group- or world-writable
 //	daemon_mode    = true                           # false: write one set and exit 0 (init containers)
@@ -30,7 +31,7 @@
 //	log_level      = "info"
 //	log_format     = "text"
 //
-//	token "orders.token" {                          # the label is the file name
+//	token "orders.token" {                          # the label is the file name; none: SVID and bundle only
 //	  audiences = ["spiffe://example.org/orders"]
 //	  scopes    = ["orders.read"]
 //	  grant     = "client_credentials"              # or "jwt_svid"

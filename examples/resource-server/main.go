@@ -12,7 +12,9 @@
 //
 // Every accepted call is re-checked after the middleware: the token's cnf
 // must equal the thumbprint of the certificate of the connection it came
-// on. The integration tests and the demo use it.
+// on, or, behind a trusted proxy (-trusted-proxies, -forwarded-format),
+// of the client certificate the proxy forwarded. The integration tests
+// and the demo use it.
 //
 //	resource-server -grpc-addr 127.0.0.1:9443 -http-addr 127.0.0.1:9444 -sts https://127.0.0.1:8443 -sts-id spiffe://example.org/sts -audience spiffe://example.org/api
 package main
@@ -28,10 +30,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -45,6 +49,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/accesstoken/grpcauth"
 	"github.com/spiffe-sts/spiffe-sts/accesstoken/httpauth"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
+	"github.com/spiffe-sts/spiffe-sts/spiffeid/forwarded"
 )
 
 func main() {
@@ -75,6 +80,8 @@ func run() error {
 	stsIDFlag := flag.String("sts-id", "", "SPIFFE ID of the STS (required)")
 	audience := flag.String("audience", "", "this resource server's audience (required)")
 	scope := flag.String("scope", "", "scope required for /orders and gRPC calls (optional)")
+	trustedProxies := flag.String("trusted-proxies", "", "comma-separated SPIFFE ID `patterns` of the proxies allowed to forward a client certificate (optional)")
+	forwardedFormat := flag.String("forwarded-format", "client-cert", "with -trusted-proxies: how they forward it, `xfcc` (Envoy) or client-cert (RFC 9440)")
 	maxConnAge := flag.Duration("max-connection-age", 2*time.Second, "gRPC MaxConnectionAge: connections are renewed (gracefully) at least this often, so they pick up rotated SVIDs")
 	flag.Parse()
 	if *stsURL == "" || *stsIDFlag == "" || *audience == "" {
@@ -117,6 +124,24 @@ func run() error {
 		grpcOpts = append(grpcOpts, grpcauth.WithMethodScopes(healthpb.Health_Check_FullMethodName, *scope))
 		httpOpts = append(httpOpts, httpauth.WithScopes(*scope))
 	}
+	proxies, err := proxyPolicy(*trustedProxies, *forwardedFormat, src)
+	if err != nil {
+		return err
+	}
+	// clientLeaf is the certificate a request's token must be bound to:
+	// the connection's, or the one a trusted proxy forwarded.
+	clientLeaf := func(r *http.Request) *x509.Certificate { return r.TLS.PeerCertificates[0] }
+	if proxies != nil {
+		grpcOpts = append(grpcOpts, grpcauth.WithTrustedProxies(proxies))
+		httpOpts = append(httpOpts, httpauth.WithTrustedProxies(proxies))
+		clientLeaf = func(r *http.Request) *x509.Certificate {
+			res, err := proxies.Client(forwarded.HopFromRequest(r), r.Header)
+			if err != nil {
+				return nil // counted as a mismatch: the middleware let it through
+			}
+			return res.Client.Leaf
+		}
+	}
 	recordGRPC := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		claims, _ := accesstoken.FromContext(ctx)
 		peer, _ := stsid.PeerFromContext(ctx)
@@ -136,7 +161,7 @@ func run() error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /orders", httpauth.Middleware(verifier, httpOpts...)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		claims, _ := accesstoken.FromContext(r.Context())
-		st.record(claims, r.TLS.PeerCertificates[0])
+		st.record(claims, clientLeaf(r))
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
 			"orders": []string{"order-1", "order-2"}, "subject": claims.Subject, "client_id": claims.ClientID,
@@ -170,4 +195,25 @@ func run() error {
 	shutdownCtx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
 	return server.Shutdown(shutdownCtx)
+}
+
+// proxyPolicy is the trusted-proxy policy of the flags; nil without
+// -trusted-proxies.
+func proxyPolicy(patterns, format string, bundles x509bundle.Source) (*forwarded.Policy, error) {
+	if patterns == "" {
+		return nil, nil
+	}
+	f, err := forwarded.ParseFormat(format)
+	if err != nil {
+		return nil, fmt.Errorf("-forwarded-format: %w", err)
+	}
+	var trusted []stsid.Pattern
+	for _, s := range strings.Split(patterns, ",") {
+		p, err := stsid.ParsePattern(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("-trusted-proxies: %w", err)
+		}
+		trusted = append(trusted, p)
+	}
+	return forwarded.New(forwarded.Config{Format: f, TrustedProxies: trusted, Bundles: bundles})
 }

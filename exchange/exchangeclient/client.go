@@ -55,6 +55,8 @@ type Client struct {
 	metrics    *clientMetrics // nil without WithMetrics
 	// sts sends token requests presenting the source's current SVID.
 	sts *stsConn
+	// sidecar, with WithSidecar, dials the egress sidecar; source is nil.
+	sidecar *sidecarDialer
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -80,6 +82,8 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("exchangeclient: timeout must be positive, got %v", cfg.timeout)
 	case cfg.sourceSet && cfg.source == nil:
 		return nil, errors.New("exchangeclient: WithX509Source was given a nil source")
+	case cfg.sidecar != "":
+		return newSidecarClient(&cfg, tokenURL)
 	}
 
 	c := &Client{tokenURL: tokenURL, source: cfg.source, timeout: cfg.timeout, useGRPC: cfg.grpc}
@@ -297,6 +301,10 @@ func joinScope(scope []string) string {
 func (c *Client) Exchange(ctx context.Context, req Request) (*Token, error) {
 	if c.closed.Load() {
 		return nil, errClosed
+	}
+	if c.sidecar != nil {
+		// No client_id: the STS takes it from the sidecar's certificate.
+		return c.exchangeWith(ctx, c.sts, spiffeid.ID{}, req)
 	}
 	svid, err := c.source.GetX509SVID()
 	if err != nil {

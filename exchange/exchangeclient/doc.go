@@ -122,6 +122,24 @@
 // certificate ends, new connections still present the previous
 // certificate, which is valid and has a token, so no call waits.
 //
+// # Behind an egress sidecar
+//
+// A workload whose sidecar originates mTLS with the workload's SVID never
+// holds the certificate. WithSidecar sends token requests and, through
+// Tokens.RoundTripper, resource calls in plain HTTP to the sidecar on
+// loopback or a Unix socket; the STS binds tokens to the sidecar's
+// certificate. When that rotates, a resource server refuses the token
+// with refusal="binding_mismatch" (accesstoken.ParseChallenge), and the
+// RoundTripper re-binds once and retries once:
+//
+//	client, err := exchangeclient.New(ctx,
+//		exchangeclient.WithIssuerURL("https://sts.example.org:8443"),
+//		exchangeclient.WithSidecar("unix:///run/egress/http.sock"))
+//	...
+//	tokens, err := client.NewTokens(ctx, exchangeclient.Request{Audience: []string{api.String()}})
+//	hc := &http.Client{Transport: tokens.RoundTripper(nil)}
+//	resp, err := hc.Get("https://api.example.org/orders")
+//
 // The server's refusals are protocol.Error values (RFC 6749 §5.2, RFC 8693
 // §2.2.2); compare them with errors.Is against the exchange sentinels.
 // The package logs nothing.

@@ -52,6 +52,9 @@ type transportCredentials struct {
 // ClientHandshake presents exactly one SVID, chosen before the handshake,
 // so the AuthInfo's Leaf is the certificate the server saw.
 func (c *transportCredentials) ClientHandshake(ctx context.Context, authority string, rawConn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if c.t.sidecar != nil {
+		return nil, nil, errSidecarNoTLS
+	}
 	e, err := c.t.handshakeEntry()
 	if err != nil {
 		return nil, nil, err

@@ -20,10 +20,23 @@ import (
 // transport at once; the previous transport finishes its requests in
 // flight and is closed when the client's Clock reaches its certificate's
 // NotAfter.
+//
+// With WithSidecar, authorizer is not used (the sidecar authenticates the
+// server) and http URLs are accepted too: every request goes in plain
+// HTTP/1.1 to the sidecar, Host naming the URL's host, with the token
+// bound to the sidecar's certificate. A 401 whose challenge says
+// refusal="binding_mismatch" (accesstoken.RefusalBindingMismatch) makes it
+// re-bind the token once, shared with concurrent callers, and send the
+// request again once, when its body can be replayed (no body, or
+// GetBody); any other refusal, or a failed re-binding, returns the
+// response as it came.
 func (t *Tokens) RoundTripper(authorizer tlsconfig.Authorizer, opts ...RoundTripperOption) http.RoundTripper {
 	var cfg roundTripperConfig
 	for _, opt := range opts {
 		opt.configureRoundTripper(&cfg)
+	}
+	if t.sidecar != nil {
+		return t.sidecarRoundTripper(cfg)
 	}
 	base := cfg.base
 	if base == nil {

@@ -24,6 +24,7 @@ type clientConfig struct {
 	grpc         bool
 	clock        Clock
 	metrics      prometheus.Registerer
+	sidecar      string // WithSidecar's address
 }
 
 type optionFunc func(*clientConfig)

@@ -59,6 +59,9 @@ type Tokens struct {
 	req          Request
 	events       func(Event)
 	subjectToken func(context.Context) (string, error)
+	// sidecar, with WithSidecar, is the one entry, without a certificate;
+	// nil otherwise.
+	sidecar *entry
 
 	// entries maps each kept certificate to its entry. It is replaced, not
 	// modified, under mu, so Token reads it without a lock.
@@ -95,6 +98,9 @@ func (c *Client) NewTokens(ctx context.Context, req Request, opts ...TokensOptio
 	}
 	if c.closed.Load() {
 		return nil, errClosed
+	}
+	if c.sidecar != nil {
+		return c.newSidecarTokens(ctx, req, cfg)
 	}
 	svid, err := c.source.GetX509SVID()
 	if err != nil {
@@ -143,7 +149,13 @@ func (c *Client) NewTokens(ctx context.Context, req Request, opts ...TokensOptio
 // leaf must be an X509-SVID the source has provided (else
 // ErrUnknownCertificate) and not expired (else ErrCertificateExpired).
 // A refusal by the STS is returned as an protocol.Error.
+//
+// With WithSidecar the workload does not know the certificate: leaf is
+// ignored and may be nil.
 func (t *Tokens) Token(ctx context.Context, leaf *x509.Certificate) (string, error) {
+	if t.sidecar != nil {
+		return t.sidecarToken(ctx)
+	}
 	if leaf == nil {
 		return "", errors.New("exchangeclient: Token needs the certificate the token is to be bound to")
 	}

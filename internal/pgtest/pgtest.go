@@ -88,7 +88,7 @@ func Start(t testing.TB) *Cluster {
 func start(bin string) (c *Cluster, err error) {
 	c = &Cluster{bin: bin}
 	if os.Geteuid() == 0 {
-		if err := ensureUser(); err != nil {
+		if err := EnsureUser(); err != nil {
 			return nil, err
 		}
 		c.runAs = User
@@ -133,8 +133,9 @@ func start(bin string) (c *Cluster, err error) {
 	return c, nil
 }
 
-// ensureUser creates the system user User when it does not exist.
-func ensureUser() error {
+// EnsureUser creates the system user User when it does not exist (it needs
+// root). Other tests that run real servers unprivileged under root share it.
+func EnsureUser() error {
 	if _, err := user.Lookup(User); err == nil {
 		return nil
 	}

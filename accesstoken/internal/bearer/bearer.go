@@ -94,6 +94,21 @@ func Describe(err error) string {
 	}
 }
 
+// InvalidToken returns the RFC 6750 §3 invalid_token challenge for a
+// token Verify rejected with err: its fixed description (Describe) and
+// the accesstoken.ChallengeParamRefusal extension telling a binding
+// mismatch from a bad token (accesstoken.RefusalOf).
+func InvalidToken(err error) string {
+	return InvalidTokenChallenge(Describe(err), accesstoken.RefusalOf(err))
+}
+
+// InvalidTokenChallenge returns the RFC 6750 §3 invalid_token challenge
+// with description, one of a fixed set of phrases, and refusal.
+func InvalidTokenChallenge(description string, refusal accesstoken.Refusal) string {
+	return `Bearer error="invalid_token", error_description="` + description + `", ` +
+		accesstoken.ChallengeParamRefusal + `="` + string(refusal) + `"`
+}
+
 // MissingScopes returns the scopes of required that claims lack.
 func MissingScopes(claims *accesstoken.Claims, required []string) []string {
 	var missing []string
