@@ -215,9 +215,14 @@ func tokenClaims(caller stsid.Peer, subj *subject, audience accesstoken.Audience
 	return claims
 }
 
-// logIssued records the issued token, never the token itself, and the
-// trusted proxy that forwarded the caller's certificate, if any.
+// logIssued records the issued token at debug, never the token itself,
+// and the trusted proxy that forwarded the caller's certificate, if any.
+// The audit trail is the record of decisions; at info this line cost a
+// write per request.
 func (s *Server) logIssued(req *Request, claims *accesstoken.Claims, d *decision) {
+	if !s.log.IsDebug() {
+		return
+	}
 	args := []any{logKeyRequestID, d.id,
 		logKeySPIFFEID, claims.ClientID, logKeySubject, claims.Subject, logKeyGrantType, string(req.GrantType),
 		logKeyJTI, claims.JWTID, logKeyX5TS256, claims.Confirmation.X5TS256, logKeyAudience, []string(claims.Audience),
@@ -225,7 +230,7 @@ func (s *Server) logIssued(req *Request, claims *accesstoken.Claims, d *decision
 	if !d.proxy.ID.IsZero() {
 		args = append(args, logKeyProxy, d.proxy.ID.String())
 	}
-	s.log.Info("token issued", args...)
+	s.log.Debug("token issued", args...)
 }
 
 // response is the RFC 8693 §2.2.1 success response for the minted claims;

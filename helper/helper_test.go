@@ -164,7 +164,7 @@ func start(t *testing.T, opts options) *fixture {
 		f.iss = ststest.NewIssuer(t, cfg.IssuerURL, f.clock.Now)
 		cfg.Minter, cfg.Keys, cfg.Clock = f.iss, f.iss.KeySet(), f.clock.Now
 		cfg.Policy = policy(t)
-		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: f.log, JSONFormat: true, Level: hclog.Info})
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: f.log, JSONFormat: true, Level: hclog.Debug})
 		if opts.overrideSTS != nil {
 			opts.overrideSTS(cfg)
 		}

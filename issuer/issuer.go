@@ -8,11 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
@@ -53,6 +56,7 @@ type Issuer struct {
 	ttl       time.Duration
 	clock     func() time.Time
 	log       hclog.Logger
+	header    atomic.Pointer[signingHeader] // of the last key that signed
 }
 
 // New fills in Config defaults, validates it and builds the public key set.
@@ -182,7 +186,7 @@ func (i *Issuer) Mint(ctx context.Context, claims *accesstoken.Claims, leaf *x50
 		return "", ErrNoSigningKey
 	}
 	c := i.complete(claims, leaf, iat, exp)
-	token, err := sign(&c, key)
+	token, err := sign(&c, key, &i.header)
 	if err != nil {
 		return "", err
 	}
@@ -256,36 +260,62 @@ func (i *Issuer) complete(claims *accesstoken.Claims, leaf *x509.Certificate, ia
 	return c
 }
 
-// sign encodes c and signs it with key as a JWS compact serialization.
-func sign(c *accesstoken.Claims, key Signer) (string, error) {
+// sign encodes c and signs it with key as a JWS compact serialization
+// (RFC 7515 §7.1), with jwx's building blocks (jwsbb): the protected
+// header of a key never changes, so it is encoded once per key (h
+// remembers the last one) and each token costs its claims JSON, one
+// signature and one buffer.
+func sign(c *accesstoken.Claims, key Signer, h *atomic.Pointer[signingHeader]) (string, error) {
+	hdr := h.Load()
+	if hdr == nil || hdr.kid != key.KeyID() || hdr.alg != key.Algorithm() {
+		var err error
+		if hdr, err = newSigningHeader(key); err != nil {
+			return "", err
+		}
+		h.Store(hdr)
+	}
 	payload, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("issuer: encode claims: %w", err)
 	}
-	// jws.Sign writes to the protected header, so a header cannot be
-	// shared between concurrent Mints; it is built per token.
-	hdr, err := header(key.KeyID())
-	if err != nil {
-		return "", err
-	}
-	token, err := jws.Sign(payload, jws.WithKey(key.Algorithm(), key, jws.WithProtectedHeaders(hdr)))
+	enc := base64.RawURLEncoding
+	// header.payload.signature: an ES256 signature is 64 bytes (86 encoded),
+	// RS256's 256 (342); one allocation covers them.
+	buf := make([]byte, 0, len(hdr.prefix)+enc.EncodedLen(len(payload))+1+enc.EncodedLen(512))
+	buf = append(buf, hdr.prefix...)
+	buf = enc.AppendEncode(buf, payload)
+	sig, err := jwsbb.Sign(key, hdr.alg.String(), buf, nil)
 	if err != nil {
 		return "", fmt.Errorf("issuer: sign token: %w", err)
 	}
-	return string(token), nil
+	return string(jwsbb.AppendSignature(buf, sig, enc)), nil
 }
 
-// header returns the JWS protected header of a token: "typ" is "at+jwt"
-// (RFC 9068 §2.1) and "kid" names the key in the JWKS. jws.Sign adds "alg".
-func header(kid string) (jws.Headers, error) {
+// signingHeader is the encoded protected header of one key's tokens,
+// with the "." that follows it in the signing input.
+type signingHeader struct {
+	kid    string
+	alg    jwa.SignatureAlgorithm
+	prefix []byte
+}
+
+// newSigningHeader encodes the JWS protected header of key's tokens: "alg",
+// "typ" "at+jwt" (RFC 9068 §2.1) and "kid", which names the key in the JWKS.
+func newSigningHeader(key Signer) (*signingHeader, error) {
 	hdr := jws.NewHeaders()
-	if err := hdr.Set(jws.TypeKey, accesstoken.Type); err != nil {
-		return nil, fmt.Errorf("issuer: set JWS header %q: %w", jws.TypeKey, err)
+	for _, kv := range []struct {
+		k string
+		v any
+	}{{jws.AlgorithmKey, key.Algorithm()}, {jws.TypeKey, accesstoken.Type}, {jws.KeyIDKey, key.KeyID()}} {
+		if err := hdr.Set(kv.k, kv.v); err != nil {
+			return nil, fmt.Errorf("issuer: set JWS header %q: %w", kv.k, err)
+		}
 	}
-	if err := hdr.Set(jws.KeyIDKey, kid); err != nil {
-		return nil, fmt.Errorf("issuer: set JWS header %q: %w", jws.KeyIDKey, err)
+	raw, err := json.Marshal(hdr)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: encode JWS header: %w", err)
 	}
-	return hdr, nil
+	return &signingHeader{kid: key.KeyID(), alg: key.Algorithm(), prefix: jwsbb.SigningPrefix(nil, raw, base64.RawURLEncoding)}, nil
 }
 
 // newJTI returns 128 random bits, unpadded base64url encoded.
