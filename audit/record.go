@@ -6,7 +6,15 @@ import "time"
 const (
 	OutcomeIssued  = "issued"
 	OutcomeRefused = "refused"
+	// OutcomeActive and OutcomeInactive are the answers of an
+	// introspection (RFC 7662 §2.2); a refused introspection request is
+	// OutcomeRefused.
+	OutcomeActive   = "active"
+	OutcomeInactive = "inactive"
 )
+
+// OperationIntrospect is the Operation of an introspection record.
+const OperationIntrospect = "introspect"
 
 // Record is one token decision. Empty fields are left out of the JSON.
 type Record struct {
@@ -16,7 +24,13 @@ type Record struct {
 	RequestID string `json:"request_id"`
 	// Transport is "http" or "grpc".
 	Transport string `json:"transport"`
-	// Outcome is OutcomeIssued or OutcomeRefused; Error is the OAuth error
+	// Operation is empty for a token request and OperationIntrospect for
+	// an RFC 7662 introspection, whose record has the caller, the
+	// outcome, and the token's kid (from its header, when it parses) and
+	// jti (when it verified), never the token.
+	Operation string `json:"operation,omitempty"`
+	// Outcome is OutcomeIssued or OutcomeRefused (OutcomeActive,
+	// OutcomeInactive or OutcomeRefused for an introspection); Error is the OAuth error
 	// code of a refusal, Reason the error_description sent to the caller
 	// and Detail the server-side detail (a library's error text) when
 	// there is one.

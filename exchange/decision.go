@@ -26,6 +26,10 @@ type Recorder interface {
 	RequestDone(metrics.Request)
 	// SVIDCacheLookup records a JWT-SVID cache lookup.
 	SVIDCacheLookup(hit bool)
+	// IntrospectionDone records an introspection by outcome
+	// (metrics.OutcomeActive, metrics.OutcomeInactive or the OAuth error
+	// code).
+	IntrospectionDone(outcome string)
 }
 
 // AuditSink receives one record per token decision; *audit.Log
@@ -148,11 +152,7 @@ func (s *Server) auditRecord(d *decision, perr protocol.Error, err error) *audit
 	}
 	if err != nil {
 		rec.Outcome, rec.Error, rec.Reason = audit.OutcomeRefused, perr.Code, perr.Description
-		if r, ok := errors.AsType[refusal](err); ok {
-			rec.Detail = r.detail
-		} else if !errors.As(err, new(protocol.Error)) {
-			rec.Detail = err.Error() // the server_error behind the fixed text
-		}
+		rec.Detail = refusalDetail(err)
 	}
 	if d.caller.Leaf != nil {
 		rec.Caller = d.caller.ID.String()
@@ -195,6 +195,19 @@ func (s *Server) auditRecord(d *decision, perr protocol.Error, err error) *audit
 	return rec
 }
 
+// refusalDetail is the server-side detail of a refusal for its audit
+// record: a refusal's detail, or the text of an error that became a
+// server_error; "" for a plain protocol.Error.
+func refusalDetail(err error) string {
+	if r, ok := errors.AsType[refusal](err); ok {
+		return r.detail
+	}
+	if !errors.As(err, new(protocol.Error)) {
+		return err.Error() // the server_error behind the fixed text
+	}
+	return ""
+}
+
 // issuedKeyID returns the "kid" of the protected header of raw, a token
 // this server has just minted (trusted input, nothing to verify), read with
 // jwx's jwsbb, which decodes the header alone, where a full jws.Parse
@@ -209,11 +222,40 @@ func (s *Server) issuedKeyID(raw string) string {
 	if last := s.lastKID.Load(); last != nil && last.header == string(protected) {
 		return last.kid
 	}
+	kid := headerKeyID(protected)
+	if kid == "" {
+		return ""
+	}
+	s.lastKID.Store(&headerKID{header: string(protected), kid: kid})
+	return kid
+}
+
+// maxAuditedKeyIDLen bounds the kid taken from a presented token's
+// header, which anyone can write, for the audit record.
+const maxAuditedKeyIDLen = 128
+
+// presentedKeyID returns the "kid" of the protected header of raw, a
+// token someone presented, unverified: it says which key the token
+// claims, not that the key signed it. "" when the header does not parse
+// or the kid is longer than maxAuditedKeyIDLen.
+func presentedKeyID(raw string) string {
+	protected, _, _, err := jwsbb.SplitCompactString(raw)
+	if err != nil {
+		return ""
+	}
+	if kid := headerKeyID(protected); len(kid) <= maxAuditedKeyIDLen {
+		return kid
+	}
+	return ""
+}
+
+// headerKeyID returns the "kid" of an encoded protected header; "" when
+// there is none.
+func headerKeyID(protected []byte) string {
 	kid, err := jwsbb.HeaderGetString(jwsbb.HeaderParseCompact(protected), "kid")
 	if err != nil {
 		return ""
 	}
-	s.lastKID.Store(&headerKID{header: string(protected), kid: kid})
 	return kid
 }
 

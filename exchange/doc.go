@@ -96,7 +96,10 @@
 // audience of the caller's policy rule's IntrospectAudiences (policy key
 // introspect_audiences); the answer has the RFC 7662 §2.2 claims, cnf and
 // act. Anything else, expired, withdrawn, foreign or malformed, is
-// {"active":false}, with the reason in the log only.
+// {"active":false}, with the reason in the log and the audit record only.
+// Every introspection writes an audit record (Operation "introspect":
+// caller, proxy, outcome, the token's kid and, once verified, jti; never
+// the token) and counts in spiffe_sts_introspections_total{outcome}.
 //
 // Behind proxies that terminate mTLS, Config.Forwarded (package
 // spiffeid/forwarded; server keys trusted_proxies and forwarded_format)

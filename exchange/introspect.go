@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/audit"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
@@ -49,27 +50,83 @@ var inactive = introspection{}
 // server's to check against its own client's certificate.
 // token_type_hint is ignored (RFC 7662 §2.1 lets the server do so).
 func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
+	rec := &audit.Record{
+		RequestID:  newRequestID(),
+		Transport:  metricsTransportHTTP,
+		Operation:  audit.OperationIntrospect,
+		RemoteAddr: r.RemoteAddr,
+	}
+	w.Header()[HeaderRequestID] = []string{rec.RequestID}
 	caller, proxy, err := s.authenticate(r.Context(), r.TLS, r.Header)
 	if err != nil {
-		writeError(w, s.protocolError(err))
+		s.introspected(w, rec, nil, err)
 		return
+	}
+	rec.Caller, rec.X5TS256 = caller.ID.String(), accesstoken.Thumbprint(caller.Leaf)
+	if !proxy.ID.IsZero() {
+		rec.ProxySPIFFEID = proxy.ID.String()
 	}
 	token, err := s.introspectionToken(r)
 	if err != nil {
-		writeError(w, s.protocolError(err))
+		s.introspected(w, rec, nil, err)
 		return
 	}
-	resp, reason := s.introspect(r, caller, token)
-	args := []any{logKeySPIFFEID, caller.ID.String(), logKeyActive, resp.Active}
-	if !proxy.ID.IsZero() {
-		args = append(args, logKeyProxy, proxy.ID.String())
+	resp, claims, reason := s.introspect(r, caller, token)
+	rec.KID = presentedKeyID(token)
+	if claims != nil {
+		rec.JTI = claims.JWTID
 	}
-	if resp.Active {
-		args = append(args, logKeyJTI, resp.JWTID, logKeySubject, resp.Subject)
-	} else {
-		args = append(args, logKeyReason, reason)
+	rec.Detail = reason
+	s.introspected(w, rec, &resp, nil)
+}
+
+// introspected records an introspection (audit record, metrics, log
+// line) and answers it: with resp, or the refusal err. When the audit
+// record cannot be written and Config.AuditRequired is set, the answer
+// is temporarily_unavailable instead: nothing is revealed unaudited.
+func (s *Server) introspected(w http.ResponseWriter, rec *audit.Record, resp *introspection, err error) {
+	rec.Time = s.cfg.Clock().UTC()
+	var perr protocol.Error
+	switch {
+	case err != nil:
+		perr = s.protocolError(err)
+		rec.Outcome, rec.Error, rec.Reason, rec.Detail = audit.OutcomeRefused, perr.Code, perr.Description, refusalDetail(err)
+	case resp.Active:
+		rec.Outcome = audit.OutcomeActive
+	default:
+		rec.Outcome = audit.OutcomeInactive
 	}
-	s.log.Info("token introspected", args...)
+	if s.cfg.Audit != nil {
+		if werr := s.cfg.Audit.Write(rec); werr != nil {
+			s.log.Error("audit record not written", logKeyRequestID, rec.RequestID, logKeyError, werr.Error())
+			if s.cfg.AuditRequired {
+				perr = protocol.ErrTemporarilyUnavailable.WithDescription("the audit trail is unavailable; retry later")
+				err, resp = perr, nil
+			}
+		}
+	}
+	outcome := rec.Outcome
+	if err != nil {
+		outcome = perr.Code
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.IntrospectionDone(outcome)
+	}
+	args := []any{logKeyRequestID, rec.RequestID, logKeySPIFFEID, rec.Caller, logKeyOutcome, outcome}
+	if rec.ProxySPIFFEID != "" {
+		args = append(args, logKeyProxy, rec.ProxySPIFFEID)
+	}
+	if rec.JTI != "" {
+		args = append(args, logKeyJTI, rec.JTI)
+	}
+	if rec.Detail != "" {
+		args = append(args, logKeyReason, rec.Detail)
+	}
+	s.log.Info("token introspection", args...)
+	if err != nil {
+		writeError(w, perr)
+		return
+	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -106,22 +163,23 @@ func (s *Server) introspectionToken(r *http.Request) (string, error) {
 	}
 }
 
-// introspect returns the response for token and, when inactive, why (for
-// the log only).
-func (s *Server) introspect(r *http.Request, caller stsid.Peer, token string) (introspection, string) {
+// introspect returns the response for token, its claims when it
+// verified, and, when inactive, why (for the audit trail and the log
+// only).
+func (s *Server) introspect(r *http.Request, caller stsid.Peer, token string) (introspection, *accesstoken.Claims, string) {
 	claims, err := s.verifyOwnToken(r.Context(), token)
 	if err != nil {
 		var expired *accesstoken.ExpiredError
 		switch {
 		case errors.As(err, &expired):
-			return inactive, "expired"
+			return inactive, nil, "expired"
 		case errors.Is(err, accesstoken.ErrNotYetValid):
-			return inactive, "not yet valid"
+			return inactive, nil, "not yet valid"
 		}
-		return inactive, err.Error() // accesstoken's text: never a token
+		return inactive, nil, err.Error() // accesstoken's text: never a token
 	}
 	if !s.mayIntrospect(caller, claims.Audience) {
-		return inactive, "the token's audience is neither the caller nor one of its introspect_audiences"
+		return inactive, claims, "the token's audience is neither the caller nor one of its introspect_audiences"
 	}
 	resp := introspection{
 		Active:    true,
@@ -142,7 +200,7 @@ func (s *Server) introspect(r *http.Request, caller stsid.Peer, token string) (i
 		cnf := claims.Confirmation
 		resp.Cnf = &cnf
 	}
-	return resp, ""
+	return resp, claims, ""
 }
 
 // mayIntrospect reports whether caller may learn about a token for

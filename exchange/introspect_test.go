@@ -3,17 +3,24 @@ package exchange_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
+	"github.com/spiffe-sts/spiffe-sts/audit"
 	"github.com/spiffe-sts/spiffe-sts/exchange"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
+	"github.com/spiffe-sts/spiffe-sts/internal/forwardedtest"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	"github.com/spiffe-sts/spiffe-sts/issuer"
+	"github.com/spiffe-sts/spiffe-sts/metrics"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -26,12 +33,17 @@ type introspectionFixture struct {
 	clock  *fakeclock.Clock
 	keys   *swapKeys
 	minter *issuer.Issuer
+	trail  *memAudit
+	reg    *prometheus.Registry
+	// outcomes counts the introspections checked, by metric outcome.
+	outcomes map[string]int
 }
 
-func newIntrospectionFixture(t *testing.T) *introspectionFixture {
-	f := &introspectionFixture{clock: fakeclock.New(time.Now()), keys: &swapKeys{}}
+func newIntrospectionFixture(t *testing.T, overrideConfig ...func(*exchange.Config)) *introspectionFixture {
+	f := &introspectionFixture{clock: fakeclock.New(time.Now()), keys: &swapKeys{}, trail: &memAudit{}, reg: prometheus.NewRegistry(), outcomes: map[string]int{}}
 	f.keys.set(t, newSigner(t))
 	f.STS = ststest.Start(t, func(c *exchange.Config) {
+		c.Audit, c.Metrics = f.trail, metrics.NewExchange(f.reg)
 		var err error
 		if f.minter, err = issuer.New(issuer.Config{IssuerURL: c.IssuerURL, Keys: f.keys}); err != nil {
 			t.Fatal(err)
@@ -47,6 +59,9 @@ func newIntrospectionFixture(t *testing.T) *introspectionFixture {
 			t.Fatal(err)
 		}
 		c.Policy = p
+		for _, o := range overrideConfig {
+			o(c)
+		}
 	})
 	return f
 }
@@ -82,6 +97,9 @@ func TestIntrospection(t *testing.T) {
 		name           string
 		overrideParams func(*params)
 		expectInactive bool
+		// verified: the token verified, so its jti is audited even
+		// when inactive; noKID: its header does not parse.
+		verified, noKID bool
 	}{
 		{name: "baseline: the caller is in the audience"},
 		{name: "audience listed in the caller's introspect_audiences",
@@ -92,12 +110,12 @@ func TestIntrospection(t *testing.T) {
 			}},
 		{name: "not allowed: audience neither the caller nor introspect_audiences",
 			overrideParams: func(p *params) { p.Claims.Audience = accesstoken.Audience{ststest.APIAudience} },
-			expectInactive: true},
+			expectInactive: true, verified: true},
 		{name: "not allowed: caller without a rule, audience in others' introspect_audiences",
 			overrideParams: func(p *params) {
 				p.Caller, p.Claims.Audience = ststest.DeniedID, accesstoken.Audience{ststest.OrdersResource}
 			},
-			expectInactive: true},
+			expectInactive: true, verified: true},
 		{name: "expired",
 			overrideParams: func(p *params) {
 				p.Token = func(_ *testing.T, f *introspectionFixture, raw string) string {
@@ -157,7 +175,7 @@ func TestIntrospection(t *testing.T) {
 			overrideParams: func(p *params) {
 				p.Token = func(*testing.T, *introspectionFixture, string) string { return "not.a.token" }
 			},
-			expectInactive: true},
+			expectInactive: true, noKID: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,9 +199,23 @@ func TestIntrospection(t *testing.T) {
 			if p.Token != nil {
 				raw = p.Token(t, f, raw)
 			}
+			mark := f.trail.mark()
 			status, body := f.introspect(t, p.Caller, formType, url.Values{"token": {raw}, "token_type_hint": {"refresh_token"}}.Encode())
 			if status != http.StatusOK {
 				t.Fatalf("status %d %s", status, body)
+			}
+			rec := checkIntrospectionAudit(t, f, mark, !tt.expectInactive, "", raw)
+			if rec.Caller != p.Caller || rec.X5TS256 != accesstoken.Thumbprint(f.WorkloadSVID(t, p.Caller).Certificates[0]) {
+				t.Errorf("audited caller %q x5t#S256 %q, want %s", rec.Caller, rec.X5TS256, p.Caller)
+			}
+			if wantJTI := !tt.expectInactive || tt.verified; (rec.JTI == claims.JWTID) != wantJTI || (rec.JTI != "") != wantJTI {
+				t.Errorf("audited jti %q, want it (%s) only for a verified token", rec.JTI, claims.JWTID)
+			}
+			if (rec.KID == "") != tt.noKID {
+				t.Errorf("audited kid %q, want one unless the header does not parse", rec.KID)
+			}
+			if tt.expectInactive && rec.Detail == "" {
+				t.Errorf("inactive record without the reason in detail")
 			}
 			if tt.expectInactive {
 				if string(body) != `{"active":false}` {
@@ -245,9 +277,18 @@ func TestIntrospectionRequests(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			mark := f.trail.mark()
 			status, body := f.introspect(t, tt.caller, tt.contentType, tt.body)
 			if status != tt.expectStatus || string(body) != tt.expectError {
 				t.Errorf("got %d %s, want %d %s", status, body, tt.expectStatus, tt.expectError)
+			}
+			var perr protocol.Error
+			if err := json.Unmarshal(body, &perr); err != nil {
+				t.Fatal(err)
+			}
+			rec := checkIntrospectionAudit(t, f, mark, false, perr.Code)
+			if rec.Reason != perr.Description || rec.Caller != tt.caller {
+				t.Errorf("audited reason %q caller %q, want %q %q", rec.Reason, rec.Caller, perr.Description, tt.caller)
 			}
 		})
 	}
@@ -259,6 +300,101 @@ func TestIntrospectionRequests(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != http.MethodPost {
 		t.Errorf("GET: %d Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
 	}
+}
+
+// TestIntrospectionAuditTrail checks the record of an introspection
+// through a trusted proxy, which names both, and that an introspection
+// is never answered unaudited when the audit trail is required.
+func TestIntrospectionAuditTrail(t *testing.T) {
+	t.Run("through a trusted proxy", func(t *testing.T) {
+		f := newIntrospectionFixture(t, func(c *exchange.Config) {
+			c.Forwarded = forwardedtest.Policy(t, c.X509Bundles, "spiffe://example.org/ns/ingress/sa/*")
+		})
+		raw := f.mint(t, ststest.OtherID)
+		req, err := http.NewRequest(http.MethodPost, f.URL+protocol.PathIntrospect, strings.NewReader(url.Values{"token": {raw}}.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", formType)
+		req.Header.Set("X-Forwarded-Client-Cert", xfccElement(f.WorkloadSVID(t, ststest.OtherID).Certificates[0]))
+		mark := f.trail.mark()
+		resp, err := f.Client(f.WorkloadSVID(t, ingressID)).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		rec := checkIntrospectionAudit(t, f, mark, true, "", raw)
+		if rec.Caller != ststest.OtherID || rec.ProxySPIFFEID != ingressID || rec.RequestID != resp.Header.Get(exchange.HeaderRequestID) {
+			t.Errorf("record caller %q proxy %q request_id %q; want %s via %s, id %q", rec.Caller, rec.ProxySPIFFEID, rec.RequestID,
+				ststest.OtherID, ingressID, resp.Header.Get(exchange.HeaderRequestID))
+		}
+	})
+	t.Run("audit required and failing", func(t *testing.T) {
+		trail := &memAudit{fail: errors.New("disk full")}
+		f := newIntrospectionFixture(t, func(c *exchange.Config) { c.Audit, c.AuditRequired = trail, true })
+		raw := f.mint(t, ststest.OtherID)
+		status, body := f.introspect(t, ststest.OtherID, formType, url.Values{"token": {raw}}.Encode())
+		if status != http.StatusServiceUnavailable || string(body) != `{"error":"temporarily_unavailable","error_description":"the audit trail is unavailable; retry later"}` {
+			t.Fatalf("got %d %s, want 503 temporarily_unavailable", status, body)
+		}
+		if got := gathered(t, f.reg, "spiffe_sts_introspections_total", map[string]string{"outcome": "temporarily_unavailable"}); got != 1 {
+			t.Errorf("introspections_total{temporarily_unavailable} = %v, want 1", got)
+		}
+	})
+}
+
+// mint returns a token of the workload for audience aud, bound to its
+// certificate.
+func (f *introspectionFixture) mint(t *testing.T, aud string) string {
+	t.Helper()
+	claims := accesstoken.Claims{Subject: ststest.WorkloadID, ClientID: ststest.WorkloadID, Audience: accesstoken.Audience{aud}}
+	raw, err := f.minter.Mint(context.Background(), &claims, f.WorkloadSVID(t, ststest.WorkloadID).Certificates[0], time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// checkIntrospectionAudit checks that one introspection record was
+// written after mark, active, inactive or refused with code, without
+// secrets, and that the introspection metric counted its outcome once
+// more; it returns the record.
+func checkIntrospectionAudit(t *testing.T, f *introspectionFixture, mark int, active bool, code string, secrets ...string) audit.Record {
+	t.Helper()
+	lines := f.trail.since(mark)
+	if len(lines) != 1 {
+		t.Fatalf("%d audit records, want 1: %q", len(lines), lines)
+	}
+	var rec audit.Record
+	if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil {
+		t.Fatal(err)
+	}
+	want := audit.OutcomeInactive
+	switch {
+	case code != "":
+		want = audit.OutcomeRefused
+	case active:
+		want = audit.OutcomeActive
+	}
+	if rec.Operation != audit.OperationIntrospect || rec.Outcome != want || rec.Error != code {
+		t.Errorf("audit operation, outcome, error = %q, %q, %q; want %q, %q, %q", rec.Operation, rec.Outcome, rec.Error, audit.OperationIntrospect, want, code)
+	}
+	if rec.RequestID == "" || rec.Time.IsZero() || rec.Transport != "http" {
+		t.Errorf("audit record lacks request_id, time or transport: %s", lines[0])
+	}
+	checkNoSecrets(t, lines[0], secrets...)
+	outcome := want
+	if code != "" {
+		outcome = code
+	}
+	f.outcomes[outcome]++
+	if got := gathered(t, f.reg, "spiffe_sts_introspections_total", map[string]string{"outcome": outcome}); got != float64(f.outcomes[outcome]) {
+		t.Errorf(`introspections_total{outcome=%q} = %v, want %d`, outcome, got, f.outcomes[outcome])
+	}
+	return rec
 }
 
 // TestIntrospectionMetadata checks the RFC 8414 advertisement.

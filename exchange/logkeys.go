@@ -18,7 +18,7 @@ const (
 	logKeyIssuer      = "issuer"
 	logKeyRequestID   = "request_id"
 	logKeyTrustDomain = "trust_domain"
-	logKeyActive      = "active"
+	logKeyOutcome     = "outcome"
 	// logKeyProxy is the SPIFFE ID of the trusted proxy that forwarded
 	// the client's certificate.
 	logKeyProxy = "proxy_spiffe_id"

@@ -97,18 +97,25 @@ func checkAudit(t *testing.T, m *memAudit, mark int, code, requestID string, sec
 	if code == "" && (rec.JTI == "" || rec.KID == "" || rec.Caller == "" || rec.X5TS256 == "" || rec.Subject == "" || len(rec.Audience) == 0) {
 		t.Errorf("issued-token record lacks jti, kid, caller, x5t#S256, subject or audience: %s", lines[0])
 	}
+	checkNoSecrets(t, lines[0], secrets...)
+	return rec
+}
+
+// checkNoSecrets fails t if line holds one of secrets (raw tokens) or a
+// part of one.
+func checkNoSecrets(t *testing.T, line string, secrets ...string) {
+	t.Helper()
 	for _, s := range secrets {
 		if s == "" {
 			continue
 		}
 		parts := strings.Split(s, ".")
 		for _, p := range append(parts, s) {
-			if len(p) >= 16 && strings.Contains(lines[0], p) {
-				t.Errorf("audit record holds (part of) a raw token: %s", lines[0])
+			if len(p) >= 16 && strings.Contains(line, p) {
+				t.Errorf("audit record holds (part of) a raw token: %s", line)
 			}
 		}
 	}
-	return rec
 }
 
 // confirmations is a fake exchange.BundleConfirmations.

@@ -86,7 +86,16 @@ type Exchange struct {
 	byRule   sync.Map // rule pattern -> prometheus.Counter
 	svidHit  prometheus.Counter
 	svidMiss prometheus.Counter
+	// introspections by outcome, resolved at construction.
+	introspections map[string]prometheus.Counter
 }
+
+// Outcomes of an introspection besides the OAuth error code of a refused
+// request.
+const (
+	OutcomeActive   = "active"
+	OutcomeInactive = "inactive"
+)
 
 // NewExchange registers the token endpoint's metrics on reg:
 //
@@ -95,6 +104,8 @@ type Exchange struct {
 //   - spiffe_sts_requests_in_flight
 //   - spiffe_sts_tokens_issued_total{rule}
 //   - spiffe_sts_jwt_svid_cache_requests_total{result="hit"|"miss"}
+//   - spiffe_sts_introspections_total{outcome}: RFC 7662 introspections,
+//     by outcome active, inactive or the OAuth error code of a refusal
 //
 // It panics if they are already registered (prometheus.MustRegister).
 func NewExchange(reg prometheus.Registerer) *Exchange {
@@ -119,13 +130,21 @@ func NewExchange(reg prometheus.Registerer) *Exchange {
 		Namespace: Namespace, Name: "jwt_svid_cache_requests_total",
 		Help: "JWT-SVID validations answered from the cache (hit) or by a signature check (miss).",
 	}, []string{"result"})
-	reg.MustRegister(requests, duration, inFlight, issued, cache)
+	introspections := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "introspections_total",
+		Help: "RFC 7662 introspection requests by outcome (active, inactive or the OAuth error code).",
+	}, []string{"outcome"})
+	reg.MustRegister(requests, duration, inFlight, issued, cache, introspections)
 	e := &Exchange{
-		inFlight: inFlight,
-		children: map[requestKey]requestChildren{},
-		issued:   issued,
-		svidHit:  cache.WithLabelValues("hit"),
-		svidMiss: cache.WithLabelValues("miss"),
+		inFlight:       inFlight,
+		children:       map[requestKey]requestChildren{},
+		issued:         issued,
+		svidHit:        cache.WithLabelValues("hit"),
+		svidMiss:       cache.WithLabelValues("miss"),
+		introspections: map[string]prometheus.Counter{},
+	}
+	for _, o := range append([]string{OutcomeActive, OutcomeInactive}, outcomes[1:]...) {
+		e.introspections[o] = introspections.WithLabelValues(o)
 	}
 	for _, t := range []string{TransportHTTP, TransportGRPC} {
 		for _, g := range []string{GrantTokenExchange, GrantClientCredentials, GrantOther} {
@@ -176,6 +195,17 @@ func (e *Exchange) SVIDCacheLookup(hit bool) {
 	} else {
 		e.svidMiss.Inc()
 	}
+}
+
+// IntrospectionDone counts an introspection with outcome OutcomeActive,
+// OutcomeInactive or the OAuth error code of a refusal ("other" when
+// unknown).
+func (e *Exchange) IntrospectionDone(outcome string) {
+	c, ok := e.introspections[outcome]
+	if !ok {
+		c = e.introspections["other"]
+	}
+	c.Inc()
 }
 
 // Handler serves the metrics of g in the Prometheus text exposition
