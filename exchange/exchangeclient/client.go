@@ -329,8 +329,49 @@ func (c *Client) exchangeWith(ctx context.Context, sts *stsConn, id spiffeid.ID,
 	return tok, err
 }
 
-// send sends params over sts, by HTTP or by the gRPC API.
+// send sends params over sts, by HTTP or by the gRPC API, and sends it
+// again while the STS is briefly away (transient: restarted, draining,
+// or answering 503 temporarily_unavailable). It retries with a growing,
+// jittered delay (retryBackoff) until ctx's deadline or, when ctx has
+// none, for the client's timeout, and returns the last error when that
+// budget is spent. Re-sending is safe: a token request changes no state
+// on the server beyond its audit record, and a request the server never
+// answered issued no token the caller saw. Refusals and other failures
+// are returned at once.
 func (c *Client) send(ctx context.Context, sts *stsConn, params wireRequest, req *Request) (*Token, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(c.timeout)
+	}
+	var backoff retryBackoff
+	var last error // the last transient failure
+	for {
+		tok, err := c.sendOnce(ctx, sts, params, req)
+		if err != nil && last != nil && ctx.Err() != nil {
+			// The deadline cut a retry short: what kept failing is the
+			// better answer.
+			return nil, last
+		}
+		if err == nil || !transient(err) {
+			return tok, err
+		}
+		last = err
+		delay := backoff.next()
+		if time.Now().Add(delay).After(deadline) {
+			return nil, err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+// sendOnce sends params over sts once, by HTTP or by the gRPC API.
+func (c *Client) sendOnce(ctx context.Context, sts *stsConn, params wireRequest, req *Request) (*Token, error) {
 	if sts.api != nil {
 		return c.exchangeGRPC(ctx, sts.api, &params, req.Scope)
 	}
@@ -353,6 +394,9 @@ func (c *Client) send(ctx context.Context, sts *stsConn, params wireRequest, req
 	}
 	if len(body) > maxResponseBytes {
 		return nil, fmt.Errorf("exchangeclient: the token response exceeds %d bytes", maxResponseBytes)
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return nil, unavailableError{errorResponse(resp, body)}
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, errorResponse(resp, body)

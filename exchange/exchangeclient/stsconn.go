@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"syscall"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
@@ -102,4 +107,71 @@ func (c *Client) exchangeGRPC(ctx context.Context, api exchangepb.TokenExchangeC
 		ExpiresIn:       resp.GetExpiresIn(),
 		Scope:           resp.GetScope(),
 	}, sent, requestedScope)
+}
+
+// Bounds of the delay between attempts of one token request (send).
+const (
+	firstRetryDelay = 50 * time.Millisecond
+	maxSendDelay    = time.Second
+)
+
+// retryBackoff is the delay before each next attempt of one token
+// request: 50 ms doubling up to 1 s, each drawn uniformly from its upper
+// half so that many clients of one restarted server spread out.
+type retryBackoff struct{ delay time.Duration }
+
+func (b *retryBackoff) next() time.Duration {
+	switch {
+	case b.delay == 0:
+		b.delay = firstRetryDelay
+	case b.delay < maxSendDelay:
+		b.delay = min(2*b.delay, maxSendDelay)
+	}
+	half := b.delay / 2
+	return half + rand.N(half+1)
+}
+
+// unavailableError is an HTTP 503 answer from the token endpoint: the
+// server (or a proxy in front of it) is overloaded, starting or shutting
+// down, or cannot write its audit trail. It unwraps to the answer's
+// protocol.Error (temporarily_unavailable) when it carries one.
+type unavailableError struct{ err error }
+
+func (e unavailableError) Error() string { return e.err.Error() }
+func (e unavailableError) Unwrap() error { return e.err }
+
+// transient reports whether err means the STS is briefly away, so that
+// the same request may succeed when sent again:
+//
+//   - 503 (temporarily_unavailable, RFC 6749 §4.1.2.1), over HTTP;
+//   - gRPC Unavailable, with or without a temporarily_unavailable
+//     ErrorInfo (what gRPC reports for a refused or lost connection);
+//   - a connection that could not be made, was refused, reset, or closed
+//     before the answer (EOF): a server restarting or draining. HTTP/2
+//     GOAWAY of a request the server did not process is retried by
+//     net/http itself.
+//
+// A deadline or cancellation is not transient: the caller's budget is
+// spent.
+func transient(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var unavailable unavailableError
+	if errors.As(err, &unavailable) {
+		return true
+	}
+	var oauthErr protocol.Error
+	if errors.As(err, &oauthErr) {
+		return oauthErr.Code == protocol.ErrTemporarilyUnavailable.Code
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+		return true
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

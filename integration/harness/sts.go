@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -48,6 +50,9 @@ type STS struct {
 	HealthURL string
 	// DataDir and ConfigPath are as configured.
 	DataDir, ConfigPath string
+
+	bin, dir string
+	starts   int // processes started, for the log file names
 }
 
 // StartSTS writes a configuration for the SPIRE deployment s and starts
@@ -81,6 +86,8 @@ func StartSTS(ctx context.Context, s *SPIRE, opts STSOptions) (*STS, error) {
 		HealthURL:  "http://127.0.0.1:" + strconv.Itoa(healthPort),
 		DataDir:    opts.DataDir,
 		ConfigPath: filepath.Join(opts.Dir, "sts.hcl"),
+		bin:        opts.Bin,
+		dir:        opts.Dir,
 	}
 	config := fmt.Sprintf(`server {
   trust_domain        = %q
@@ -97,24 +104,80 @@ func StartSTS(ctx context.Context, s *SPIRE, opts STSOptions) (*STS, error) {
 	if err := os.WriteFile(sts.ConfigPath, []byte(config), 0o600); err != nil {
 		return nil, fmt.Errorf("harness: write spiffe-sts config: %w", err)
 	}
-	if sts.Process, err = StartProcess(opts.Bin, []string{"run", "-config", sts.ConfigPath}, nil, filepath.Join(opts.Dir, "sts.log")); err != nil {
+	if err := sts.launch(ctx); err != nil {
 		return nil, err
+	}
+	return sts, nil
+}
+
+// launch starts the process on the configuration file and waits until
+// /readyz answers 200 (at most 45 s or until ctx ends). The first
+// process logs to sts.log, the n-th restart to sts.n.log.
+func (sts *STS) launch(ctx context.Context) error {
+	logName := "sts.log"
+	if sts.starts > 0 {
+		logName = "sts." + strconv.Itoa(sts.starts) + ".log"
+	}
+	sts.starts++
+	var err error
+	if sts.Process, err = StartProcess(sts.bin, []string{"run", "-config", sts.ConfigPath}, nil, filepath.Join(sts.dir, logName)); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
 	defer cancel()
 	for {
 		if ready(ctx, sts.HealthURL+"/readyz") {
-			return sts, nil
+			return nil
 		}
 		select {
 		case <-sts.Exited():
-			return nil, fmt.Errorf("harness: spiffe-sts exited during start-up:\n%s", sts.Output())
+			return fmt.Errorf("harness: spiffe-sts exited during start-up:\n%s", sts.Output())
 		case <-ctx.Done():
 			_ = sts.Stop()
-			return nil, fmt.Errorf("harness: spiffe-sts not ready: %w\n%s", ctx.Err(), sts.Output())
+			return fmt.Errorf("harness: spiffe-sts not ready: %w\n%s", ctx.Err(), sts.Output())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// drainTimeout bounds a graceful stop: spiffe-sts waits up to 10 s for
+// the requests in flight after SIGTERM.
+const drainTimeout = 20 * time.Second
+
+// StopGracefully sends SIGTERM and waits for the process to exit on its
+// own (at most 20 s or until ctx ends, then it is killed). It returns an
+// error unless the process exited with status 0 and logged no incomplete
+// shutdown: a graceful stop drains the requests in flight.
+func (sts *STS) StopGracefully(ctx context.Context) error {
+	if err := sts.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("harness: SIGTERM spiffe-sts: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, drainTimeout)
+	defer cancel()
+	select {
+	case <-sts.Exited():
+	case <-ctx.Done():
+		_ = sts.Stop()
+		return fmt.Errorf("harness: spiffe-sts did not exit after SIGTERM: %w", ctx.Err())
+	}
+	if err := sts.Err(); err != nil {
+		return fmt.Errorf("harness: spiffe-sts exited with %v after SIGTERM:\n%s", err, sts.Output())
+	}
+	if strings.Contains(sts.Output(), "graceful shutdown incomplete") {
+		return fmt.Errorf("harness: spiffe-sts did not drain its requests:\n%s", sts.Output())
+	}
+	return nil
+}
+
+// Restart stops the process gracefully ([STS.StopGracefully]) and starts
+// a new one on the same configuration file, data directory and ports,
+// waiting until it is ready. It must not run concurrently with other
+// methods of sts; what it replaces is sts.Process.
+func (sts *STS) Restart(ctx context.Context) error {
+	if err := sts.StopGracefully(ctx); err != nil {
+		return err
+	}
+	return sts.launch(ctx)
 }
 
 func ready(ctx context.Context, url string) bool {

@@ -1,0 +1,159 @@
+package exchangeclient_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
+	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
+	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
+)
+
+const retryOKBody = `{"access_token":"tok","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":60}`
+
+// countingServer answers the token endpoint with answer(n) for the n-th
+// request (from 1), over TLS with an STS SVID, on ln.
+func countingServer(t *testing.T, s *ststest.STS, ln net.Listener, answer func(n int64, w http.ResponseWriter)) *atomic.Int64 {
+	t.Helper()
+	var n atomic.Int64
+	svid := s.CA.SVID(t, ststest.ServerID, time.Hour)
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { answer(n.Add(1), w) }),
+		TLSConfig:         tlsconfig.TLSServerConfig(svid),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return &n
+}
+
+func answerJSON(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
+}
+
+func retryClient(t *testing.T, s *ststest.STS, addr string) *exchangeclient.Client {
+	t.Helper()
+	c, err := exchangeclient.New(context.Background(),
+		exchangeclient.WithIssuerURL("https://"+addr),
+		exchangeclient.WithX509Source(newSource(s, t, ststest.WorkloadID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+var retryRequest = exchangeclient.Request{SubjectToken: "subject", Audience: []string{ststest.APIAudience}}
+
+// TestExchangeRetriesUnavailable checks that a 503 temporarily_unavailable
+// answer (a server draining, starting or without its audit trail) is sent
+// again, and that the caller sees the token of the attempt that succeeds.
+func TestExchangeRetriesUnavailable(t *testing.T) {
+	s := ststest.Start(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := countingServer(t, s, ln, func(n int64, w http.ResponseWriter) {
+		if n <= 3 {
+			answerJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`)
+			return
+		}
+		answerJSON(w, http.StatusOK, retryOKBody)
+	})
+	tok, err := retryClient(t, s, ln.Addr().String()).Exchange(context.Background(), retryRequest)
+	if err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+	if tok.AccessToken != "tok" || n.Load() != 4 {
+		t.Fatalf("token %q after %d requests, want tok after 4", tok.AccessToken, n.Load())
+	}
+}
+
+// TestExchangeRetriesRefusedConnection checks that a request to an STS
+// that is not listening (restarting) succeeds once it listens again on
+// the same port, within the caller's deadline.
+func TestExchangeRetriesRefusedConnection(t *testing.T) {
+	s := ststest.Start(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c := retryClient(t, s, addr)
+
+	tried := make(chan struct{})
+	go func() {
+		// Listen again once the client has seen the refusal at least once.
+		<-tried
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) { answerJSON(w, http.StatusOK, retryOKBody) })
+	}()
+	// The refusal is observed through a first call with a short deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	_, err = c.Exchange(ctx, retryRequest)
+	cancel()
+	if err == nil {
+		t.Fatal("Exchange succeeded with nothing listening")
+	}
+	close(tried)
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Exchange(ctx, retryRequest); err != nil {
+		t.Fatalf("Exchange after the server came back: %v", err)
+	}
+}
+
+// TestExchangeRetryStopsAtDeadline checks that an STS that stays
+// unavailable yields its temporarily_unavailable error once the caller's
+// deadline is near, not a hang and not a context error.
+func TestExchangeRetryStopsAtDeadline(t *testing.T) {
+	s := ststest.Start(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
+		answerJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable","error_description":"audit"}`)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err = retryClient(t, s, ln.Addr().String()).Exchange(ctx, retryRequest)
+	if !errors.Is(err, protocol.ErrTemporarilyUnavailable) {
+		t.Fatalf("Exchange error %v, want temporarily_unavailable", err)
+	}
+	if n.Load() < 2 {
+		t.Errorf("%d requests, want the request retried", n.Load())
+	}
+}
+
+// TestExchangeRefusalNotRetried checks that a refusal is returned after
+// one request.
+func TestExchangeRefusalNotRetried(t *testing.T) {
+	s := ststest.Start(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
+		answerJSON(w, http.StatusBadRequest, `{"error":"invalid_grant"}`)
+	})
+	_, err = retryClient(t, s, ln.Addr().String()).Exchange(context.Background(), retryRequest)
+	if !errors.Is(err, protocol.ErrInvalidGrant) || n.Load() != 1 {
+		t.Fatalf("Exchange error %v after %d requests, want invalid_grant after 1", err, n.Load())
+	}
+}
