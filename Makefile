@@ -3,15 +3,16 @@
 GO ?= go
 SHELL := /bin/bash
 
-.PHONY: demo test deps lint unit integration bench loadtest fuzz build proto
+.PHONY: demo test deps lint unit integration bench loadtest fuzz fuzz-ci build proto
 
 ## demo: run spiffe-sts end to end on a real local SPIRE (builds SPIRE once, cached)
 demo:
 	$(GO) run ./integration/demo
 
-## test: everything CI runs: lint, unit tests with -race, integration tests on real SPIRE,
-## PostgreSQL and the other real servers (their Debian packages installed first when absent)
-test: deps lint unit integration
+## test: everything CI runs: lint, unit tests with -race, a brief run of each fuzz target,
+## integration tests on real SPIRE, PostgreSQL and the other real servers (their Debian
+## packages installed first when absent)
+test: deps lint unit fuzz-ci integration
 
 ## deps: install the Debian packages whose real servers the tests run, when absent
 deps:
@@ -44,15 +45,34 @@ bench:
 loadtest:
 	$(GO) run ./integration/loadtest
 
-## fuzz: a short run of each fuzz target
+## fuzz: a run of each fuzz target, FUZZTIME each (default 30s). The
+## figures of the README's closing note come from `make fuzz FUZZTIME=10m`.
+## Each target is a package and a function: every parser of untrusted input.
+FUZZTIME ?= 30s
+FUZZPARALLEL ?=
+FUZZ_TARGETS := \
+	./exchange:FuzzParseForm \
+	./exchange:FuzzParseJSON \
+	./exchange:FuzzParseIntrospectionForm \
+	./accesstoken:FuzzClaimsJSON \
+	./accesstoken:FuzzVerify \
+	./accesstoken/extauthz:FuzzVerifyPeer \
+	./spiffeid:FuzzParsePattern \
+	./spiffeid/forwarded:FuzzParseXFCC \
+	./spiffeid/forwarded:FuzzXFCCCertificates \
+	./spiffeid/forwarded:FuzzParseClientCert \
+	./cmd/spiffe-sts:FuzzParseConfig \
+	./cmd/spiffe-sts-helper:FuzzParseConfig \
+	./audit:FuzzRecordJSON
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseForm -fuzztime 30s ./exchange
-	$(GO) test -run '^$$' -fuzz FuzzClaimsJSON -fuzztime 30s ./accesstoken
-	$(GO) test -run '^$$' -fuzz FuzzParsePattern -fuzztime 30s ./spiffeid
-	$(GO) test -run '^$$' -fuzz FuzzParseConfig -fuzztime 30s ./cmd/spiffe-sts-helper
-	$(GO) test -run '^$$' -fuzz FuzzParseXFCC -fuzztime 30s ./spiffeid/forwarded
-	$(GO) test -run '^$$' -fuzz FuzzParseClientCert -fuzztime 30s ./spiffeid/forwarded
-	$(GO) test -run '^$$' -fuzz FuzzRecordJSON -fuzztime 30s ./audit
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)) "$$pkg"; \
+	done
+
+## fuzz-ci: the brief run of every fuzz target that make test does
+fuzz-ci:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=6s FUZZPARALLEL=1
 
 build:
 	$(GO) build -o bin/ ./cmd/...

@@ -149,7 +149,13 @@ func (s *Server) introspectionToken(r *http.Request) (string, error) {
 	case n > s.cfg.MaxBodyBytes:
 		return "", protocol.ErrInvalidRequest.WithDescription("request body exceeds %d bytes", s.cfg.MaxBodyBytes)
 	}
-	form, err := url.ParseQuery(buf.String())
+	return parseIntrospectionForm(buf.String())
+}
+
+// parseIntrospectionForm returns the token parameter of an introspection
+// request body (RFC 7662 §2.1): required, once, not empty.
+func parseIntrospectionForm(body string) (string, error) {
+	form, err := url.ParseQuery(body)
 	if err != nil {
 		return "", protocol.ErrInvalidRequest.WithDescription("the request body is not a valid form")
 	}
