@@ -20,6 +20,7 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 	dst = appendString(dst, r.RequestID)
 	dst = append(dst, `,"transport":`...)
 	dst = appendString(dst, r.Transport)
+	dst = appendField(dst, `,"operation":`, r.Operation)
 	dst = append(dst, `,"outcome":`...)
 	dst = appendString(dst, r.Outcome)
 	dst = appendField(dst, `,"error":`, r.Error)

@@ -29,6 +29,7 @@ func baseline() audit.Record {
 	return audit.Record{
 		Time:               time.Date(2025, 3, 4, 5, 6, 7, 890123000, time.UTC),
 		RequestID:          "3f2a9c",
+		Operation:          audit.OperationIntrospect,
 		Transport:          "http",
 		Outcome:            audit.OutcomeIssued,
 		Caller:             "spiffe://example.org/ns/prod/sa/web",
