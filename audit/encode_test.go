@@ -29,13 +29,13 @@ func baseline() audit.Record {
 	return audit.Record{
 		Time:               time.Date(2025, 3, 4, 5, 6, 7, 890123000, time.UTC),
 		RequestID:          "3f2a9c",
-		Operation:          audit.OperationIntrospect,
 		Transport:          "http",
+		Operation:          "some_operation",
 		Outcome:            audit.OutcomeIssued,
 		Caller:             "spiffe://example.org/ns/prod/sa/web",
 		X5TS256:            "q3fR0bSxkU8vB1qgJ2zv0yT2mKq1l0v1iO3Jw8x3o1c",
 		RemoteAddr:         "192.0.2.1:51234",
-		ProxySPIFFEID:      "spiffe://example.org/proxy",
+		ProxySPIFFEID:      "spiffe://example.org/ns/ingress/sa/envoy",
 		GrantType:          "urn:ietf:params:oauth:grant-type:token-exchange",
 		SubjectTokenType:   "urn:ietf:params:oauth:token-type:jwt",
 		ActorTokenType:     "urn:ietf:params:oauth:token-type:access_token",
@@ -78,6 +78,11 @@ func TestAppendJSON(t *testing.T) {
 		{name: "zero record", override: func(r *audit.Record) { *r = audit.Record{} }},
 		{name: "refusal", override: func(r *audit.Record) {
 			r.Outcome, r.Error, r.Reason, r.Detail = audit.OutcomeRefused, "invalid_target", "audience not allowed", "rule x: no match"
+		}},
+		{name: "introspection", override: func(r *audit.Record) {
+			*r = audit.Record{Time: r.Time, RequestID: "a1", Transport: "http", Operation: audit.OperationIntrospect,
+				Outcome: audit.OutcomeInactive, Detail: "expired", Caller: r.Caller, X5TS256: r.X5TS256,
+				ProxySPIFFEID: "spiffe://example.org/ns/ingress/sa/envoy", KID: "k1"}
 		}},
 		{name: "empty lists", override: func(r *audit.Record) { r.Audience, r.Act, r.RequestedAudience = []string{}, nil, []string{} }},
 		{name: "list of empty strings", override: func(r *audit.Record) { r.Audience = []string{"", ""} }},

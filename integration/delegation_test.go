@@ -42,13 +42,7 @@ func TestDelegationChain(t *testing.T) {
 	for name, id := range map[string]string{"frontend": frontendID, "orders": ordersID, "reports": reportsID, "support": supportID, "thief": thiefID} {
 		wl[name] = e.workload(name, id)
 	}
-	policy := fmt.Sprintf(`
-external_issuer "corp" {
-  issuer   = %q
-  jwks_url = %q
-  ca_file  = %q
-  audience = "spiffe-sts"
-}
+	policy := corpIssuerHCL(idp) + fmt.Sprintf(`
 policy %q {
   audiences = [%q, %q]
   scopes    = ["orders.read", "orders.write"]
@@ -87,8 +81,7 @@ policy %q {
   audiences = [%q, %q]
   scopes    = ["orders.read", "orders.write"]
 }
-`, idp.URL, idp.URL+"/jwks", idp.CAFile,
-		frontendID, ordersID, reportsID,
+`, frontendID, ordersID, reportsID,
 		ordersID, paymentsID, frontendID,
 		reportsID, paymentsID,
 		supportID, paymentsID,
@@ -113,13 +106,7 @@ policy %q {
 	// exchange runs stsctl exchange as a workload; it returns the token or
 	// the error output and the exit code.
 	exchange := func(t *testing.T, workload, subjectFile, subjectType, audience, scope string, extra ...string) (string, int) {
-		args := []string{"exchange", "-sts", s.url, "-sts-id", stsID, "-audience", audience,
-			"-subject-token-file", subjectFile, "-subject-token-type", subjectType}
-		if scope != "" {
-			args = append(args, "-scope", scope)
-		}
-		out, code := runWorkload(t, wl[workload], e.spire.WorkloadAPIAddr(), append(args, extra...)...)
-		return strings.TrimSpace(out), code
+		return e.exchangeAs(t, s, wl[workload], subjectFile, subjectType, audience, scope, extra...)
 	}
 	mustExchange := func(t *testing.T, workload, subjectFile, subjectType, audience, scope string, extra ...string) string {
 		t.Helper()
@@ -193,4 +180,30 @@ policy %q {
 		out, code := exchange(t, "frontend", user, "jwt", ordersID, "", "-impersonate")
 		refused(t, out, code, "policy does not let this client impersonate")
 	})
+}
+
+// corpIssuerHCL is the external_issuer block "corp" for the OIDC issuer
+// idp, with audience spiffe-sts.
+func corpIssuerHCL(idp *harness.OIDCIssuer) string {
+	return fmt.Sprintf(`
+external_issuer "corp" {
+  issuer   = %q
+  jwks_url = %q
+  ca_file  = %q
+  audience = "spiffe-sts"
+}
+`, idp.URL, idp.URL+"/jwks", idp.CAFile)
+}
+
+// exchangeAs runs stsctl exchange as the registered workload at path; it
+// returns the token, or the error output, and the exit code.
+func (e *env) exchangeAs(t *testing.T, s *sts, path, subjectFile, subjectType, audience, scope string, extra ...string) (string, int) {
+	t.Helper()
+	args := []string{"exchange", "-sts", s.url, "-sts-id", stsID, "-audience", audience,
+		"-subject-token-file", subjectFile, "-subject-token-type", subjectType}
+	if scope != "" {
+		args = append(args, "-scope", scope)
+	}
+	out, code := runWorkload(t, path, e.spire.WorkloadAPIAddr(), append(args, extra...)...)
+	return strings.TrimSpace(out), code
 }
