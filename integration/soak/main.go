@@ -5,18 +5,21 @@
 //  1. starts spire-server and spire-agent on loopback (SPIRE built once,
 //     cached), builds spiffe-sts, registers it and this program (by its
 //     executable's path) with a short X509-SVID TTL (-svid-ttl);
+//
 //  2. measures the peak: a closed loop of -peak-duration with
 //     exchangeclient.Client.Exchange on -connections workers
 //     (internal/loadgen, the engine of stsctl bench);
+//
 //  3. drives Client.Exchange open-loop at half the peak for -duration,
 //     counting the client's SVID rotations, and samples spiffe-sts's RSS
 //     (/proc/PID/status VmRSS) and goroutines (go_goroutines of /metrics)
 //     once warmed up (-warmup) and at the end of the load;
-//  4. prints
+//
+//  4. prints one line, soak_s being the measured duration:
 //
 //     soak_s=600 rps=R rotations=N errors=0 rss_start_mb=A rss_end_mb=B goroutines_start=G1 goroutines_end=G2
 //
-// and exits 1 when a request failed, the SVID rotated fewer than
+// It exits 1 when a request failed, the SVID rotated fewer than
 // -min-rotations times, or the server grew beyond the tolerance: RSS by
 // more than 25% + 16 MiB, goroutines by more than 20% + 20.
 //
@@ -73,7 +76,7 @@ const (
 
 type options struct {
 	duration, warmup, peakDuration, svidTTL time.Duration
-	connections, minRotations             int
+	connections, minRotations               int
 }
 
 func main() {
