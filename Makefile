@@ -3,7 +3,7 @@
 GO ?= go
 SHELL := /bin/bash
 
-.PHONY: demo test deps lint unit integration bench loadtest fuzz build proto
+.PHONY: demo test deps lint unit integration bench loadtest soak fuzz build proto
 
 ## demo: run spiffe-sts end to end on a real local SPIRE (builds SPIRE once, cached)
 demo:
@@ -31,7 +31,7 @@ unit:
 # the log's tail when something failed.
 integration:
 	@set -o pipefail; $(GO) test -tags integration -count=1 -timeout 30m -v ./integration/... > integration.out 2>&1; rc=$$?; \
-	grep -E '^\s*(--- |PASS|FAIL|ok |panic)|rotations=|server certificates seen' integration.out; \
+	grep -E '^\s*(--- |PASS|FAIL|ok |panic)|rotations=|fault=|server certificates seen' integration.out; \
 	if [ $$rc -ne 0 ]; then echo "--- integration.out (tail) ---"; tail -n 400 integration.out; fi; exit $$rc
 
 ## bench: the benchmarks quoted in the README (one CPU)
@@ -43,6 +43,15 @@ bench:
 ## ES256 floor of the same run beside it. A measurement: not part of test.
 loadtest:
 	$(GO) run ./integration/loadtest
+
+## soak: spiffe-sts on a real local SPIRE under the client library at half
+## the measured peak for SOAK_DURATION while the client's X509-SVID rotates;
+## prints soak_s=... rps=... rotations=... errors=... and the server's RSS and
+## goroutines at the start and end, and fails on any error or growth.
+## make test runs a one-minute form (TestSoakShort).
+SOAK_DURATION ?= 600s
+soak:
+	$(GO) run ./integration/soak -duration $(SOAK_DURATION)
 
 ## fuzz: a short run of each fuzz target
 fuzz:
