@@ -119,7 +119,7 @@ func startKeyRing(ctx context.Context, cfg *config) (*keyring.Manager, func(), e
 	m, err := keyring.New(loadCtx, rc)
 	if err != nil {
 		closeStore()
-		return nil, nil, err
+		return nil, nil, whereRecord(cfg, err)
 	}
 	return m, closeStore, nil
 }
@@ -217,4 +217,18 @@ func (w *ringWatcher) status() {
 		}
 	}
 	w.reachable, w.lastErr = st.StoreReachable, errText
+}
+
+// whereRecord names where a ring record that does not open lives: the
+// ring file of the embedded store, or the table of the PostgreSQL one (the
+// record's seq and kid are in err). Other errors are returned as they are.
+func whereRecord(cfg *config, err error) error {
+	var recErr *keyring.RecordError
+	if !errors.As(err, &recErr) {
+		return err
+	}
+	if cfg.Datastore.Kind == datastorePostgres {
+		return fmt.Errorf("datastore %q: table %s: %w", datastorePostgres, pgstore.KeysTable, err)
+	}
+	return fmt.Errorf("filestore: %s: %w", filepath.Join(cfg.Server.DataDir, filestore.FileName), err)
 }

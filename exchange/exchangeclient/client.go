@@ -53,9 +53,12 @@ type Client struct {
 	useGRPC    bool
 	clock      Clock
 	metrics    *clientMetrics // nil without WithMetrics
-	// sts sends token requests presenting the source's current SVID.
-	sts *stsConn
-	// sidecar, with WithSidecar, dials the egress sidecar; source is nil.
+	// sts sends token requests presenting the source's current SVID; see
+	// stsFor. stsMu serializes its replacement.
+	sts   atomic.Pointer[svidConn]
+	stsMu sync.Mutex
+	// sidecar, with WithSidecar, dials the egress sidecar; source is nil,
+	// and sts holds the one connection pool to it (no leaf).
 	sidecar *sidecarDialer
 
 	closed    atomic.Bool
@@ -113,9 +116,13 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	}
 
 	c.authorizer = serverAuthorizer(c.source, cfg.serverID)
-	// The TLS configuration asks the source for the SVID and bundles on
-	// every handshake, so new connections pick up rotated SVIDs.
-	if c.sts, err = c.dialSTS(c.source); err != nil {
+	// Exchange sends over connections that present the source's current
+	// X509-SVID, replaced when it rotates (stsFor).
+	svid, err := c.source.GetX509SVID()
+	if err == nil {
+		_, err = c.stsFor(svid)
+	}
+	if err != nil {
 		if c.ownSource != nil {
 			_ = c.ownSource.Close()
 		}
@@ -304,13 +311,17 @@ func (c *Client) Exchange(ctx context.Context, req Request) (*Token, error) {
 	}
 	if c.sidecar != nil {
 		// No client_id: the STS takes it from the sidecar's certificate.
-		return c.exchangeWith(ctx, c.sts, spiffeid.ID{}, req)
+		return c.exchangeWith(ctx, c.sts.Load().sts, spiffeid.ID{}, req)
 	}
 	svid, err := c.source.GetX509SVID()
 	if err != nil {
 		return nil, fmt.Errorf("exchangeclient: no X509-SVID: %w", err)
 	}
-	return c.exchangeWith(ctx, c.sts, svid.ID, req)
+	sts, err := c.stsFor(svid)
+	if err != nil {
+		return nil, err
+	}
+	return c.exchangeWith(ctx, sts, svid.ID, req)
 }
 
 // exchangeWith sends req over sts, whose connections authenticate as id,
@@ -457,7 +468,11 @@ func checkTokenResponse(r *protocol.Response, sent time.Time, requestedScope []s
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
-		c.sts.close()
+		c.stsMu.Lock()
+		if cur := c.sts.Load(); cur != nil {
+			cur.sts.close()
+		}
+		c.stsMu.Unlock()
 		if c.ownSource != nil {
 			if err := c.ownSource.Close(); err != nil {
 				c.closeErr = fmt.Errorf("exchangeclient: closing the X509 source: %w", err)

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
@@ -155,5 +157,33 @@ func TestExchangeRefusalNotRetried(t *testing.T) {
 	_, err = retryClient(t, s, ln.Addr().String()).Exchange(context.Background(), retryRequest)
 	if !errors.Is(err, protocol.ErrInvalidGrant) || n.Load() != 1 {
 		t.Fatalf("Exchange error %v after %d requests, want invalid_grant after 1", err, n.Load())
+	}
+}
+
+// TestExchangeFollowsRotation checks that once the source's X509-SVID
+// rotates, Exchange presents the new certificate, even though a
+// kept-alive connection made with the old one is still open: the issued
+// token is bound to the new certificate (its cnf).
+func TestExchangeFollowsRotation(t *testing.T) {
+	s := ststest.Start(t, nil)
+	first := s.CA.SVID(t, ststest.WorkloadID, time.Hour)
+	src := newRotatingSource(s.CA.Bundle(), first)
+	c, err := exchangeclient.New(context.Background(), exchangeclient.WithIssuerURL(s.URL),
+		exchangeclient.WithX509Source(src), exchangeclient.WithServerID(spiffeid.RequireFromString(ststest.ServerID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	v := s.Verifier(ststest.APIAudience)
+	req := exchangeclient.Request{Audience: []string{ststest.APIAudience}}
+	for i, svid := range []*x509svid.SVID{first, s.CA.SVID(t, ststest.WorkloadID, time.Hour)} {
+		src.rotate(svid)
+		tok, err := c.Exchange(context.Background(), req)
+		if err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+		if _, err := v.Verify(context.Background(), tok.AccessToken, svid.Certificates[0]); err != nil {
+			t.Fatalf("exchange %d: the token is not bound to the source's current certificate: %v", i, err)
+		}
 	}
 }

@@ -120,11 +120,11 @@ func newSidecarClient(cfg *clientConfig, tokenURL string) (*Client, error) {
 	// The same endpoint in plain HTTP, Host naming the STS.
 	c.tokenURL = "http://" + strings.TrimPrefix(tokenURL, "https://")
 	transport := c.sidecarTransport(nil)
-	c.sts = &stsConn{transport: transport, http: &http.Client{
+	c.sts.Store(&svidConn{sts: &stsConn{transport: transport, http: &http.Client{
 		Transport:     transport,
 		Timeout:       c.timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
+	}}})
 	if cfg.metrics != nil {
 		if c.metrics, err = newClientMetrics(cfg.metrics); err != nil {
 			return nil, err
@@ -179,7 +179,7 @@ func (c *Client) newSidecarTokens(ctx context.Context, req Request, cfg tokensCo
 		owner:    t,
 		svid:     &x509svid.SVID{}, // no ID: the STS takes it from the sidecar's certificate
 		notAfter: sidecarNotAfter,
-		sts:      c.sts,
+		sts:      c.sts.Load().sts,
 		wake:     make(chan struct{}, 1),
 	}
 	t.sidecar = e

@@ -1,6 +1,7 @@
 package exchangeclient
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -59,6 +60,44 @@ func (c *Client) dialSTS(svids x509svid.Source) (*stsConn, error) {
 		return nil, fmt.Errorf("exchangeclient: gRPC client for %s: %w", target, err)
 	}
 	return &stsConn{grpc: conn, api: exchangepb.NewTokenExchangeClient(conn)}, nil
+}
+
+// svidConn is an stsConn whose connections all present one X509-SVID,
+// whose leaf is leaf.
+type svidConn struct {
+	leaf []byte
+	sts  *stsConn
+}
+
+// stsFor returns the stsConn that presents svid, the source's current
+// X509-SVID. When the SVID has rotated it makes a new one and retires the
+// previous one once the requests it carries have ended (after the
+// client's timeout): a kept-alive connection would otherwise present the
+// old certificate until it expires, and the STS refuses a certificate
+// about to expire. The check costs one comparison of the leaf's bytes.
+func (c *Client) stsFor(svid *x509svid.SVID) (*stsConn, error) {
+	leaf := svid.Certificates[0].Raw
+	if cur := c.sts.Load(); cur != nil && bytes.Equal(cur.leaf, leaf) {
+		return cur.sts, nil
+	}
+	c.stsMu.Lock()
+	defer c.stsMu.Unlock()
+	cur := c.sts.Load()
+	if cur != nil && bytes.Equal(cur.leaf, leaf) {
+		return cur.sts, nil
+	}
+	if c.closed.Load() {
+		return nil, errClosed
+	}
+	conn, err := c.dialSTS(svid)
+	if err != nil {
+		return nil, err
+	}
+	c.sts.Store(&svidConn{leaf: leaf, sts: conn})
+	if cur != nil {
+		time.AfterFunc(c.timeout, cur.sts.close)
+	}
+	return conn, nil
 }
 
 // close releases the connections: the idle ones over HTTP, the gRPC

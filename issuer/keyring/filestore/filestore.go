@@ -208,6 +208,9 @@ func (s *Store) read() (*file, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("filestore: %s: not a regular file", s.path)
 	}
+	if err := checkOwner(s.path, fi); err != nil {
+		return nil, err
+	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("filestore: %s: mode %#o gives group or others access; want 0600", s.path, perm)
 	}

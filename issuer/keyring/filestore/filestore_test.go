@@ -2,6 +2,7 @@ package filestore_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,6 +81,32 @@ func TestRefuses(t *testing.T) {
 				t.Error("Open changed the file it refused")
 			}
 		})
+	}
+}
+
+// TestRefusesOtherOwner checks that a ring file owned by another user is
+// refused, naming the file and both uids, and left as it is. It needs to
+// be able to give the file away (root).
+func TestRefusesOtherOwner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), filestore.FileName)
+	const data = `{"version":1,"keys":[]}`
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const other = 65534
+	if os.Geteuid() == other {
+		t.Skip("running as uid 65534")
+	}
+	if err := os.Chown(path, other, other); err != nil {
+		t.Skipf("cannot give the file to another owner: %v", err)
+	}
+	_, err := filestore.Open(path)
+	want := fmt.Sprintf("filestore: %s: owned by uid %d; want %d, the uid spiffe-sts runs as", path, other, os.Geteuid())
+	if err == nil || err.Error() != want {
+		t.Fatalf("Open error = %v, want %q", err, want)
+	}
+	if after, _ := os.ReadFile(path); string(after) != data {
+		t.Error("Open changed the file it refused")
 	}
 }
 

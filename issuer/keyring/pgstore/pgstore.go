@@ -20,6 +20,9 @@ const migrationLock int64 = 0x5354534b4559
 
 // migrations are the schema versions, in order: migrations[i] takes the
 // schema to version i+1. Never edit a released one; append.
+// KeysTable is the table that holds the key ring, one row per key.
+const KeysTable = "spiffe_sts_keys"
+
 var migrations = []string{
 	`CREATE TABLE spiffe_sts_keys (
 		seq        bigint      PRIMARY KEY,
