@@ -187,16 +187,8 @@ func (c *Client) newSidecarTokens(ctx context.Context, req Request, cfg tokensCo
 		e.dropped.Store(true)
 		e.tok.Store(nil)
 	})
-	f := t.acquire(e, nil, time.Time{}, false)
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		t.Close()
-		return nil, fmt.Errorf("exchangeclient: waiting for the first token: %w", ctx.Err())
-	}
-	if f.err != nil {
-		t.Close()
-		return nil, f.err
+	if err := t.awaitFirst(ctx, e); err != nil {
+		return nil, err
 	}
 	e.used.Store(true)
 	t.wg.Add(1)

@@ -125,20 +125,29 @@ func (c *Client) NewTokens(ctx context.Context, req Request, opts ...TokensOptio
 	t.current.Store(e)
 	// Waiting for the first token is what NewTokens is for: it is not
 	// reported as Blocking.
+	if err := t.awaitFirst(ctx, e); err != nil {
+		return nil, err
+	}
+	t.wg.Add(1)
+	go t.watch()
+	return t, nil
+}
+
+// awaitFirst waits for e's first token, closing t when it fails or ctx
+// ends first.
+func (t *Tokens) awaitFirst(ctx context.Context, e *entry) error {
 	f := t.acquire(e, nil, time.Time{}, false)
 	select {
 	case <-f.done:
 	case <-ctx.Done():
 		t.Close()
-		return nil, fmt.Errorf("exchangeclient: waiting for the first token: %w", ctx.Err())
+		return fmt.Errorf("exchangeclient: waiting for the first token: %w", ctx.Err())
 	}
 	if f.err != nil {
 		t.Close()
-		return nil, f.err
+		return f.err
 	}
-	t.wg.Add(1)
-	go t.watch()
-	return t, nil
+	return nil
 }
 
 // Token returns a usable token bound to leaf, a certificate this workload
