@@ -100,9 +100,10 @@ type runningHelper struct {
 }
 
 // startHelper registers a copy of the helper as helperID with the
-// X509-SVID TTL svidTTL (0 for the default), and runs it against s until
-// it has written its first set.
-func (e *env) startHelper(s *sts, svidTTL time.Duration) *runningHelper {
+// X509-SVID TTL svidTTL, and runs it against s, with the token request
+// timeout requestTimeout, until it has written its first set (0 for
+// either default).
+func (e *env) startHelper(s *sts, svidTTL, requestTimeout time.Duration) *runningHelper {
 	e.t.Helper()
 	path, err := harness.CopyExecutable(buildHelper(e.t), e.spire.Dir(), "spiffe-sts-helper")
 	if err != nil {
@@ -122,6 +123,10 @@ func (e *env) startHelper(s *sts, svidTTL time.Duration) *runningHelper {
 	h := &runningHelper{bin: path, out: filepath.Join(e.t.TempDir(), "out"), sock: filepath.Join(sockDir, "h.sock"),
 		healthz: fmt.Sprintf("127.0.0.1:%d", healthPort)}
 	h.config = filepath.Join(e.t.TempDir(), "helper.hcl")
+	timeoutLine := ""
+	if requestTimeout > 0 {
+		timeoutLine = fmt.Sprintf("timeout        = %q\n", requestTimeout.String())
+	}
 	cfg := fmt.Sprintf(`agent_address  = %q
 issuer_url     = %q
 sts_spiffe_id  = %q
@@ -129,12 +134,12 @@ output_dir     = %q
 listen         = %q
 health_address = %q
 log_level      = "debug"
-
+%s
 token %q {
   audiences = [%q]
   scopes    = ["read"]
 }
-`, e.spire.WorkloadAPIAddr(), s.url, stsID, h.out, "unix://"+h.sock, h.healthz, helperTokenFile, apiAud)
+`, e.spire.WorkloadAPIAddr(), s.url, stsID, h.out, "unix://"+h.sock, h.healthz, timeoutLine, helperTokenFile, apiAud)
 	if err := os.WriteFile(h.config, []byte(cfg), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
@@ -255,7 +260,7 @@ func TestHelperClients(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	s := e.startSTS(0, "", policyRule)
 	rs, port := e.ordersServer(s)
-	h := e.startHelper(s, 20*time.Second)
+	h := e.startHelper(s, 20*time.Second, 0)
 
 	// 1. The files and the local endpoint agree on the binding.
 	_, leaf, token := h.current(t)
@@ -340,14 +345,19 @@ func TestHelperClients(t *testing.T) {
 func TestHelperSTSOutage(t *testing.T) {
 	t.Parallel()
 	const (
-		tokenTTL = 20 * time.Second
-		outage   = 15 * time.Second // more than the refresh at 2/3 of tokenTTL
+		tokenTTL = 30 * time.Second
+		// The client library re-sends a token request while the STS is
+		// away, for up to requestTimeout: the outage outlasts the refresh
+		// (at 2/3 of tokenTTL) by more than that, so a refresh fails and is
+		// logged, and ends before the token's last usable seconds.
+		requestTimeout = 2 * time.Second
+		outage         = 25 * time.Second
 	)
 	policy := strings.Replace(policyRule, `max_ttl        = "2m"`, fmt.Sprintf("max_ttl = %q", tokenTTL.String()), 1)
 	e := newEnv(t, envOptions{})
 	s := e.startSTS(0, "", policy)
 	rs, port := e.ordersServer(s)
-	h := e.startHelper(s, 0)
+	h := e.startHelper(s, 0, requestTimeout)
 	src := e.source()
 	_ = rs
 
