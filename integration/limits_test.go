@@ -57,7 +57,7 @@ func TestRateLimit(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	auditPath := filepath.Join(t.TempDir(), "audit.log")
 	s := e.startSTSWith(harness.STSOptions{
-		Policy: limitedPolicy,
+		Policy:   limitedPolicy,
 		ExtraHCL: fmt.Sprintf("audit {\n  path = %q\n}\n\nlimits {\n  max_in_flight   = 64\n  tls_min_version = \"1.3\"\n}\n", auditPath),
 	})
 	src := e.source()

@@ -132,9 +132,11 @@ func TestParseConfigLimits(t *testing.T) {
 			expectErr:      "sts.hcl:37: limits: read_header_timeout: read_header_timeout (1m0s) must not be longer than read_timeout (20s), which covers the headers too",
 		},
 		{
-			name:           "read timeout under the default header timeout",
-			overrideConfig: func(s string) string { return deleteLine("read_header_timeout")(replace(`read_timeout        = "20s"`, `read_timeout        = "5s"`)(s)) },
-			expectErr:      "sts.hcl:37: limits: read_timeout: read_header_timeout (10s) must not be longer than read_timeout (5s), which covers the headers too",
+			name: "read timeout under the default header timeout",
+			overrideConfig: func(s string) string {
+				return deleteLine("read_header_timeout")(replace(`read_timeout        = "20s"`, `read_timeout        = "5s"`)(s))
+			},
+			expectErr: "sts.hcl:37: limits: read_timeout: read_header_timeout (10s) must not be longer than read_timeout (5s), which covers the headers too",
 		},
 		{
 			name:           "TLS 1.1",
