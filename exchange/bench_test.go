@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	"github.com/spiffe-sts/spiffe-sts/metrics"
+	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
 // exchangeForm is a JWT-SVID exchange request body for the workload.
@@ -78,6 +79,27 @@ func BenchmarkTokenHandler(b *testing.B) {
 			serve(b, body)
 		}
 	})
+}
+
+// BenchmarkTokenHandlerRateLimited is BenchmarkTokenHandler's warm path
+// with a per-caller rate limit that never refuses: the cost of charging
+// the caller's token bucket, which must add no allocation.
+func BenchmarkTokenHandlerRateLimited(b *testing.B) {
+	trail, err := audit.Open(audit.Config{Path: audit.Stdout, Stdout: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := ststest.Start(b, func(c *exchange.Config) {
+		c.Metrics = metrics.NewExchange(prometheus.NewRegistry())
+		c.Audit = trail
+		c.DefaultRateLimit = &stsid.RateLimit{PerSecond: 1e9, Burst: 1 << 30}
+	})
+	serve := newKeepAliveConn(b, s, ststest.WorkloadID).serve
+	body := exchangeForm(s, b)
+	b.ReportAllocs()
+	for b.Loop() {
+		serve(b, body)
+	}
 }
 
 // BenchmarkTokenExchangeMTLS measures one /token JWT-SVID exchange end to
