@@ -31,6 +31,23 @@ func exchangeForm(s *ststest.STS, b *testing.B) string {
 	}.Encode()
 }
 
+// startObservedSTS starts a server with metrics (their own registry) and
+// the audit trail (JSON lines to io.Discard) on, as in production;
+// overrideConfig, when not nil, changes the configuration further.
+func startObservedSTS(b *testing.B, overrideConfig func(*exchange.Config)) *ststest.STS {
+	trail, err := audit.Open(audit.Config{Path: audit.Stdout, Stdout: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ststest.Start(b, func(c *exchange.Config) {
+		c.Metrics = metrics.NewExchange(prometheus.NewRegistry())
+		c.Audit = trail
+		if overrideConfig != nil {
+			overrideConfig(c)
+		}
+	})
+}
+
 // BenchmarkTokenHandler measures the server's work for one token request
 // on a connection whose client chain was verified once (keep-alive):
 // parsing, the subject, policy, minting (ES256) and the JSON response. TLS
@@ -44,14 +61,7 @@ func exchangeForm(s *ststest.STS, b *testing.B) string {
 // Metrics (their own registry) and the audit trail (JSON lines to
 // io.Discard) are on, as in production.
 func BenchmarkTokenHandler(b *testing.B) {
-	trail, err := audit.Open(audit.Config{Path: audit.Stdout, Stdout: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := ststest.Start(b, func(c *exchange.Config) {
-		c.Metrics = metrics.NewExchange(prometheus.NewRegistry())
-		c.Audit = trail
-	})
+	s := startObservedSTS(b, nil)
 	serve := newKeepAliveConn(b, s, ststest.WorkloadID).serve
 	b.Run("cold", func(b *testing.B) {
 		// Distinct JWT-SVIDs, made before the timer starts.
@@ -85,13 +95,7 @@ func BenchmarkTokenHandler(b *testing.B) {
 // with a per-caller rate limit that never refuses: the cost of charging
 // the caller's token bucket, which must add no allocation.
 func BenchmarkTokenHandlerRateLimited(b *testing.B) {
-	trail, err := audit.Open(audit.Config{Path: audit.Stdout, Stdout: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := ststest.Start(b, func(c *exchange.Config) {
-		c.Metrics = metrics.NewExchange(prometheus.NewRegistry())
-		c.Audit = trail
+	s := startObservedSTS(b, func(c *exchange.Config) {
 		c.DefaultRateLimit = &stsid.RateLimit{PerSecond: 1e9, Burst: 1 << 30}
 	})
 	serve := newKeepAliveConn(b, s, ststest.WorkloadID).serve

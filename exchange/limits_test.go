@@ -134,21 +134,13 @@ func TestRateLimitPerRule(t *testing.T) {
 		t.Fatalf("after Retry-After: %d %v", resp.status, resp.body)
 	}
 
-	for _, tc := range []struct {
-		metric string
-		labels map[string]string
-		want   float64
-	}{
+	checkSeries(t, f.reg, []series{
 		{"spiffe_sts_requests_total", map[string]string{"transport": "http", "grant_type": "client_credentials", "outcome": "rate_limited"}, 2},
 		{"spiffe_sts_requests_total", map[string]string{"transport": "http", "grant_type": "other", "outcome": "rate_limited"}, 1},
 		{"spiffe_sts_requests_total", map[string]string{"transport": "http", "grant_type": "client_credentials", "outcome": "ok"}, 13},
 		{"spiffe_sts_rate_limited_total", map[string]string{"rule": limitedRule}, 3},
 		{"spiffe_sts_requests_in_flight", nil, 0},
-	} {
-		if got := gathered(t, f.reg, tc.metric, tc.labels); got != tc.want {
-			t.Errorf("%s%v = %v, want %v", tc.metric, tc.labels, got, tc.want)
-		}
-	}
+	})
 }
 
 // TestRateLimitDefault checks Config.DefaultRateLimit: it limits the
@@ -335,47 +327,39 @@ func TestMaxInFlight(t *testing.T) {
 	if resp := f.post(t, f.client(f.svid(t, workloadID)), formType, clientCredentials().Encode()); resp.status != 200 {
 		t.Errorf("after the held request: %d %v", resp.status, resp.body)
 	}
-	for _, tc := range []struct {
-		metric string
-		labels map[string]string
-		want   float64
-	}{
+	checkSeries(t, f.reg, []series{
 		{"spiffe_sts_requests_total", map[string]string{"transport": "http", "outcome": "overloaded"}, 2},
 		{"spiffe_sts_requests_total", map[string]string{"transport": "grpc", "outcome": "overloaded"}, 1},
 		{"spiffe_sts_introspections_total", map[string]string{"outcome": "overloaded"}, 1},
 		{"spiffe_sts_requests_in_flight", nil, 0},
-	} {
-		if got := gatheredSum(t, f.reg, tc.metric, tc.labels); got != tc.want {
-			t.Errorf("%s%v = %v, want %v", tc.metric, tc.labels, got, tc.want)
+	})
+}
+
+// series is the expected value of the series of metric with labels,
+// summed over those that match.
+type series struct {
+	metric string
+	labels map[string]string
+	want   float64
+}
+
+// checkSeries checks each of expected against g.
+func checkSeries(t *testing.T, g prometheus.Gatherer, expected []series) {
+	t.Helper()
+	for _, e := range expected {
+		if got := gatheredSum(t, g, e.metric, e.labels); got != e.want {
+			t.Errorf("%s%v = %v, want %v", e.metric, e.labels, got, e.want)
 		}
 	}
 }
 
-// gatheredSum is gathered summed over every series with labels.
+// gatheredSum is the sum of the counters and gauges of every series of
+// name with labels.
 func gatheredSum(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
-	families, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	sum := 0.0
-	for _, mf := range families {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue series
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
+	for _, m := range seriesOf(t, g, name, labels) {
+		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 	}
 	return sum
 }

@@ -5,14 +5,12 @@ package integration
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -65,16 +63,7 @@ func TestRateLimit(t *testing.T) {
 	form := url.Values{"grant_type": {"client_credentials"}, "audience": {apiAud}}.Encode()
 	post := func() (*http.Response, map[string]any) {
 		t.Helper()
-		resp, err := c.Post(s.url+"/token", "application/x-www-form-urlencoded", strings.NewReader(form))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			t.Fatalf("response is not JSON: %v", err)
-		}
-		return resp, body
+		return s.post(t, c, form)
 	}
 
 	// 1. The burst, then 429.

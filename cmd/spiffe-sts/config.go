@@ -369,6 +369,31 @@ func (b blockAt) errorf(attr, format string, args ...any) error {
 	return &configError{File: b.file, Line: b.lineOf(attr), Key: key, Err: fmt.Errorf(format, args...)}
 }
 
+// durationAttr is an optional duration attribute of a block: its name,
+// its value as written ("" when absent), and where the parsed value goes.
+type durationAttr struct {
+	attr, value string
+	dst         *time.Duration
+}
+
+// durations parses the duration attributes of the block that are set,
+// and returns an error for each that does not parse.
+func (b blockAt) durations(attrs ...durationAttr) []error {
+	var errs []error
+	for _, d := range attrs {
+		if d.value == "" {
+			continue
+		}
+		v, err := parseDuration(d.value)
+		if err != nil {
+			errs = append(errs, b.errorf(d.attr, "%v", err))
+		} else {
+			*d.dst = v
+		}
+	}
+	return errs
+}
+
 // loadConfig reads and validates the configuration file at path. It touches
 // no other file and no network; SPIFFE_ENDPOINT_SOCKET is read when the
 // file has no workload_api_socket.
@@ -666,25 +691,12 @@ func limitsConfig(b *limitsBlock, at blockAt) (limitsSettings, error) {
 		}
 		s.MaxInFlight = *b.MaxInFlight
 	}
-	for _, d := range []struct {
-		attr, value string
-		dst         *time.Duration
-	}{
-		{"read_header_timeout", b.ReadHeaderTimeout, &s.ReadHeaderTimeout},
-		{"read_timeout", b.ReadTimeout, &s.ReadTimeout},
-		{"write_timeout", b.WriteTimeout, &s.WriteTimeout},
-		{"idle_timeout", b.IdleTimeout, &s.IdleTimeout},
-	} {
-		if d.value == "" {
-			continue
-		}
-		v, err := parseDuration(d.value)
-		if err != nil {
-			fail(d.attr, "%v", err)
-		} else {
-			*d.dst = v
-		}
-	}
+	errs = append(errs, at.durations(
+		durationAttr{"read_header_timeout", b.ReadHeaderTimeout, &s.ReadHeaderTimeout},
+		durationAttr{"read_timeout", b.ReadTimeout, &s.ReadTimeout},
+		durationAttr{"write_timeout", b.WriteTimeout, &s.WriteTimeout},
+		durationAttr{"idle_timeout", b.IdleTimeout, &s.IdleTimeout},
+	)...)
 	readHeader, read := cmp.Or(s.ReadHeaderTimeout, exchange.DefaultReadHeaderTimeout), cmp.Or(s.ReadTimeout, exchange.DefaultReadTimeout)
 	if readHeader > read {
 		attr := "read_header_timeout"
@@ -776,24 +788,11 @@ func issuerConfig(b *issuerBlock, at blockAt) (issuerSettings, error) {
 			s.Algorithm = alg
 		}
 	}
-	for _, d := range []struct {
-		attr, value string
-		dst         *time.Duration
-	}{
-		{"default_ttl", b.DefaultTTL, &s.DefaultTTL},
-		{"rotation_period", b.RotationPeriod, &s.RotationPeriod},
-		{"publication_window", b.PublicationWindow, &s.PublicationWindow},
-	} {
-		if d.value == "" {
-			continue
-		}
-		v, err := parseDuration(d.value)
-		if err != nil {
-			errs = append(errs, at.errorf(d.attr, "%v", err))
-		} else {
-			*d.dst = v
-		}
-	}
+	errs = append(errs, at.durations(
+		durationAttr{"default_ttl", b.DefaultTTL, &s.DefaultTTL},
+		durationAttr{"rotation_period", b.RotationPeriod, &s.RotationPeriod},
+		durationAttr{"publication_window", b.PublicationWindow, &s.PublicationWindow},
+	)...)
 	return s, errors.Join(errs...)
 }
 
