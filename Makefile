@@ -37,7 +37,7 @@ integration:
 
 ## bench: the benchmarks quoted in the README (one CPU)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./accesstoken ./issuer ./exchange ./spiffeid
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./accesstoken ./issuer ./exchange ./spiffeid ./internal/ratelimit
 
 ## loadtest: stsctl bench against spiffe-sts on a real local SPIRE, server
 ## pinned to core 1 and loader to core 0; one line per series with the

@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 	"github.com/spiffe-sts/spiffe-sts/metrics"
+	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
 // exchangeForm is a JWT-SVID exchange request body for the workload.
@@ -28,6 +29,23 @@ func exchangeForm(s *ststest.STS, b *testing.B) string {
 		"subject_token_type": {string(protocol.TokenTypeJWT)},
 		"audience":           {ststest.APIAudience},
 	}.Encode()
+}
+
+// startObservedSTS starts a server with metrics (their own registry) and
+// the audit trail (JSON lines to io.Discard) on, as in production;
+// overrideConfig, when not nil, changes the configuration further.
+func startObservedSTS(b *testing.B, overrideConfig func(*exchange.Config)) *ststest.STS {
+	trail, err := audit.Open(audit.Config{Path: audit.Stdout, Stdout: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ststest.Start(b, func(c *exchange.Config) {
+		c.Metrics = metrics.NewExchange(prometheus.NewRegistry())
+		c.Audit = trail
+		if overrideConfig != nil {
+			overrideConfig(c)
+		}
+	})
 }
 
 // BenchmarkTokenHandler measures the server's work for one token request
@@ -43,14 +61,7 @@ func exchangeForm(s *ststest.STS, b *testing.B) string {
 // Metrics (their own registry) and the audit trail (JSON lines to
 // io.Discard) are on, as in production.
 func BenchmarkTokenHandler(b *testing.B) {
-	trail, err := audit.Open(audit.Config{Path: audit.Stdout, Stdout: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := ststest.Start(b, func(c *exchange.Config) {
-		c.Metrics = metrics.NewExchange(prometheus.NewRegistry())
-		c.Audit = trail
-	})
+	s := startObservedSTS(b, nil)
 	serve := newKeepAliveConn(b, s, ststest.WorkloadID).serve
 	b.Run("cold", func(b *testing.B) {
 		// Distinct JWT-SVIDs, made before the timer starts.
@@ -78,6 +89,21 @@ func BenchmarkTokenHandler(b *testing.B) {
 			serve(b, body)
 		}
 	})
+}
+
+// BenchmarkTokenHandlerRateLimited is BenchmarkTokenHandler's warm path
+// with a per-caller rate limit that never refuses: the cost of charging
+// the caller's token bucket, which must add no allocation.
+func BenchmarkTokenHandlerRateLimited(b *testing.B) {
+	s := startObservedSTS(b, func(c *exchange.Config) {
+		c.DefaultRateLimit = &stsid.RateLimit{PerSecond: 1e9, Burst: 1 << 30}
+	})
+	serve := newKeepAliveConn(b, s, ststest.WorkloadID).serve
+	body := exchangeForm(s, b)
+	b.ReportAllocs()
+	for b.Loop() {
+		serve(b, body)
+	}
 }
 
 // BenchmarkTokenExchangeMTLS measures one /token JWT-SVID exchange end to

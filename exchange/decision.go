@@ -30,6 +30,9 @@ type Recorder interface {
 	// (metrics.OutcomeActive, metrics.OutcomeInactive or the OAuth error
 	// code).
 	IntrospectionDone(outcome string)
+	// RateLimited counts a request refused over its caller's rate limit,
+	// by the pattern of the caller's policy rule ("" when none applies).
+	RateLimited(rule string)
 }
 
 // AuditSink receives one record per token decision; *audit.Log
@@ -89,10 +92,13 @@ func newRequestID() string {
 }
 
 // refusal is a protocol error with server-side detail for the audit
-// record (a library's error text, never a token).
+// record (a library's error text, never a token) and, for the refusals
+// of a limit, the metrics outcome that tells them from other
+// temporarily_unavailable answers.
 type refusal struct {
-	err    protocol.Error
-	detail string
+	err     protocol.Error
+	detail  string
+	outcome string // the error code when empty
 }
 
 func (r refusal) Error() string { return r.err.Error() }
@@ -113,7 +119,7 @@ func (s *Server) finish(d *decision, resp *protocol.Response, err error) (*proto
 	outcome := metrics.OutcomeOK
 	if err != nil {
 		perr, resp = s.protocolError(err), nil
-		outcome = perr.Code
+		outcome = refusalOutcome(err, perr)
 	}
 	if s.cfg.Audit != nil {
 		if werr := s.cfg.Audit.Write(s.auditRecord(d, perr, err)); werr != nil {
@@ -193,6 +199,15 @@ func (s *Server) auditRecord(d *decision, perr protocol.Error, err error) *audit
 		rec.KID = s.issuedKeyID(d.raw)
 	}
 	return rec
+}
+
+// refusalOutcome is the metrics outcome of err, refused as perr: the
+// refusal's own outcome, or perr's code.
+func refusalOutcome(err error, perr protocol.Error) string {
+	if r, ok := errors.AsType[refusal](err); ok && r.outcome != "" {
+		return r.outcome
+	}
+	return perr.Code
 }
 
 // refusalDetail is the server-side detail of a refusal for its audit

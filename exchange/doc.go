@@ -106,4 +106,21 @@
 // serves a trusted proxy's request as the client whose certificate it
 // forwards, on /token, /introspect and the gRPC API; the audit record's
 // proxy_spiffe_id names the proxy.
+//
+// Limits: each caller's requests to /token, /introspect and the gRPC API
+// are charged to a token bucket keyed by its authenticated SPIFFE ID,
+// after client authentication and before any signature work, at the
+// RateLimit of its policy rule or else Config.DefaultRateLimit. Over it
+// the answer is temporarily_unavailable as HTTP 429 with Retry-After (RFC
+// 6585 §4, RFC 9110 §10.2.3), gRPC ResourceExhausted with a RetryInfo.
+// Config.MaxInFlight caps the requests served at once; the ones over it
+// get 503 with Retry-After: 1 (gRPC Unavailable). Both are audited and
+// counted with the outcomes rate_limited and overloaded:
+//
+//	srv, err := exchange.New(exchange.Config{
+//		// ...
+//		DefaultRateLimit: &stsid.RateLimit{PerSecond: 50, Burst: 100},
+//		MaxInFlight:      1024,
+//		TLSMinVersion:    tls.VersionTLS13,
+//	})
 package exchange

@@ -3,7 +3,6 @@ package exchange
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
@@ -24,10 +23,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // writeError writes e as an RFC 6749 §5.2 error response, with
-// Retry-After for temporarily_unavailable (RFC 9110 §10.2.3).
+// Retry-After for temporarily_unavailable (RFC 9110 §10.2.3): 503, or 429
+// for a caller over its rate limit (RFC 6585 §4).
 func writeError(w http.ResponseWriter, e protocol.Error) {
 	if e.Code == protocol.ErrTemporarilyUnavailable.Code {
-		w.Header()["Retry-After"] = retryAfter
+		w.Header()["Retry-After"] = []string{e.RetryAfterHeader()}
 	}
 	writeJSON(w, e.HTTPStatus(), e)
 }
@@ -36,5 +36,4 @@ var (
 	jsonContentType = []string{"application/json"}
 	noStore         = []string{"no-store"}
 	noCache         = []string{"no-cache"}
-	retryAfter      = []string{strconv.Itoa(protocol.RetryAfter)}
 )

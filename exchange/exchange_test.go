@@ -2,6 +2,7 @@ package exchange_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -683,6 +684,10 @@ func TestNewValidation(t *testing.T) {
 		{name: "no minter", overrideConfig: func(c *exchange.Config) { c.Minter = nil }, expectErr: "exchange: Minter and Keys are required"},
 		{name: "no sources", overrideConfig: func(c *exchange.Config) { c.JWTBundles = nil }, expectErr: "exchange: SVIDs, X509Bundles and JWTBundles are required"},
 		{name: "negative body limit", overrideConfig: func(c *exchange.Config) { c.MaxBodyBytes = -1 }, expectErr: "exchange: MaxBodyBytes must not be negative"},
+		{name: "negative in-flight cap", overrideConfig: func(c *exchange.Config) { c.MaxInFlight = -1 }, expectErr: "exchange: MaxInFlight must not be negative"},
+		{name: "negative timeout", overrideConfig: func(c *exchange.Config) { c.IdleTimeout = -time.Second }, expectErr: "exchange: server timeouts must not be negative"},
+		{name: "TLS 1.1", overrideConfig: func(c *exchange.Config) { c.TLSMinVersion = tls.VersionTLS11 }, expectErr: "exchange: TLSMinVersion must be TLS 1.2 or 1.3"},
+		{name: "default rate limit without burst", overrideConfig: func(c *exchange.Config) { c.DefaultRateLimit = &stsid.RateLimit{PerSecond: 1} }, expectErr: "exchange: DefaultRateLimit: burst must be at least 1, got 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -701,6 +706,33 @@ func TestNewValidation(t *testing.T) {
 				t.Fatalf("err = %v, want %s", err, tt.expectErr)
 			}
 		})
+	}
+}
+
+// TestHTTPServerSettings checks that HTTPServer takes its timeouts and
+// TLS minimum version from the Config, with the defaults when unset.
+func TestHTTPServerSettings(t *testing.T) {
+	f := newFixture(t, nil)
+	srv := f.server.HTTPServer(f.stsSVID)
+	if srv.ReadHeaderTimeout != exchange.DefaultReadHeaderTimeout || srv.ReadTimeout != exchange.DefaultReadTimeout ||
+		srv.WriteTimeout != exchange.DefaultWriteTimeout || srv.IdleTimeout != exchange.DefaultIdleTimeout || srv.TLSConfig.MinVersion != tls.VersionTLS12 {
+		t.Errorf("defaults: timeouts %v %v %v %v, TLS min %x", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout, srv.TLSConfig.MinVersion)
+	}
+	f = newFixture(t, func(c *exchange.Config) {
+		c.ReadHeaderTimeout, c.ReadTimeout, c.WriteTimeout, c.IdleTimeout = time.Second, 2*time.Second, 3*time.Second, 4*time.Second
+		c.TLSMinVersion = tls.VersionTLS13
+	})
+	srv = f.server.HTTPServer(f.stsSVID)
+	if srv.ReadHeaderTimeout != time.Second || srv.ReadTimeout != 2*time.Second || srv.WriteTimeout != 3*time.Second ||
+		srv.IdleTimeout != 4*time.Second || srv.TLSConfig.MinVersion != tls.VersionTLS13 {
+		t.Errorf("set: timeouts %v %v %v %v, TLS min %x", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout, srv.TLSConfig.MinVersion)
+	}
+	// The running listener refuses TLS 1.2.
+	c := f.client(f.svid(t, workloadID))
+	c.Transport.(*http.Transport).TLSClientConfig.MaxVersion = tls.VersionTLS12
+	if resp, err := c.Get(f.issuerURL + protocol.PathJWKS); err == nil {
+		_ = resp.Body.Close()
+		t.Error("a TLS 1.2 client connected to a server with TLSMinVersion 1.3")
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net/http"
-	"strconv"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -27,7 +26,9 @@ type grpcService struct {
 // Exchange implements exchangepb.TokenExchangeServer. Refusals are the
 // Error's gRPC status (Error.GRPCStatus). The request id of the audit
 // record is the trailer x-request-id; temporarily_unavailable adds
-// retry-after (seconds).
+// retry-after (seconds) besides the status's RetryInfo. A caller over its
+// rate limit gets ResourceExhausted, a server over Config.MaxInFlight
+// Unavailable.
 func (g grpcService) Exchange(ctx context.Context, in *exchangepb.ExchangeRequest) (*exchangepb.ExchangeResponse, error) {
 	s := g.s
 	d := s.begin(metricsTransportGRPC)
@@ -36,7 +37,11 @@ func (g grpcService) Exchange(ctx context.Context, in *exchangepb.ExchangeReques
 	if p != nil && p.Addr != nil {
 		d.remote = p.Addr.String()
 	}
-	out, err := s.exchangeGRPC(ctx, p, in, &d)
+	out, err := (*exchangepb.ExchangeResponse)(nil), errOverloaded
+	if s.admit() {
+		defer s.release()
+		out, err = s.exchangeGRPC(ctx, p, in, &d)
+	}
 	var resp *protocol.Response
 	if err == nil {
 		resp = &protocol.Response{} // finish needs a non-error outcome only
@@ -44,7 +49,7 @@ func (g grpcService) Exchange(ctx context.Context, in *exchangepb.ExchangeReques
 	if _, err = s.finish(&d, resp, err); err != nil {
 		e := s.protocolError(err)
 		if e.Code == protocol.ErrTemporarilyUnavailable.Code {
-			trailer.Set(trailerRetryAfter, strconv.Itoa(protocol.RetryAfter))
+			trailer.Set(trailerRetryAfter, e.RetryAfterHeader())
 		}
 		_ = grpc.SetTrailer(ctx, trailer)
 		return nil, e.GRPCStatus().Err()
@@ -69,11 +74,16 @@ func (s *Server) exchangeGRPC(ctx context.Context, p *peer.Peer, in *exchangepb.
 		return nil, err
 	}
 	d.caller, d.proxy = caller, proxy
-	req, err := requestFromProto(in)
-	if err != nil {
+	req, parseErr := requestFromProto(in)
+	if parseErr == nil {
+		d.req = &req
+	}
+	if err := s.chargeDecision(d); err != nil {
 		return nil, err
 	}
-	d.req = &req
+	if parseErr != nil {
+		return nil, parseErr
+	}
 	// RFC 6749 §2.3: one authentication method per request, as on /token.
 	if len(md.Get("authorization")) > 0 {
 		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")

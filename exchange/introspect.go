@@ -57,6 +57,11 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 		RemoteAddr: r.RemoteAddr,
 	}
 	w.Header()[HeaderRequestID] = []string{rec.RequestID}
+	if !s.admit() {
+		s.introspected(w, rec, nil, errOverloaded)
+		return
+	}
+	defer s.release()
 	caller, proxy, err := s.authenticate(r.Context(), r.TLS, r.Header)
 	if err != nil {
 		s.introspected(w, rec, nil, err)
@@ -65,6 +70,13 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	rec.Caller, rec.X5TS256 = caller.ID.String(), accesstoken.Thumbprint(caller.Leaf)
 	if !proxy.ID.IsZero() {
 		rec.ProxySPIFFEID = proxy.ID.String()
+	}
+	if rule, err := s.charge(caller); err != nil {
+		if rule != nil {
+			rec.Rule = rule.Pattern.String()
+		}
+		s.introspected(w, rec, nil, err)
+		return
 	}
 	token, err := s.introspectionToken(r)
 	if err != nil {
@@ -107,7 +119,7 @@ func (s *Server) introspected(w http.ResponseWriter, rec *audit.Record, resp *in
 	}
 	outcome := rec.Outcome
 	if err != nil {
-		outcome = perr.Code
+		outcome = refusalOutcome(err, perr)
 	}
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.IntrospectionDone(outcome)

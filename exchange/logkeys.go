@@ -19,6 +19,7 @@ const (
 	logKeyRequestID   = "request_id"
 	logKeyTrustDomain = "trust_domain"
 	logKeyOutcome     = "outcome"
+	logKeyRetryAfter  = "retry_after"
 	// logKeyProxy is the SPIFFE ID of the trusted proxy that forwarded
 	// the client's certificate.
 	logKeyProxy = "proxy_spiffe_id"

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -312,14 +313,31 @@ func TestMetricsRecorded(t *testing.T) {
 	}
 }
 
-// gathered returns the value (a histogram's count) of the series of name
-// with labels; -1 when there is none.
+// gathered returns the value (a histogram's count) of the first series
+// of name with labels; -1 when there is none.
 func gathered(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	for _, m := range seriesOf(t, g, name, labels) {
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	return -1
+}
+
+// seriesOf returns the series of name whose labels include labels.
+func seriesOf(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) []*dto.Metric {
 	t.Helper()
 	families, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out []*dto.Metric
 	for _, mf := range families {
 		if mf.GetName() != name {
 			continue
@@ -335,15 +353,8 @@ func gathered(t *testing.T, g prometheus.Gatherer, name string, labels map[strin
 					continue series
 				}
 			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			case m.Histogram != nil:
-				return float64(m.Histogram.GetSampleCount())
-			}
+			out = append(out, m)
 		}
 	}
-	return -1
+	return out
 }

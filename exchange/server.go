@@ -29,6 +29,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
+	"github.com/spiffe-sts/spiffe-sts/internal/ratelimit"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 	"github.com/spiffe-sts/spiffe-sts/spiffeid/forwarded"
 )
@@ -149,6 +150,31 @@ type Config struct {
 	// proxy that forwards none, are refused with invalid_client. Its
 	// Bundles should be X509Bundles. Nil ignores forwarding headers.
 	Forwarded *forwarded.Policy
+
+	// DefaultRateLimit, when not nil, limits each caller whose policy
+	// rule has no RateLimit, and each caller no rule matches: a token
+	// bucket per caller SPIFFE ID, charged once per token, gRPC or
+	// introspection request after client authentication. Over it the
+	// caller gets temporarily_unavailable as HTTP 429 (gRPC
+	// ResourceExhausted) with Retry-After. Nil limits only the callers of
+	// rules with a RateLimit.
+	DefaultRateLimit *stsid.RateLimit
+	// MaxRateLimitKeys bounds the callers whose token buckets are kept
+	// (ratelimit.DefaultMaxKeys when zero); idle buckets go first.
+	MaxRateLimitKeys int
+	// MaxInFlight caps the token, gRPC and introspection requests served
+	// at once (DefaultMaxInFlight when zero); the ones over it get
+	// temporarily_unavailable, HTTP 503 (gRPC Unavailable) with
+	// Retry-After: 1.
+	MaxInFlight int
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
+	// http.Server timeouts of HTTPServer, for HTTP and gRPC alike (the
+	// gRPC API is served over the same HTTP/2 connections); the Default
+	// constants when zero.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// TLSMinVersion is the lowest TLS version HTTPServer accepts:
+	// tls.VersionTLS12 (the default when zero) or tls.VersionTLS13.
+	TLSMinVersion uint16
 }
 
 // Server is the token endpoint and its metadata, JWKS and health
@@ -169,6 +195,8 @@ type Server struct {
 	grpc       *grpc.Server
 	bufferPool sync.Pool
 	lastKID    atomic.Pointer[headerKID] // see issuedKeyID
+	limits     *ratelimit.Limiter        // the callers' token buckets
+	inFlight   atomic.Int64              // requests admitted (see admit)
 }
 
 // New validates cfg and returns a Server.
@@ -193,6 +221,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("exchange: MaxBundleAge and BundleHardLimit must not be negative")
 	case cfg.AuditRequired && cfg.Audit == nil:
 		return nil, errors.New("exchange: AuditRequired needs an Audit sink")
+	}
+	if err := validateLimits(&cfg); err != nil {
+		return nil, err
 	}
 	if cfg.MaxBundleAge == 0 {
 		cfg.MaxBundleAge = DefaultMaxBundleAge
@@ -223,6 +254,7 @@ func New(cfg Config) (*Server, error) {
 		accessTV: accesstoken.NewVerifier(cfg.IssuerURL, cfg.Keys, &accesstoken.Config{Now: cfg.Clock}),
 		svids:    newSVIDCache(svidCacheSize, cfg.Clock),
 		cacheCtl: "public, max-age=" + strconv.FormatInt(int64(cfg.JWKSMaxAge/time.Second), 10),
+		limits:   ratelimit.New(cfg.MaxRateLimitKeys, cfg.Clock),
 	}
 	s.policy.Store(cfg.Policy)
 	s.bufferPool.New = func() any { return new(bytes.Buffer) }
@@ -293,17 +325,19 @@ func TLSConfig(svids x509svid.Source) *tls.Config {
 }
 
 // HTTPServer returns an http.Server that serves s over TLS with this
-// server's rotating X509-SVID (see TLSConfig) and bounded timeouts. Serve it
-// with ServeTLS(listener, "", "").
+// server's rotating X509-SVID (see TLSConfig), from Config.TLSMinVersion
+// up, with the Config's timeouts. Serve it with ServeTLS(listener, "", "").
 func (s *Server) HTTPServer(svids x509svid.Source) *http.Server {
+	tlsConfig := TLSConfig(svids)
+	tlsConfig.MinVersion = s.cfg.TLSMinVersion
 	return &http.Server{
 		Handler:           s,
-		TLSConfig:         TLSConfig(svids),
+		TLSConfig:         tlsConfig,
 		ConnContext:       s.ConnContext,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}

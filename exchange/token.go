@@ -72,7 +72,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	d := s.begin(metricsTransportHTTP)
 	d.remote = r.RemoteAddr
 	w.Header()[HeaderRequestID] = []string{d.id}
-	resp, err := s.serveTokenRequest(r, &d)
+	var resp *protocol.Response
+	err := errOverloaded
+	if s.admit() {
+		defer s.release()
+		resp, err = s.serveTokenRequest(r, &d)
+	}
 	resp, err = s.finish(&d, resp, err)
 	if err != nil {
 		writeError(w, s.protocolError(err))
@@ -92,8 +97,8 @@ func (s *Server) protocolError(err error) protocol.Error {
 	return oauthErr
 }
 
-// serveTokenRequest authenticates the client of r and parses its body,
-// then runs exchange.
+// serveTokenRequest authenticates the client of r, parses its body and
+// charges the caller's rate limit, then runs exchange.
 func (s *Server) serveTokenRequest(r *http.Request, d *decision) (*protocol.Response, error) {
 	caller, proxy, err := s.authenticate(r.Context(), r.TLS, r.Header)
 	if err != nil {
@@ -102,11 +107,16 @@ func (s *Server) serveTokenRequest(r *http.Request, d *decision) (*protocol.Resp
 	d.caller, d.proxy = caller, proxy
 	buf := s.bufferPool.Get().(*bytes.Buffer)
 	defer func() { buf.Reset(); s.bufferPool.Put(buf) }()
-	req, err := parseTokenRequest(r, s.cfg.MaxBodyBytes, buf)
-	if err != nil {
+	req, parseErr := parseTokenRequest(r, s.cfg.MaxBodyBytes, buf)
+	if parseErr == nil {
+		d.req = &req
+	}
+	if err := s.chargeDecision(d); err != nil {
 		return nil, err
 	}
-	d.req = &req
+	if parseErr != nil {
+		return nil, parseErr
+	}
 	// RFC 6749 §2.3: one authentication method per request.
 	if req.otherClientAuth != "" || r.Header.Get("Authorization") != "" {
 		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
@@ -175,6 +185,19 @@ func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request, 
 	d.claims, d.issued, d.raw = &claims, issuedType, raw
 	s.logIssued(req, &claims, d)
 	return response(req, &claims, raw, issuedType), nil
+}
+
+// chargeDecision charges the rate limit of d's caller, once per token
+// request, after authentication and parsing (so that the audit record of
+// a refusal says what was asked) and before any signature is checked or
+// made; a malformed request is charged too. A refusal records the rule
+// that applied in d.
+func (s *Server) chargeDecision(d *decision) error {
+	rule, err := s.charge(d.caller)
+	if err != nil {
+		d.rule = rule
+	}
+	return err
 }
 
 // lifetime returns the issued token's expiry cap, zero for none: the

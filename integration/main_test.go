@@ -247,6 +247,14 @@ func (s *sts) jwks(t *testing.T, c *http.Client) *accesstoken.StaticKeySet {
 // postForm sends a token request with c and decodes the JSON answer.
 func (s *sts) postForm(t *testing.T, c *http.Client, form string) (int, map[string]any, *tls.ConnectionState) {
 	t.Helper()
+	resp, body := s.post(t, c, form)
+	return resp.StatusCode, body, resp.TLS
+}
+
+// post sends a token request with c and returns the response, its body
+// closed, and the decoded JSON answer.
+func (s *sts) post(t *testing.T, c *http.Client, form string) (*http.Response, map[string]any) {
+	t.Helper()
 	resp, err := c.Post(s.url+"/token", "application/x-www-form-urlencoded", strings.NewReader(form))
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +264,7 @@ func (s *sts) postForm(t *testing.T, c *http.Client, form string) (int, map[stri
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		t.Fatalf("response is not JSON: %v", err)
 	}
-	return resp.StatusCode, body, resp.TLS
+	return resp, body
 }
 
 func leafOf(t *testing.T, src *workloadapi.X509Source) *x509.Certificate {

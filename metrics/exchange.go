@@ -19,8 +19,17 @@ const (
 )
 
 // OutcomeOK is the outcome of a request that got a token; refusals have
-// their OAuth error code (RFC 6749 §5.2, RFC 8693 §2.2.2) as outcome.
+// their OAuth error code (RFC 6749 §5.2, RFC 8693 §2.2.2) as outcome,
+// except those of the server's limits, temporarily_unavailable on the
+// wire, which have their own.
 const OutcomeOK = "ok"
+
+// Outcomes of the refusals of a limit: a caller over its rate limit, and
+// a request over the server's in-flight cap.
+const (
+	OutcomeRateLimited = "rate_limited"
+	OutcomeOverloaded  = "overloaded"
+)
 
 // Grant type label values: the two grants the server supports, and
 // "other" for anything a client sent (an unbounded set otherwise).
@@ -46,7 +55,7 @@ func grantLabel(grantType string) string {
 var outcomes = []string{
 	OutcomeOK, "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
 	"unsupported_grant_type", "invalid_scope", "invalid_target", "server_error", "temporarily_unavailable",
-	"other",
+	OutcomeRateLimited, OutcomeOverloaded, "other",
 }
 
 // DurationBuckets are the latency histogram's buckets, in seconds: from
@@ -86,6 +95,9 @@ type Exchange struct {
 	byRule   sync.Map // rule pattern -> prometheus.Counter
 	svidHit  prometheus.Counter
 	svidMiss prometheus.Counter
+	// rateLimited by rule pattern.
+	rateLimited     *prometheus.CounterVec
+	rateLimitedRule sync.Map // rule pattern -> prometheus.Counter
 	// introspections by outcome, resolved at construction.
 	introspections map[string]prometheus.Counter
 }
@@ -106,6 +118,9 @@ const (
 //   - spiffe_sts_jwt_svid_cache_requests_total{result="hit"|"miss"}
 //   - spiffe_sts_introspections_total{outcome}: RFC 7662 introspections,
 //     by outcome active, inactive or the OAuth error code of a refusal
+//   - spiffe_sts_rate_limited_total{rule}: token, gRPC and introspection
+//     requests refused over their caller's rate limit, by the pattern of
+//     the caller's policy rule ("" for callers no rule matches)
 //
 // It panics if they are already registered (prometheus.MustRegister).
 func NewExchange(reg prometheus.Registerer) *Exchange {
@@ -134,7 +149,11 @@ func NewExchange(reg prometheus.Registerer) *Exchange {
 		Namespace: Namespace, Name: "introspections_total",
 		Help: "RFC 7662 introspection requests by outcome (active, inactive or the OAuth error code).",
 	}, []string{"outcome"})
-	reg.MustRegister(requests, duration, inFlight, issued, cache, introspections)
+	rateLimited := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "rate_limited_total",
+		Help: "Requests refused over their caller's rate limit, by the pattern of the caller's policy rule.",
+	}, []string{"rule"})
+	reg.MustRegister(requests, duration, inFlight, issued, cache, introspections, rateLimited)
 	e := &Exchange{
 		inFlight:       inFlight,
 		children:       map[requestKey]requestChildren{},
@@ -142,6 +161,7 @@ func NewExchange(reg prometheus.Registerer) *Exchange {
 		svidHit:        cache.WithLabelValues("hit"),
 		svidMiss:       cache.WithLabelValues("miss"),
 		introspections: map[string]prometheus.Counter{},
+		rateLimited:    rateLimited,
 	}
 	for _, o := range append([]string{OutcomeActive, OutcomeInactive}, outcomes[1:]...) {
 		e.introspections[o] = introspections.WithLabelValues(o)
@@ -181,11 +201,23 @@ func (e *Exchange) RequestDone(r Request) {
 }
 
 func (e *Exchange) ruleCounter(rule string) prometheus.Counter {
-	if c, ok := e.byRule.Load(rule); ok {
+	return childByRule(&e.byRule, e.issued, rule)
+}
+
+// childByRule returns vec's child for rule, resolved once and kept in
+// byRule.
+func childByRule(byRule *sync.Map, vec *prometheus.CounterVec, rule string) prometheus.Counter {
+	if c, ok := byRule.Load(rule); ok {
 		return c.(prometheus.Counter)
 	}
-	c, _ := e.byRule.LoadOrStore(rule, e.issued.WithLabelValues(rule))
+	c, _ := byRule.LoadOrStore(rule, vec.WithLabelValues(rule))
 	return c.(prometheus.Counter)
+}
+
+// RateLimited counts a request refused over its caller's rate limit, by
+// the pattern of the caller's policy rule ("" when none matches).
+func (e *Exchange) RateLimited(rule string) {
+	childByRule(&e.rateLimitedRule, e.rateLimited, rule).Inc()
 }
 
 // SVIDCacheLookup records a JWT-SVID cache lookup.

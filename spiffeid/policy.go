@@ -3,6 +3,7 @@ package spiffeid
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -38,6 +39,31 @@ type Rule struct {
 	// §4: a resource server learns only about tokens meant for it),
 	// compared as exact strings. They grant no token.
 	IntrospectAudiences []string
+	// RateLimit, when set, is how fast each caller the rule applies to
+	// may send requests (token and introspection requests alike): one
+	// token bucket per caller SPIFFE ID, not one for the rule. Nil leaves
+	// the caller to the server's default limit.
+	RateLimit *RateLimit
+}
+
+// RateLimit is a token bucket: PerSecond requests a second on average and
+// Burst at once.
+type RateLimit struct {
+	// PerSecond is the refill rate; positive.
+	PerSecond float64
+	// Burst is the bucket's size; at least 1.
+	Burst int
+}
+
+// Check reports why l is not a usable limit, or nil.
+func (l RateLimit) Check() error {
+	switch {
+	case !(l.PerSecond > 0) || math.IsInf(l.PerSecond, 0):
+		return fmt.Errorf("rate must be a positive number of requests a second, got %v", l.PerSecond)
+	case l.Burst < 1:
+		return fmt.Errorf("burst must be at least 1, got %d", l.Burst)
+	}
+	return nil
 }
 
 // Delegation is what a caller may do on behalf of others.
@@ -87,7 +113,7 @@ type RuleError struct {
 	// Index is the position of the rule in the slice given to NewPolicy.
 	Index int
 	// Field is "pattern", "audiences", "scopes", "default_scopes",
-	// "max_ttl", "delegation" or "introspect_audiences".
+	// "max_ttl", "delegation", "introspect_audiences" or "rate_limit".
 	Field string
 	// Err describes the problem.
 	Err error
@@ -139,6 +165,10 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 			Scopes:        slices.Clone(r.Scopes),
 			DefaultScopes: slices.Clone(r.DefaultScopes),
 			MaxTTL:        r.MaxTTL,
+		}
+		if r.RateLimit != nil {
+			l := *r.RateLimit
+			p.rules[i].RateLimit = &l
 		}
 		if r.IntrospectAudiences != nil {
 			p.rules[i].IntrospectAudiences = slices.Clone(r.IntrospectAudiences)
@@ -194,6 +224,11 @@ func validateRule(i int, r *Rule) error {
 	}
 	if r.MaxTTL <= 0 {
 		return fail("max_ttl", fmt.Errorf("must be positive, got %v", r.MaxTTL))
+	}
+	if r.RateLimit != nil {
+		if err := r.RateLimit.Check(); err != nil {
+			return fail("rate_limit", err)
+		}
 	}
 	if d := r.Delegation; d != nil {
 		switch {

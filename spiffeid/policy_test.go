@@ -139,6 +139,22 @@ func TestNewPolicy(t *testing.T) {
 			expectRuleErr: &RuleError{Index: 1, Field: "max_ttl"},
 		},
 		{
+			name:          "rate limit",
+			overrideRules: func(r []Rule) []Rule { r[0].RateLimit = &RateLimit{PerSecond: 0.5, Burst: 1}; return r },
+		},
+		{
+			name:          "zero rate",
+			overrideRules: func(r []Rule) []Rule { r[1].RateLimit = &RateLimit{Burst: 1}; return r },
+			expectErr:     "spiffeid: rule 1: rate_limit: rate must be a positive number of requests a second, got 0",
+			expectRuleErr: &RuleError{Index: 1, Field: "rate_limit"},
+		},
+		{
+			name:          "zero burst",
+			overrideRules: func(r []Rule) []Rule { r[1].RateLimit = &RateLimit{PerSecond: 10}; return r },
+			expectErr:     "spiffeid: rule 1: rate_limit: burst must be at least 1, got 0",
+			expectRuleErr: &RuleError{Index: 1, Field: "rate_limit"},
+		},
+		{
 			name:           "wildcard shadows exact",
 			overrideRules:  func(r []Rule) []Rule { return []Rule{r[1], r[0]} },
 			expectErr:      "spiffeid: rule 1 is unreachable: rule 0 matches every ID it matches",
@@ -410,4 +426,17 @@ func benchPolicy(tb testing.TB) (*Policy, []spiffeid.ID) {
 		spiffeid.RequireFromString("spiffe://unknown.example/web"),
 	}
 	return p, ids
+}
+
+func TestPolicyCopiesRateLimit(t *testing.T) {
+	limit := &RateLimit{PerSecond: 5, Burst: 10}
+	p, err := NewPolicy([]Rule{{Pattern: RequirePattern("spiffe://example.org/web"), Audiences: []string{"a"}, MaxTTL: time.Minute, RateLimit: limit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit.PerSecond = 1000
+	r, _ := p.RuleFor(spiffeid.RequireFromString("spiffe://example.org/web"))
+	if r.RateLimit == nil || *r.RateLimit != (RateLimit{PerSecond: 5, Burst: 10}) {
+		t.Fatalf("RateLimit = %+v after the caller changed its copy, want {5 10}", r.RateLimit)
+	}
 }

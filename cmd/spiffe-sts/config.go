@@ -1,8 +1,11 @@
 package main
 
 import (
+	"cmp"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -43,6 +46,8 @@ const (
 	blockDelegation = "delegation"
 	blockDatastore  = "datastore"
 	blockAudit      = "audit"
+	blockLimits     = "limits"
+	blockRateLimit  = "rate_limit"
 )
 
 // Datastore kinds: the label of the datastore block.
@@ -62,6 +67,26 @@ type fileConfig struct {
 	Policies        []policyBlock         `hcl:"policy,block"`
 	Datastores      []datastoreBlock      `hcl:"datastore,block"`
 	Audit           *auditBlock           `hcl:"audit,block"`
+	Limits          *limitsBlock          `hcl:"limits,block"`
+}
+
+// limitsBlock bounds what callers and connections may take:
+// limits { per_caller_rps = 50  max_in_flight = 1024  ... }.
+type limitsBlock struct {
+	PerCallerRPS      *float64 `hcl:"per_caller_rps,optional"`
+	PerCallerBurst    *int     `hcl:"per_caller_burst,optional"`
+	MaxInFlight       *int     `hcl:"max_in_flight,optional"`
+	ReadHeaderTimeout string   `hcl:"read_header_timeout,optional"`
+	ReadTimeout       string   `hcl:"read_timeout,optional"`
+	WriteTimeout      string   `hcl:"write_timeout,optional"`
+	IdleTimeout       string   `hcl:"idle_timeout,optional"`
+	TLSMinVersion     string   `hcl:"tls_min_version,optional"`
+}
+
+// rateLimitBlock is a policy block's rate_limit { rps = 10  burst = 20 }.
+type rateLimitBlock struct {
+	RPS   *float64 `hcl:"rps,optional"`
+	Burst *int     `hcl:"burst,optional"`
 }
 
 // auditBlock is where the audit trail goes: audit { path = "..." | "-" }.
@@ -118,6 +143,7 @@ type policyBlock struct {
 	IntrospectAudiences []string `hcl:"introspect_audiences,optional"`
 
 	Delegation *delegationBlock `hcl:"delegation,block"`
+	RateLimit  *rateLimitBlock  `hcl:"rate_limit,block"`
 }
 
 type externalIssuerBlock struct {
@@ -152,6 +178,25 @@ type config struct {
 	// Audit is the audit block; its zero value (no block) writes no audit
 	// trail.
 	Audit auditSettings
+	// Limits is the limits block; its zero value (no block) is exchange's
+	// defaults: no per-caller rate limit, exchange.DefaultMaxInFlight, the
+	// default timeouts and TLS 1.2.
+	Limits limitsSettings
+}
+
+// limitsSettings is the limits block; zero fields are exchange's
+// defaults.
+type limitsSettings struct {
+	// DefaultRateLimit is per_caller_rps and per_caller_burst; nil when
+	// per_caller_rps is absent or 0 (callers of rules without a
+	// rate_limit are not limited).
+	DefaultRateLimit *stsid.RateLimit
+	MaxInFlight      int
+	// The http.Server timeouts of the TLS listener.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// TLSMinVersion is tls.VersionTLS12 or tls.VersionTLS13; zero for
+	// exchange.DefaultTLSMinVersion.
+	TLSMinVersion uint16
 }
 
 // auditSettings is the audit block.
@@ -324,6 +369,31 @@ func (b blockAt) errorf(attr, format string, args ...any) error {
 	return &configError{File: b.file, Line: b.lineOf(attr), Key: key, Err: fmt.Errorf(format, args...)}
 }
 
+// durationAttr is an optional duration attribute of a block: its name,
+// its value as written ("" when absent), and where the parsed value goes.
+type durationAttr struct {
+	attr, value string
+	dst         *time.Duration
+}
+
+// durations parses the duration attributes of the block that are set,
+// and returns an error for each that does not parse.
+func (b blockAt) durations(attrs ...durationAttr) []error {
+	var errs []error
+	for _, d := range attrs {
+		if d.value == "" {
+			continue
+		}
+		v, err := parseDuration(d.value)
+		if err != nil {
+			errs = append(errs, b.errorf(d.attr, "%v", err))
+		} else {
+			*d.dst = v
+		}
+	}
+	return errs
+}
+
 // loadConfig reads and validates the configuration file at path. It touches
 // no other file and no network; SPIFFE_ENDPOINT_SOCKET is read when the
 // file has no workload_api_socket.
@@ -353,7 +423,7 @@ func parseConfig(filename string, src []byte) (*config, error) {
 
 	// gohcl decodes blocks in file order, so the n-th decoded block of a
 	// type is the n-th block of that type in the syntax tree.
-	var serverAt, issuerAt, auditAt blockAt
+	var serverAt, issuerAt, auditAt, limitsAt blockAt
 	var externalAt, policyAt, datastoreAt []blockAt
 	for _, b := range body.Blocks {
 		at := blockAt{file: filename, name: b.Type, block: b}
@@ -364,6 +434,8 @@ func parseConfig(filename string, src []byte) (*config, error) {
 			issuerAt = at
 		case blockAudit:
 			auditAt = at
+		case blockLimits:
+			limitsAt = at
 		case blockExternal:
 			at.name = blockExternal + " " + strconv.Quote(b.Labels[0])
 			externalAt = append(externalAt, at)
@@ -392,6 +464,8 @@ func parseConfig(filename string, src []byte) (*config, error) {
 	cfg.Datastore, err = datastoreConfig(fc.Datastores, datastoreAt)
 	errs = append(errs, err)
 	cfg.Audit, err = auditConfig(fc.Audit, auditAt)
+	errs = append(errs, err)
+	cfg.Limits, err = limitsConfig(fc.Limits, limitsAt)
 	errs = append(errs, err)
 	cfg.ExternalIssuers, err = externalIssuers(fc.ExternalIssuers, externalAt)
 	errs = append(errs, err)
@@ -593,6 +667,74 @@ func auditConfig(b *auditBlock, at blockAt) (auditSettings, error) {
 	return s, errors.Join(errs...)
 }
 
+// limitsConfig translates the limits block (nil: the defaults).
+func limitsConfig(b *limitsBlock, at blockAt) (limitsSettings, error) {
+	var s limitsSettings
+	if b == nil {
+		return s, nil
+	}
+	var errs []error
+	fail := func(attr, format string, args ...any) {
+		errs = append(errs, at.errorf(attr, format, args...))
+	}
+	switch {
+	case b.PerCallerRPS != nil && *b.PerCallerRPS != 0:
+		var err error
+		s.DefaultRateLimit, err = rateLimit(*b.PerCallerRPS, b.PerCallerBurst, at, "per_caller_rps", "per_caller_burst")
+		errs = append(errs, err)
+	case b.PerCallerBurst != nil:
+		fail("per_caller_burst", "applies with a per_caller_rps above 0 only")
+	}
+	if b.MaxInFlight != nil {
+		if *b.MaxInFlight < 1 {
+			fail("max_in_flight", "must be at least 1, got %d", *b.MaxInFlight)
+		}
+		s.MaxInFlight = *b.MaxInFlight
+	}
+	errs = append(errs, at.durations(
+		durationAttr{"read_header_timeout", b.ReadHeaderTimeout, &s.ReadHeaderTimeout},
+		durationAttr{"read_timeout", b.ReadTimeout, &s.ReadTimeout},
+		durationAttr{"write_timeout", b.WriteTimeout, &s.WriteTimeout},
+		durationAttr{"idle_timeout", b.IdleTimeout, &s.IdleTimeout},
+	)...)
+	readHeader, read := cmp.Or(s.ReadHeaderTimeout, exchange.DefaultReadHeaderTimeout), cmp.Or(s.ReadTimeout, exchange.DefaultReadTimeout)
+	if readHeader > read {
+		attr := "read_header_timeout"
+		if s.ReadHeaderTimeout == 0 {
+			attr = "read_timeout"
+		}
+		fail(attr, "read_header_timeout (%s) must not be longer than read_timeout (%s), which covers the headers too", readHeader, read)
+	}
+	switch b.TLSMinVersion {
+	case "":
+	case "1.2":
+		s.TLSMinVersion = tls.VersionTLS12
+	case "1.3":
+		s.TLSMinVersion = tls.VersionTLS13
+	default:
+		fail("tls_min_version", `must be "1.2" or "1.3", got %q`, b.TLSMinVersion)
+	}
+	return s, errors.Join(errs...)
+}
+
+// rateLimit is the token bucket of rps and burst, the attributes rpsAttr
+// and burstAttr of the block at: rps positive, burst at least 1 and, when
+// absent, one second's worth of rps (at least 1).
+func rateLimit(rps float64, burst *int, at blockAt, rpsAttr, burstAttr string) (*stsid.RateLimit, error) {
+	var errs []error
+	l := &stsid.RateLimit{PerSecond: rps, Burst: int(min(max(math.Ceil(rps), 1), math.MaxInt32))}
+	if !(rps > 0) || math.IsInf(rps, 0) {
+		errs = append(errs, at.errorf(rpsAttr, "must be a positive number of requests a second, got %v", rps))
+	}
+	if burst != nil {
+		if *burst < 1 {
+			errs = append(errs, at.errorf(burstAttr, "must be at least 1, got %d", *burst))
+		}
+		l.Burst = *burst
+	}
+	return l, errors.Join(errs...)
+}
+
 // sizeUnits are the suffixes parseSize accepts, longest first.
 var sizeUnits = []struct {
 	suffix string
@@ -646,24 +788,11 @@ func issuerConfig(b *issuerBlock, at blockAt) (issuerSettings, error) {
 			s.Algorithm = alg
 		}
 	}
-	for _, d := range []struct {
-		attr, value string
-		dst         *time.Duration
-	}{
-		{"default_ttl", b.DefaultTTL, &s.DefaultTTL},
-		{"rotation_period", b.RotationPeriod, &s.RotationPeriod},
-		{"publication_window", b.PublicationWindow, &s.PublicationWindow},
-	} {
-		if d.value == "" {
-			continue
-		}
-		v, err := parseDuration(d.value)
-		if err != nil {
-			errs = append(errs, at.errorf(d.attr, "%v", err))
-		} else {
-			*d.dst = v
-		}
-	}
+	errs = append(errs, at.durations(
+		durationAttr{"default_ttl", b.DefaultTTL, &s.DefaultTTL},
+		durationAttr{"rotation_period", b.RotationPeriod, &s.RotationPeriod},
+		durationAttr{"publication_window", b.PublicationWindow, &s.PublicationWindow},
+	)...)
 	return s, errors.Join(errs...)
 }
 
@@ -907,6 +1036,16 @@ func policyRules(blocks []policyBlock, at []blockAt, defaultTTL time.Duration, i
 			r.Delegation, err = delegation(b.Delegation, at[i].child(blockDelegation), issuerNames)
 			errs = append(errs, err)
 		}
+		if b.RateLimit != nil {
+			rl := at[i].child(blockRateLimit)
+			if b.RateLimit.RPS == nil {
+				errs = append(errs, rl.errorf("rps", "is required"))
+			} else {
+				var err error
+				r.RateLimit, err = rateLimit(*b.RateLimit.RPS, b.RateLimit.Burst, rl, "rps", "burst")
+				errs = append(errs, err)
+			}
+		}
 		rules = append(rules, r)
 	}
 	return rules, errors.Join(errs...)
@@ -961,8 +1100,8 @@ func newPolicy(rules []stsid.Rule, at []blockAt) (*stsid.Policy, error) {
 	}
 	var ruleErr *stsid.RuleError
 	if errors.As(err, &ruleErr) && ruleErr.Index < len(at) {
-		if ruleErr.Field == blockDelegation {
-			return nil, at[ruleErr.Index].child(blockDelegation).errorf("", "%v", ruleErr.Err)
+		if ruleErr.Field == blockDelegation || ruleErr.Field == blockRateLimit {
+			return nil, at[ruleErr.Index].child(ruleErr.Field).errorf("", "%v", ruleErr.Err)
 		}
 		return nil, at[ruleErr.Index].errorf(ruleErr.Field, "%v", ruleErr.Err)
 	}

@@ -136,6 +136,17 @@
 //	  required  = false                                    # default false; true fails closed on a lost sink
 //	}
 //
+//	limits {                                               # optional
+//	  per_caller_rps      = 50                             # default 0: off; token bucket per caller SPIFFE ID
+//	  per_caller_burst    = 100                            # default ceil(per_caller_rps), at least 1
+//	  max_in_flight       = 1024                           # default 1024; token, gRPC and introspection requests
+//	  read_header_timeout = "10s"                          # default 10s; not above read_timeout
+//	  read_timeout        = "30s"                          # default 30s
+//	  write_timeout       = "30s"                          # default 30s
+//	  idle_timeout        = "2m"                           # default 2m; keep-alive and HTTP/2 (gRPC) connections
+//	  tls_min_version     = "1.2"                          # "1.2" (default) or "1.3"
+//	}
+//
 //	issuer {                                               # optional
 //	  signing_algorithm = "ES256"                          # ES256 (default), EdDSA or RS256
 //	  default_ttl       = "5m"                             # default 5m; max_ttl of rules without one
@@ -176,6 +187,11 @@
 //	    max_depth     = 2                                  # required, positive; actors in the act chain
 //	    impersonation = false                              # default false; may drop the act claim on request
 //	  }
+//
+//	  rate_limit {                                         # optional; default limits.per_caller_rps
+//	    rps   = 10                                         # required, positive; requests a second per caller
+//	    burst = 20                                         # default ceil(rps), at least 1
+//	  }
 //	}
 //
 // An external_issuer's name is letters, digits, ".", "_" and "-", unique
@@ -192,6 +208,15 @@
 // every ID in it) or an ID with "*" path segments, each matching one
 // segment. A rule that an earlier rule makes unreachable is an error.
 // Durations are Go durations ("90s", "5m") and must be positive.
+//
+// A caller's rate limit is the rate_limit of the rule that applies to it,
+// else limits.per_caller_rps (callers no rule matches included): one token
+// bucket per caller SPIFFE ID, charged once per token, gRPC and
+// introspection request once the caller is authenticated. Over it the
+// answer is temporarily_unavailable as HTTP 429 (gRPC ResourceExhausted)
+// with Retry-After; over max_in_flight it is 503 (gRPC Unavailable) with
+// Retry-After: 1. SIGHUP reloads rate_limit with the policy; the limits
+// block needs a restart.
 //
 // The key-encryption key and connection string files may be symlinks (as
 // Kubernetes mounts Secrets); their contents are never logged. The tables

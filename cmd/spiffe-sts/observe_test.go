@@ -124,6 +124,8 @@ func TestRunObservable(t *testing.T) {
 		`spiffe_sts_audit_records_total 2`,
 		`spiffe_sts_audit_write_failures_total 0`,
 		`spiffe_sts_requests_in_flight 0`,
+		`spiffe_sts_requests_total{grant_type="other",outcome="overloaded",transport="http"} 0`,
+		`spiffe_sts_introspections_total{outcome="overloaded"} 0`,
 	} {
 		if !bytes.Contains(exposition, []byte(series)) {
 			t.Errorf("/metrics lacks %s", series)

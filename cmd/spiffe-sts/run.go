@@ -235,6 +235,13 @@ func run(ctx context.Context, configPath string, stdout, stderr io.Writer) error
 		MaxBundleAge:          cfg.Server.MaxBundleAge,
 		BundleHardLimit:       cfg.Server.BundleHardLimit,
 		Forwarded:             proxies,
+		DefaultRateLimit:      cfg.Limits.DefaultRateLimit,
+		MaxInFlight:           cfg.Limits.MaxInFlight,
+		ReadHeaderTimeout:     cfg.Limits.ReadHeaderTimeout,
+		ReadTimeout:           cfg.Limits.ReadTimeout,
+		WriteTimeout:          cfg.Limits.WriteTimeout,
+		IdleTimeout:           cfg.Limits.IdleTimeout,
+		TLSMinVersion:         cfg.Limits.TLSMinVersion,
 	})
 	if err != nil {
 		return err
@@ -397,8 +404,9 @@ type policySetter interface {
 }
 
 // reloader re-reads the configuration file and replaces the policy of the
-// running server. Only policy blocks, delegation included, take effect;
-// other sections, external_issuer blocks among them, need a restart.
+// running server. Only policy blocks, delegation and rate_limit included,
+// take effect; other sections, external_issuer and limits blocks among
+// them, need a restart.
 type reloader struct {
 	path string
 	// running is the configuration the server started with.
@@ -440,6 +448,9 @@ func (r *reloader) reload() error {
 	}
 	if !reflect.DeepEqual(cfg.Audit, r.running.Audit) {
 		changed = append(changed, blockAudit)
+	}
+	if !reflect.DeepEqual(cfg.Limits, r.running.Limits) {
+		changed = append(changed, blockLimits)
 	}
 	if len(changed) > 0 {
 		r.log.Warn("changes outside policy blocks take effect only after a restart", logKeySections, changed)

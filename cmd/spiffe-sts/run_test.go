@@ -254,6 +254,23 @@ policy "spiffe://example.org/ns/prod/sa/api" {
 			},
 		},
 		{
+			name: "limits added, rate_limit in a rule",
+			newConfig: func(s string) string {
+				return replace(`  audiences = ["https://db.example.org"]`, "  audiences = [\"https://db.example.org\"]\n  rate_limit {\n    rps = 3\n  }")(s) +
+					"limits {\n  max_in_flight = 10\n}\n"
+			},
+			expectLog: []string{
+				`[WARN]  changes outside policy blocks take effect only after a restart: sections=["limits"]`,
+				`[INFO]  policy reloaded: rules=2`,
+			},
+			checkPolicy: func(t *testing.T, p *stsid.Policy) {
+				rule, ok := p.RuleFor(spiffeid.RequireFromString("spiffe://example.org/ns/prod/sa/db"))
+				if !ok || rule.RateLimit == nil || *rule.RateLimit != (stsid.RateLimit{PerSecond: 3, Burst: 3}) {
+					t.Errorf("rule for db: %+v, %t; want rate_limit 3/s burst 3", rule, ok)
+				}
+			},
+		},
+		{
 			name:      "missing file",
 			newConfig: nil,
 			expectErr: "read configuration: open ",

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -347,8 +348,10 @@ func (c *Client) exchangeWith(ctx context.Context, sts *stsConn, id spiffeid.ID,
 // none, for the client's timeout, and returns the last error when that
 // budget is spent. Re-sending is safe: a token request changes no state
 // on the server beyond its audit record, and a request the server never
-// answered issued no token the caller saw. Refusals and other failures
-// are returned at once.
+// answered issued no token the caller saw. A caller over its rate limit
+// (HTTP 429, gRPC ResourceExhausted) waits at least the Retry-After the
+// server asked for, and gets the refusal at once when that is past the
+// budget. Refusals and other failures are returned at once.
 func (c *Client) send(ctx context.Context, sts *stsConn, params wireRequest, req *Request) (*Token, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -368,6 +371,11 @@ func (c *Client) send(ctx context.Context, sts *stsConn, params wireRequest, req
 		}
 		last = err
 		delay := backoff.next()
+		if perr, ok := errors.AsType[protocol.Error](err); ok && perr.RateLimited {
+			// Over its rate limit, the caller is refused until its
+			// bucket has a token: sooner is futile.
+			delay = max(delay, perr.RetryAfter)
+		}
 		if time.Now().Add(delay).After(deadline) {
 			return nil, err
 		}
@@ -420,9 +428,27 @@ func (c *Client) sendOnce(ctx context.Context, sts *stsConn, params wireRequest,
 func errorResponse(resp *http.Response, body []byte) error {
 	var oauthErr protocol.Error
 	if json.Unmarshal(body, &oauthErr) == nil && oauthErr.Code != "" {
+		if oauthErr.Code == protocol.ErrTemporarilyUnavailable.Code {
+			oauthErr.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
+			oauthErr.RateLimited = resp.StatusCode == http.StatusTooManyRequests
+		}
 		return oauthErr
 	}
 	return fmt.Errorf("exchangeclient: token endpoint answered %s without an OAuth error", resp.Status)
+}
+
+// maxRetryAfter bounds the Retry-After the client believes.
+const maxRetryAfter = time.Hour
+
+// retryAfter reads a Retry-After field value in seconds (RFC 9110
+// §10.2.3; this server sends no HTTP-date): zero when absent or
+// malformed, at most maxRetryAfter.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return min(time.Duration(n)*time.Second, maxRetryAfter)
 }
 
 // maxExpiresIn keeps now + expires_in within time.Duration.

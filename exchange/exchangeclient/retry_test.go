@@ -187,3 +187,49 @@ func TestExchangeFollowsRotation(t *testing.T) {
 		}
 	}
 }
+
+// TestExchangeRateLimitedHonoursRetryAfter checks a 429 answer: the
+// client sends again only after the Retry-After the server asked for,
+// and within a budget shorter than that returns the refusal at once, with
+// RetryAfter and RateLimited set.
+func TestExchangeRateLimitedHonoursRetryAfter(t *testing.T) {
+	s := ststest.Start(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited := atomic.Bool{}
+	limited.Store(true)
+	n := countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
+		if limited.Load() {
+			w.Header().Set("Retry-After", "1")
+			answerJSON(w, http.StatusTooManyRequests, `{"error":"temporarily_unavailable","error_description":"slow down"}`)
+			return
+		}
+		answerJSON(w, http.StatusOK, retryOKBody)
+	})
+	c := retryClient(t, s, ln.Addr().String())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	_, err = c.Exchange(ctx, retryRequest)
+	cancel()
+	perr, ok := errors.AsType[protocol.Error](err)
+	if !ok || perr.Code != "temporarily_unavailable" || !perr.RateLimited || perr.RetryAfter != time.Second {
+		t.Fatalf("Exchange error %#v, want temporarily_unavailable, RateLimited, RetryAfter 1s", err)
+	}
+	if got := n.Load(); got != 1 {
+		t.Fatalf("%d requests within a budget shorter than Retry-After, want 1", got)
+	}
+
+	n.Store(0)
+	time.AfterFunc(300*time.Millisecond, func() { limited.Store(false) })
+	start := time.Now()
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Exchange(ctx, retryRequest); err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+	if got, waited := n.Load(), time.Since(start); got != 2 || waited < time.Second {
+		t.Fatalf("%d requests in %v, want 2, the second after Retry-After (1s)", got, waited)
+	}
+}

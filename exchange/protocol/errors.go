@@ -3,10 +3,14 @@ package protocol
 import (
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Error is an OAuth 2.0 error response (RFC 6749 §5.2, RFC 8693 §2.2.2),
@@ -17,6 +21,14 @@ import (
 type Error struct {
 	Code        string `json:"error"`
 	Description string `json:"error_description,omitempty"`
+	// RetryAfter is how long a temporarily_unavailable refusal asks the
+	// caller to wait (see RetryAfterSeconds); zero for the default,
+	// RetryAfter seconds. It travels as the HTTP Retry-After header and
+	// a gRPC RetryInfo detail, not in the JSON body.
+	RetryAfter time.Duration `json:"-"`
+	// RateLimited marks the refusal of a caller over its rate limit (see
+	// RateLimited): HTTP 429 and gRPC ResourceExhausted.
+	RateLimited bool `json:"-"`
 }
 
 // The error codes of RFC 6749 §5.2 and RFC 8693 §2.2.2.
@@ -39,8 +51,38 @@ var (
 )
 
 // RetryAfter is the delay, in seconds, a temporarily_unavailable response
-// asks for (HTTP Retry-After, RFC 9110 §10.2.3; gRPC trailer retry-after).
+// asks for (HTTP Retry-After, RFC 9110 §10.2.3; gRPC trailer retry-after)
+// unless its Error.RetryAfter says otherwise.
 const RetryAfter = 5
+
+// RateLimited is the refusal of a caller over its rate limit:
+// temporarily_unavailable, as RFC 6749 §5.2 has no code of its own for
+// it, sent as HTTP 429 Too Many Requests (RFC 6585 §4) or gRPC
+// ResourceExhausted, asking the caller to wait retryAfter.
+func RateLimited(retryAfter time.Duration) Error {
+	return Error{Code: ErrTemporarilyUnavailable.Code, RetryAfter: retryAfter, RateLimited: true}
+}
+
+// WithRetryAfter returns a copy of e asking the caller to wait d.
+func (e Error) WithRetryAfter(d time.Duration) Error {
+	e.RetryAfter = d
+	return e
+}
+
+// RetryAfterSeconds is the Retry-After value of e, in whole seconds
+// (RFC 9110 §10.2.3): RetryAfter rounded up, at least 1, or the default
+// RetryAfter when e has none.
+func (e Error) RetryAfterSeconds() int {
+	if e.RetryAfter <= 0 {
+		return RetryAfter
+	}
+	return int(max(1, (e.RetryAfter+time.Second-1)/time.Second))
+}
+
+// RetryAfterHeader is RetryAfterSeconds as the Retry-After field value.
+func (e Error) RetryAfterHeader() string {
+	return strconv.Itoa(e.RetryAfterSeconds())
+}
 
 // WithDescription returns a copy of e with a human-readable description.
 // Descriptions must help the caller and reveal nothing internal.
@@ -64,15 +106,19 @@ func (e Error) Is(target error) bool {
 
 // HTTPStatus is the status code of the error response: 401 for
 // invalid_client (RFC 6749 §5.2), 500 for server_error, 503 for
-// temporarily_unavailable (sent with Retry-After), 400 otherwise.
+// temporarily_unavailable (sent with Retry-After) or 429 when it is
+// RateLimited (RFC 6585 §4), 400 otherwise.
 func (e Error) HTTPStatus() int {
 	switch e.Code {
+	case ErrTemporarilyUnavailable.Code:
+		if e.RateLimited {
+			return http.StatusTooManyRequests
+		}
+		return http.StatusServiceUnavailable
 	case ErrInvalidClient.Code:
 		return http.StatusUnauthorized
 	case ErrServerError.Code:
 		return http.StatusInternalServerError
-	case ErrTemporarilyUnavailable.Code:
-		return http.StatusServiceUnavailable
 	default:
 		return http.StatusBadRequest
 	}
@@ -88,7 +134,8 @@ const metadataDescription = "error_description"
 // GRPCCode is the gRPC status code of the error: Unauthenticated for
 // invalid_client, PermissionDenied for invalid_grant and
 // unauthorized_client, Internal for server_error, Unavailable for
-// temporarily_unavailable (a retryable code) and InvalidArgument for
+// temporarily_unavailable (a retryable code; ResourceExhausted when it is
+// RateLimited) and InvalidArgument for
 // the malformed or unacceptable requests (invalid_request, invalid_scope,
 // invalid_target, unsupported_grant_type) and any other code.
 func (e Error) GRPCCode() codes.Code {
@@ -100,6 +147,9 @@ func (e Error) GRPCCode() codes.Code {
 	case ErrServerError.Code:
 		return codes.Internal
 	case ErrTemporarilyUnavailable.Code:
+		if e.RateLimited {
+			return codes.ResourceExhausted
+		}
 		return codes.Unavailable
 	default:
 		return codes.InvalidArgument
@@ -108,16 +158,21 @@ func (e Error) GRPCCode() codes.Code {
 
 // GRPCStatus is the gRPC status of the error (see GRPCCode), whose details
 // carry the OAuth error as a google.rpc.ErrorInfo: Domain ErrorDomain,
-// Reason the code and Metadata["error_description"] the description. It
-// makes status.FromError and status.Convert work on an Error;
-// ErrorFromStatus is the reverse.
+// Reason the code and Metadata["error_description"] the description, and
+// for temporarily_unavailable a google.rpc.RetryInfo of
+// RetryAfterSeconds. It makes status.FromError and status.Convert work on
+// an Error; ErrorFromStatus is the reverse.
 func (e Error) GRPCStatus() *status.Status {
 	st := status.New(e.GRPCCode(), e.statusMessage())
 	info := &errdetails.ErrorInfo{Reason: e.Code, Domain: ErrorDomain}
 	if e.Description != "" {
 		info.Metadata = map[string]string{metadataDescription: e.Description}
 	}
-	if withInfo, err := st.WithDetails(info); err == nil {
+	details := []protoadapt.MessageV1{info}
+	if e.Code == ErrTemporarilyUnavailable.Code {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(time.Duration(e.RetryAfterSeconds()) * time.Second)})
+	}
+	if withInfo, err := st.WithDetails(details...); err == nil {
 		return withInfo
 	}
 	return st
@@ -133,18 +188,30 @@ func (e Error) statusMessage() string {
 }
 
 // ErrorFromStatus returns the Error a status carries in its ErrorInfo
-// detail (see Error.GRPCStatus); false when st carries none, as for a
+// detail (see Error.GRPCStatus), with RetryAfter from its RetryInfo and
+// RateLimited for ResourceExhausted; false when st carries none, as for a
 // transport failure or a status from something other than spiffe-sts.
 func ErrorFromStatus(st *status.Status) (Error, bool) {
 	if st == nil {
 		return Error{}, false
 	}
+	var e Error
+	var retry time.Duration
 	for _, d := range st.Details() {
-		info, ok := d.(*errdetails.ErrorInfo)
-		if !ok || info.GetDomain() != ErrorDomain || info.GetReason() == "" {
-			continue
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			if e.Code == "" && d.GetDomain() == ErrorDomain && d.GetReason() != "" {
+				e = Error{Code: d.GetReason(), Description: d.GetMetadata()[metadataDescription]}
+			}
+		case *errdetails.RetryInfo:
+			retry = max(d.GetRetryDelay().AsDuration(), 0)
 		}
-		return Error{Code: info.GetReason(), Description: info.GetMetadata()[metadataDescription]}, true
 	}
-	return Error{}, false
+	if e.Code == "" {
+		return Error{}, false
+	}
+	if e.Code == ErrTemporarilyUnavailable.Code {
+		e.RetryAfter, e.RateLimited = retry, st.Code() == codes.ResourceExhausted
+	}
+	return e, true
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -56,6 +57,7 @@ func TestErrorHTTPStatus(t *testing.T) {
 		protocol.ErrInvalidTarget:          http.StatusBadRequest,
 		protocol.ErrServerError:            http.StatusInternalServerError,
 		protocol.ErrTemporarilyUnavailable: http.StatusServiceUnavailable,
+		protocol.RateLimited(time.Second):  http.StatusTooManyRequests,
 		{Code: "access_denied"}:            http.StatusBadRequest,
 	} {
 		if got := e.HTTPStatus(); got != want {
@@ -70,24 +72,33 @@ func TestErrorGRPCStatus(t *testing.T) {
 	tests := []struct {
 		err      protocol.Error
 		grpcCode codes.Code
+		// back is the Error read back when it differs from err: a
+		// temporarily_unavailable refusal always says when to retry.
+		back protocol.Error
 	}{
-		{protocol.ErrInvalidRequest, codes.InvalidArgument},
-		{protocol.ErrInvalidScope, codes.InvalidArgument},
-		{protocol.ErrInvalidTarget, codes.InvalidArgument},
-		{protocol.ErrUnsupportedGrantType, codes.InvalidArgument},
-		{protocol.ErrInvalidClient, codes.Unauthenticated},
-		{protocol.ErrInvalidGrant, codes.PermissionDenied},
-		{protocol.ErrUnauthorizedClient, codes.PermissionDenied},
-		{protocol.ErrServerError, codes.Internal},
-		{protocol.ErrTemporarilyUnavailable, codes.Unavailable},
-		{protocol.Error{Code: "access_denied"}, codes.InvalidArgument},
+		{protocol.ErrInvalidRequest, codes.InvalidArgument, protocol.Error{}},
+		{protocol.ErrInvalidScope, codes.InvalidArgument, protocol.Error{}},
+		{protocol.ErrInvalidTarget, codes.InvalidArgument, protocol.Error{}},
+		{protocol.ErrUnsupportedGrantType, codes.InvalidArgument, protocol.Error{}},
+		{protocol.ErrInvalidClient, codes.Unauthenticated, protocol.Error{}},
+		{protocol.ErrInvalidGrant, codes.PermissionDenied, protocol.Error{}},
+		{protocol.ErrUnauthorizedClient, codes.PermissionDenied, protocol.Error{}},
+		{protocol.ErrServerError, codes.Internal, protocol.Error{}},
+		{protocol.ErrTemporarilyUnavailable, codes.Unavailable, protocol.ErrTemporarilyUnavailable.WithRetryAfter(protocol.RetryAfter * time.Second)},
+		{protocol.ErrTemporarilyUnavailable.WithRetryAfter(time.Second), codes.Unavailable, protocol.Error{}},
+		// Rounded up to whole seconds, as Retry-After is.
+		{protocol.RateLimited(1500 * time.Millisecond), codes.ResourceExhausted, protocol.RateLimited(2 * time.Second)},
+		{protocol.Error{Code: "access_denied"}, codes.InvalidArgument, protocol.Error{}},
 	}
 	for _, tt := range tests {
 		for _, desc := range []string{"", "a description"} {
 			t.Run(tt.err.Code+"/"+desc, func(t *testing.T) {
-				e := tt.err
+				e, want := tt.err, tt.back
+				if want.Code == "" {
+					want = e
+				}
 				if desc != "" {
-					e = e.WithDescription("%s", desc)
+					e, want = e.WithDescription("%s", desc), want.WithDescription("%s", desc)
 				}
 				// status.FromError finds the status through wrapping.
 				st, ok := status.FromError(errors.Join(errors.New("context"), e))
@@ -96,8 +107,8 @@ func TestErrorGRPCStatus(t *testing.T) {
 				}
 				// Through the wire form and back.
 				back, ok := protocol.ErrorFromStatus(status.FromProto(st.Proto()))
-				if !ok || back != e {
-					t.Errorf("ErrorFromStatus = %+v, %v; want %+v", back, ok, e)
+				if !ok || back != want {
+					t.Errorf("ErrorFromStatus = %+v, %v; want %+v", back, ok, want)
 				}
 				if !errors.Is(back, tt.err) {
 					t.Errorf("errors.Is(%v, %v) = false", back, tt.err)
@@ -120,6 +131,23 @@ func TestErrorFromStatusWithoutErrorInfo(t *testing.T) {
 	} {
 		if e, ok := protocol.ErrorFromStatus(st); ok {
 			t.Errorf("%s: ErrorFromStatus = %+v, true; want false", name, e)
+		}
+	}
+}
+
+func TestRetryAfterSeconds(t *testing.T) {
+	for _, tt := range []struct {
+		err    protocol.Error
+		expect string
+	}{
+		{protocol.ErrTemporarilyUnavailable, "5"},
+		{protocol.RateLimited(time.Nanosecond), "1"},
+		{protocol.RateLimited(time.Second), "1"},
+		{protocol.RateLimited(time.Second + time.Nanosecond), "2"},
+		{protocol.ErrTemporarilyUnavailable.WithRetryAfter(90 * time.Second), "90"},
+	} {
+		if got := tt.err.RetryAfterHeader(); got != tt.expect {
+			t.Errorf("%+v: RetryAfterHeader() = %q, want %q", tt.err, got, tt.expect)
 		}
 	}
 }

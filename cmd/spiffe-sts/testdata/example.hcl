@@ -29,6 +29,26 @@ server {
   log_format = "json" # text or json
 }
 
+# Limits of each caller and of the listener. Without the block: no
+# per-caller rate limit, at most 1024 requests in flight, the timeouts
+# below and TLS 1.2 or later.
+limits {
+  # A token bucket per caller SPIFFE ID for callers whose policy rule has
+  # no rate_limit, and for callers no rule matches; 0 (the default) is off.
+  per_caller_rps   = 200
+  per_caller_burst = 400
+
+  # Token, gRPC and introspection requests served at once; the rest get
+  # 503 with Retry-After: 1.
+  max_in_flight = 1024
+
+  read_header_timeout = "10s"
+  read_timeout        = "30s"
+  write_timeout       = "30s"
+  idle_timeout        = "2m" # keep-alive, and HTTP/2 connections of the gRPC API
+  tls_min_version     = "1.2" # or "1.3"
+}
+
 issuer {
   signing_algorithm = "ES256" # ES256, EdDSA or RS256
   default_ttl       = "5m"    # for policy rules without max_ttl
@@ -86,12 +106,18 @@ policy "spiffe://example.org/ns/shop/sa/frontend" {
   }
 }
 
-# The batch jobs may read orders for longer.
+# The batch jobs may read orders for longer, each at most 5 tokens a
+# second (10 at once); over it they get 429 with Retry-After.
 policy "spiffe://example.org/ns/batch/sa/*" {
   audiences      = ["https://api.example.org/orders"]
   scopes         = ["orders:read"]
   default_scopes = ["orders:read"]
   max_ttl        = "15m"
+
+  rate_limit {
+    rps   = 5
+    burst = 10
+  }
 }
 
 # The partner's billing service may call the billing API.
