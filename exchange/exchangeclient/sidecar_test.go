@@ -379,7 +379,7 @@ func TestWithSidecarAddress(t *testing.T) {
 		{name: "with an X509 source", addr: "http://127.0.0.1:15001", extra: []exchangeclient.Option{exchangeclient.WithX509Source(&rotatingSource{})},
 			expectErr: "exchangeclient: WithSidecar takes no X509 source: the sidecar holds the X509-SVID"},
 		{name: "with gRPC", addr: "http://127.0.0.1:15001", extra: []exchangeclient.Option{exchangeclient.WithGRPC()},
-			expectErr: "exchangeclient: WithSidecar and WithGRPC: the sidecar mode speaks HTTP/1.1 only"},
+			expectErr: "exchangeclient: WithSidecar and WithGRPC: token requests go to the sidecar over HTTP/1.1 (gRPC calls to resource servers: Tokens.GRPCDialOptions)"},
 		{name: "with a server ID", addr: "http://127.0.0.1:15001", extra: []exchangeclient.Option{exchangeclient.WithServerID(spiffeid.RequireFromString(ststest.ServerID))},
 			expectErr: "exchangeclient: WithSidecar and WithServerID: the sidecar authenticates the server"},
 	}
