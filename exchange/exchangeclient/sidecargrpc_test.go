@@ -2,6 +2,8 @@ package exchangeclient_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -29,6 +31,29 @@ import (
 type grpcAPI struct {
 	addr           string
 	unary, streams atomic.Int32
+	// uploaded is how many messages the last accepted upload received.
+	uploaded atomic.Int32
+}
+
+// uploadDesc is a client-streaming method: the client sends messages and
+// closes, the server answers once with SERVING.
+var uploadDesc = grpc.StreamDesc{StreamName: "Upload", ClientStreams: true}
+
+const uploadMethod = "/test.Upload/Upload"
+
+func (api *grpcAPI) upload(_ any, ss grpc.ServerStream) error {
+	var n int32
+	for {
+		err := ss.RecvMsg(new(healthpb.HealthCheckRequest))
+		if errors.Is(err, io.EOF) {
+			api.uploaded.Store(n)
+			return ss.SendMsg(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
+		}
+		if err != nil {
+			return err
+		}
+		n++
+	}
 }
 
 func startGRPCAPI(t *testing.T, s *ststest.STS, audience string) *grpcAPI {
@@ -48,6 +73,9 @@ func startGRPCAPI(t *testing.T, s *ststest.STS, audience string) *grpcAPI {
 		}, grpcauth.StreamServerInterceptor(v)),
 	)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
+	upload := uploadDesc
+	upload.Handler = api.upload
+	srv.RegisterService(&grpc.ServiceDesc{ServiceName: "test.Upload", HandlerType: (*any)(nil), Streams: []grpc.StreamDesc{upload}}, struct{}{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -62,12 +90,38 @@ func startGRPCAPI(t *testing.T, s *ststest.STS, audience string) *grpcAPI {
 // GRPCDialOptions.
 func (st *sidecarSetup) dial(t *testing.T, api *grpcAPI) healthpb.HealthClient {
 	t.Helper()
+	return healthpb.NewHealthClient(st.conn(t, api))
+}
+
+func (st *sidecarSetup) conn(t *testing.T, api *grpcAPI) *grpc.ClientConn {
+	t.Helper()
 	conn, err := grpc.NewClient(api.addr, st.tokens.GRPCDialOptions(nil)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return healthpb.NewHealthClient(conn)
+	return conn
+}
+
+// upload sends n messages on an Upload stream, closes it and receives the
+// answer. A SendMsg failing with io.EOF (the stream was refused) is
+// ignored, as gRPC's API asks: RecvMsg tells what happened.
+func upload(conn *grpc.ClientConn, n int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := conn.NewStream(ctx, &uploadDesc, uploadMethod)
+	if err != nil {
+		return err
+	}
+	for range n {
+		if err := cs.SendMsg(&healthpb.HealthCheckRequest{}); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+	}
+	if err := cs.CloseSend(); err != nil {
+		return err
+	}
+	return cs.RecvMsg(new(healthpb.HealthCheckResponse))
 }
 
 func (st *sidecarSetup) tokenRequests() int { return st.sidecar.hitsOf(protocol.PathToken) }
@@ -282,5 +336,47 @@ func TestSidecarPerRPCCredentials(t *testing.T) {
 	const want = "exchangeclient: with WithSidecar, make the connection with Tokens.GRPCDialOptions, which re-binds the token when the sidecar's certificate rotates"
 	if md != nil || status.Code(err) != codes.Unauthenticated || status.Convert(err).Message() != want {
 		t.Fatalf("GetRequestMetadata = %v, %v; want Unauthenticated %q", md, err, want)
+	}
+}
+
+// TestSidecarGRPCStreamReplay: a client stream refused after sending is
+// made again with the messages it sent and its CloseSend, up to 16; one
+// that sent more before receiving anything gets the refusal, without a
+// re-binding.
+func TestSidecarGRPCStreamReplay(t *testing.T) {
+	tests := []struct {
+		name          string
+		messages      int
+		expectRefusal bool
+	}{
+		{name: "three messages", messages: 3},
+		{name: "sixteen messages", messages: 16},
+		{name: "seventeen messages", messages: 17, expectRefusal: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newSidecarSetup(t, false)
+			api := startGRPCAPI(t, st.s, ststest.APIAudience)
+			conn := st.conn(t, api)
+			st.sidecar.rotate(st.s.CA.SVID(t, ststest.WorkloadID, time.Hour))
+			tokenRequests := st.tokenRequests()
+			err := upload(conn, tt.messages)
+			if tt.expectRefusal {
+				expectRefusal(t, err, accesstoken.RefusalBindingMismatch)
+				if n, m := api.streams.Load(), st.tokenRequests()-tokenRequests; n != 1 || m != 0 {
+					t.Fatalf("%d streams, %d token requests; want 1 and none", n, m)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := api.streams.Load(); n != 2 {
+				t.Fatalf("%d streams, want the refused one and one more", n)
+			}
+			if n := api.uploaded.Load(); n != int32(tt.messages) {
+				t.Fatalf("the stream made again received %d messages, want %d", n, tt.messages)
+			}
+		})
 	}
 }
