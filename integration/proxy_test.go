@@ -25,6 +25,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
@@ -454,26 +456,32 @@ func (h *proxyHelper) currentThumbprint(t *testing.T) string {
 	return accesstoken.Thumbprint(leaf)
 }
 
-// TestProxyEgressRotation runs the client behind an egress HAProxy that
-// originates mTLS with the client's X509-SVID (20 s TTL), written by the
-// helper, which reloads HAProxy on every new one. The client holds no
-// certificate (exchangeclient.WithSidecar): it exchanges and calls the
-// resource server through the proxy, and keeps succeeding across at least
-// three rotations, re-binding its token when the resource server reports
-// a binding mismatch.
-func TestProxyEgressRotation(t *testing.T) {
-	t.Parallel()
-	const (
-		wantRotations = 3
-		limit         = 150 * time.Second
-	)
+// egressDeployment is spiffe-sts and the example resource server, and
+// beside the client an egress HAProxy that originates mTLS with the
+// client's X509-SVID (20 s TTL), written by the helper, which reloads
+// HAProxy on every new one. The client holds no certificate
+// (exchangeclient.WithSidecar): its Tokens exchange through the proxy.
+type egressDeployment struct {
+	e       *env
+	helper  *proxyHelper
+	rs      *resourceServer
+	haproxy *harness.HAProxy
+	tokens  *exchangeclient.Tokens
+	rebinds atomic.Int64
+}
+
+// startEgressDeployment starts the deployment with the resource server's
+// extra arguments rsArgs. The proxy routes to the STS, to the resource
+// server's HTTPS listener and, over HTTP/2, to its gRPC listener.
+func startEgressDeployment(t *testing.T, rsArgs ...string) *egressDeployment {
+	t.Helper()
 	runAs, err := harness.Unprivileged()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, envOptions{stsDNSNames: []string{stsDNS}})
-	s := e.startSTS(0, "", policyRule)
-	rs, _ := e.ordersServer(s)
+	d := &egressDeployment{e: newEnv(t, envOptions{stsDNSNames: []string{stsDNS}})}
+	s := d.e.startSTS(0, "", policyRule)
+	d.rs = d.e.startResourceServerArgs(s, "orders-dns", resourceServerID, apiAud, []string{ordersDNS}, rsArgs)
 	dir, err := harness.MkdirFor(runAs, "haproxy")
 	if err != nil {
 		t.Fatal(err)
@@ -481,88 +489,146 @@ func TestProxyEgressRotation(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	// The helper has the client's identity: the proxy presents the
 	// client's SVID, and the client itself never holds it.
-	h := e.startProxyHelper("egress-helper", clientID, runAs, filepath.Join(dir, "haproxy.pid"), 20*time.Second)
+	d.helper = d.e.startProxyHelper("egress-helper", clientID, runAs, filepath.Join(dir, "haproxy.pid"), 20*time.Second)
 	port, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	egress := fmt.Sprintf("127.0.0.1:%d", port)
 	stsURL, _ := url.Parse(s.url)
-	rsURL, _ := url.Parse(rs.httpURL)
-	hp := e.startHAProxy(runAs, dir, nil, []harness.HAProxyEgress{{
-		Name: "egress", Listen: egress, Cert: h.cert(), CA: h.bundle(),
+	rsURL, _ := url.Parse(d.rs.httpURL)
+	d.haproxy = d.e.startHAProxy(runAs, dir, nil, []harness.HAProxyEgress{{
+		Name: "egress", Listen: egress, Cert: d.helper.cert(), CA: d.helper.bundle(),
 		Routes: []harness.HAProxyRoute{
 			{Host: stsURL.Host, Server: s.Addr, ServerName: stsDNS},
 			{Host: rsURL.Host, Server: rsURL.Host, ServerName: ordersDNS},
+			{Host: d.rs.grpcAddr, Server: d.rs.grpcAddr, ServerName: ordersDNS, HTTP2: true},
 		},
 	}})
 
-	var rebinds atomic.Int64
 	c, err := exchangeclient.New(t.Context(), exchangeclient.WithIssuerURL(s.url), exchangeclient.WithSidecar("http://"+egress))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	tokens, err := c.NewTokens(t.Context(), exchangeclient.Request{Audience: []string{apiAud}},
+	t.Cleanup(func() { _ = c.Close() })
+	d.tokens, err = c.NewTokens(t.Context(), exchangeclient.Request{Audience: []string{apiAud}},
 		exchangeclient.WithEvents(func(ev exchangeclient.Event) {
 			if ev.Kind == exchangeclient.EventRebound {
-				rebinds.Add(1)
+				d.rebinds.Add(1)
 			}
 		}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tokens.Close()
-	client := &http.Client{Transport: tokens.RoundTripper(tlsconfig.AuthorizeAny()), Timeout: 15 * time.Second}
+	t.Cleanup(func() { _ = d.tokens.Close() })
+	return d
+}
 
+// callAcrossRotations calls call every 200 ms until the proxy's SVID has
+// rotated wantRotations times (at most for limit), then five more times
+// once HAProxy has certainly loaded the last one. It prints the figures,
+// with prefix before them, and fails the test unless every call of at
+// least 20 succeeded across the rotations, the client re-bound its token,
+// and the resource server accepted no token bound to another certificate.
+func (d *egressDeployment) callAcrossRotations(t *testing.T, prefix string, call func() error) {
+	t.Helper()
+	const (
+		wantRotations = 3
+		limit         = 150 * time.Second
+	)
 	rotations, calls, failed := 0, 0, 0
-	last := h.currentThumbprint(t)
-	deadline := time.Now().Add(limit)
-	for rotations < wantRotations && time.Now().Before(deadline) {
+	try := func() {
 		calls++
-		resp, err := client.Get(rs.httpURL + "/orders")
-		if err != nil {
+		if err := call(); err != nil {
 			failed++
 			t.Errorf("call %d: %v", calls, err)
-		} else {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				failed++
-				t.Errorf("call %d: status %d (%s): %s", calls, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
-			}
 		}
-		if now := h.currentThumbprint(t); now != last {
+	}
+	last := d.helper.currentThumbprint(t)
+	deadline := time.Now().Add(limit)
+	for rotations < wantRotations && time.Now().Before(deadline) {
+		try()
+		if now := d.helper.currentThumbprint(t); now != last {
 			rotations++
 			last = now
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// A last round of calls after the last rotation, once HAProxy has
-	// certainly loaded it.
 	for range 5 {
-		calls++
-		resp, err := client.Get(rs.httpURL + "/orders")
-		if err != nil || resp.StatusCode != http.StatusOK {
-			failed++
-			t.Errorf("call after the last rotation: %v %v", err, resp)
-		}
-		if resp != nil {
-			resp.Body.Close()
-		}
+		try()
 	}
-	fmt.Printf("rotations=%d calls=%d failed=%d\n", rotations, calls, failed)
-	t.Logf("rebinds=%d haproxy_loads=%d", rebinds.Load(), hp.Reloads())
+	fmt.Printf("%srotations=%d calls=%d failed=%d\n", prefix, rotations, calls, failed)
+	t.Logf("rebinds=%d haproxy_loads=%d", d.rebinds.Load(), d.haproxy.Reloads())
 	if rotations < wantRotations {
 		t.Errorf("%d rotations in %v, want at least %d", rotations, limit, wantRotations)
 	}
 	if failed != 0 || calls < 20 {
 		t.Errorf("%d of %d calls failed (want none, of at least 20)", failed, calls)
 	}
-	if rebinds.Load() == 0 {
+	if d.rebinds.Load() == 0 {
 		t.Error("the client never re-bound its token: the rotations did not reach the proxy")
 	}
-	if _, mismatches := rs.stats(t, e.source()); mismatches != 0 {
+	if _, mismatches := d.rs.stats(t, d.e.source()); mismatches != 0 {
 		t.Errorf("the resource server accepted %d tokens bound to another certificate", mismatches)
 	}
+}
+
+// TestProxyEgressRotation runs the client behind the egress HAProxy of
+// egressDeployment: it exchanges and calls the resource server over HTTP
+// through the proxy (Tokens.RoundTripper), and keeps succeeding across at
+// least three rotations, re-binding its token when the resource server
+// reports a binding mismatch.
+func TestProxyEgressRotation(t *testing.T) {
+	t.Parallel()
+	d := startEgressDeployment(t)
+	client := &http.Client{Transport: d.tokens.RoundTripper(tlsconfig.AuthorizeAny()), Timeout: 15 * time.Second}
+	d.callAcrossRotations(t, "", func() error {
+		resp, err := client.Get(d.rs.httpURL + "/orders")
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d (%s): %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+		}
+		return nil
+	})
+}
+
+// TestProxyEgressRotationGRPC is TestProxyEgressRotation over gRPC: the
+// client calls the resource server's gRPC health service through the
+// proxy (Tokens.GRPCDialOptions: h2c to HAProxy, HTTP/2 over mTLS with
+// the client's SVID to the server, which checks tokens with grpcauth), a
+// unary Check every time and a Watch stream every fifth, across at least
+// three rotations. The resource server keeps its connections for the
+// test's length (-max-connection-age): the proxy's SVID changes by
+// reloads, which replace the proxy's connections.
+func TestProxyEgressRotationGRPC(t *testing.T) {
+	t.Parallel()
+	d := startEgressDeployment(t, "-max-connection-age", "1h")
+	conn, err := grpc.NewClient(d.rs.grpcAddr, d.tokens.GRPCDialOptions(nil)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	n := 0
+	d.callAcrossRotations(t, "transport=grpc ", func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+		defer cancel()
+		n++
+		if n%5 != 0 {
+			_, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+			return err
+		}
+		stream, err := health.Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if resp, err := stream.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("watch: %v %v", resp, err)
+		}
+		return nil
+	})
 }

@@ -140,6 +140,21 @@
 //	hc := &http.Client{Transport: tokens.RoundTripper(nil)}
 //	resp, err := hc.Get("https://api.example.org/orders")
 //
+// gRPC calls go to the sidecar as HTTP/2 in clear text (h2c), the target
+// naming the destination in :authority, with the options of
+// Tokens.GRPCDialOptions, which a program uses in either mode (without
+// WithSidecar they are TransportCredentials and PerRPCCredentials):
+//
+//	conn, err := grpc.NewClient("api.example.org:443", tokens.GRPCDialOptions(nil)...)
+//
+// A call refused with codes.Unauthenticated and the ErrorInfo of a
+// binding mismatch (grpcauth.RefusalOf is
+// accesstoken.RefusalBindingMismatch) makes the client re-bind once,
+// shared with concurrent callers, and make the call again once; a
+// bad_token refusal is returned as it is. A stream is made again only
+// when it was refused before any message was received, with the messages
+// sent so far (up to 16) sent again.
+//
 // The server's refusals are protocol.Error values (RFC 6749 §5.2, RFC 8693
 // §2.2.2); compare them with errors.Is against the exchange sentinels.
 // The package logs nothing.

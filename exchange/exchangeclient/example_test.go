@@ -197,3 +197,36 @@ func ExampleWithEvents() {
 	// rebound x5t#S256=2y4Nd... latency=12ms blocking=false
 	// failed x5t#S256=2y4Nd... error=invalid_grant
 }
+
+// This example calls a gRPC API through an egress sidecar that holds the
+// workload's X509-SVID (WithSidecar): h2c to the sidecar on a Unix socket,
+// a re-binding and one more try when the sidecar's SVID has rotated. It
+// needs the sidecar and a running STS, so it has no output to check.
+func ExampleTokens_GRPCDialOptions() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client, err := exchangeclient.New(ctx, exchangeclient.WithIssuerURL("https://sts.example.org:8443"),
+		exchangeclient.WithSidecar("unix:///run/egress/sidecar.sock"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer client.Close()
+	tokens, err := client.NewTokens(ctx, exchangeclient.Request{Audience: []string{"spiffe://example.org/api"}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer tokens.Close()
+
+	// The target names the destination (:authority); the connection goes
+	// to the sidecar.
+	conn, err := grpc.NewClient("api.example.org:443", tokens.GRPCDialOptions(nil)...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return
+	}
+	defer conn.Close()
+	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	fmt.Println(err)
+}

@@ -37,8 +37,9 @@ type AuthInfo struct {
 // present the previous, valid certificate, so no call waits for a token.
 //
 // Use it with PerRPCCredentials, which attaches the token bound to the
-// certificate of the call's connection. The credentials are client-side
-// only.
+// certificate of the call's connection, or take both from
+// GRPCDialOptions. The credentials are client-side only. With WithSidecar
+// they refuse every handshake: use GRPCDialOptions.
 func (t *Tokens) TransportCredentials(authorizer tlsconfig.Authorizer) credentials.TransportCredentials {
 	return &transportCredentials{t: t, authorizer: authorizer}
 }
@@ -130,7 +131,9 @@ func (c *transportCredentials) OverrideServerName(name string) error {
 //
 // A call waits for a token only when none is kept for its certificate; a
 // failure then fails the call with codes.Unauthenticated, whose message
-// carries the STS's OAuth error.
+// carries the STS's OAuth error. With WithSidecar they fail every call:
+// use GRPCDialOptions, which re-binds the token when the sidecar's
+// certificate rotates.
 func (t *Tokens) PerRPCCredentials() credentials.PerRPCCredentials {
 	return perRPCCredentials{t: t}
 }
@@ -140,9 +143,15 @@ type perRPCCredentials struct{ t *Tokens }
 var errNotOurConnection = status.Error(codes.Unauthenticated,
 	"exchangeclient: the connection was not made with Tokens.TransportCredentials, so the certificate to bind the token to is unknown")
 
+var errSidecarPerRPC = status.Error(codes.Unauthenticated,
+	"exchangeclient: with WithSidecar, make the connection with Tokens.GRPCDialOptions, which re-binds the token when the sidecar's certificate rotates")
+
 // GetRequestMetadata allocates only the map it returns when a token is
 // kept.
 func (p perRPCCredentials) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	if p.t.sidecar != nil {
+		return nil, errSidecarPerRPC
+	}
 	ri, _ := credentials.RequestInfoFromContext(ctx)
 	info, ok := ri.AuthInfo.(*AuthInfo)
 	if !ok || info.Leaf == nil {
@@ -154,12 +163,20 @@ func (p perRPCCredentials) GetRequestMetadata(ctx context.Context, _ ...string) 
 	}
 	h, err := p.t.token(ctx, e, info.Leaf)
 	if err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, status.FromContextError(ctx.Err()).Err()
-		}
-		return nil, status.Error(codes.Unauthenticated, err.Error())
+		return nil, rpcTokenError(ctx, err)
 	}
 	return map[string]string{"authorization": h.header}, nil
+}
+
+// rpcTokenError is the status that fails a call for which no token could
+// be had: the call's own cancellation or deadline as such, anything else
+// (a refusal by the STS among them) as codes.Unauthenticated, whose
+// message carries the STS's OAuth error.
+func rpcTokenError(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return status.FromContextError(ctxErr).Err()
+	}
+	return status.Error(codes.Unauthenticated, err.Error())
 }
 
 func (perRPCCredentials) RequireTransportSecurity() bool { return true }

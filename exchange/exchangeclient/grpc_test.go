@@ -197,9 +197,8 @@ func TestGRPCRotation(t *testing.T) {
 	var rec recorder
 	tokens := newTokens(t, newClient(t, s, src), exchangeclient.Request{Audience: []string{ststest.APIAudience}}, exchangeclient.WithEvents(rec.record))
 
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(tokens.TransportCredentials(tlsconfig.AuthorizeID(apiID))),
-		grpc.WithPerRPCCredentials(tokens.PerRPCCredentials()))
+	// GRPCDialOptions are TransportCredentials and PerRPCCredentials.
+	conn, err := grpc.NewClient(addr, tokens.GRPCDialOptions(tlsconfig.AuthorizeID(apiID))...)
 	if err != nil {
 		t.Fatal(err)
 	}

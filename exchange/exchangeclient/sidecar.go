@@ -30,20 +30,24 @@ import (
 // file) or unix:///absolute/path of a Unix socket. Anything else is
 // refused by New: a token sent in plain HTTP must not leave the host.
 //
-// Every request is sent to addr as HTTP/1.1 with its Host header naming
-// the real destination (the issuer URL's host for token requests, the
-// request URL's host for resource calls), which is how the sidecar picks
-// its upstream. No X509Source is used, and WithX509Source,
-// WithWorkloadAPIAddr, WithServerID and WithGRPC are refused with it: the
-// sidecar authenticates the servers, and the STS binds tokens to the
+// Every token request and every request of Tokens' RoundTripper is sent
+// to addr as HTTP/1.1 with its Host header naming the real destination
+// (the issuer URL's host for token requests, the request URL's host for
+// resource calls), which is how the sidecar picks its upstream; gRPC
+// calls made with Tokens.GRPCDialOptions go to addr as HTTP/2 in clear
+// text (h2c), :authority naming the destination. No X509Source is used,
+// and WithX509Source, WithWorkloadAPIAddr, WithServerID and WithGRPC
+// (token requests go to the sidecar over HTTP/1.1) are refused with it:
+// the sidecar authenticates the servers, and the STS binds tokens to the
 // certificate the sidecar presents to it.
 //
 // When that certificate rotates, the token Tokens holds stops matching the
-// sidecar's connections. Tokens' RoundTripper then sees the resource
-// server refuse it with a binding mismatch (accesstoken.RefusalBindingMismatch),
-// re-binds it once (an RFC 8693 exchange of the old token, which the STS
-// binds to the sidecar's current certificate) and retries the request
-// once; see Tokens.RoundTripper.
+// sidecar's connections. Tokens' RoundTripper and gRPC calls then see the
+// resource server refuse it with a binding mismatch
+// (accesstoken.RefusalBindingMismatch), re-bind it once (an RFC 8693
+// exchange of the old token, which the STS binds to the sidecar's current
+// certificate) and make the call again once; see Tokens.RoundTripper and
+// Tokens.GRPCDialOptions.
 func WithSidecar(addr string) Option {
 	return optionFunc(func(c *clientConfig) { c.sidecar = addr })
 }
@@ -106,7 +110,7 @@ func newSidecarClient(cfg *clientConfig, tokenURL string) (*Client, error) {
 	case !cfg.serverID.IsZero():
 		return nil, errors.New("exchangeclient: WithSidecar and WithServerID: the sidecar authenticates the server")
 	case cfg.grpc:
-		return nil, errors.New("exchangeclient: WithSidecar and WithGRPC: the sidecar mode speaks HTTP/1.1 only")
+		return nil, errors.New("exchangeclient: WithSidecar and WithGRPC: token requests go to the sidecar over HTTP/1.1 (gRPC calls to resource servers: Tokens.GRPCDialOptions)")
 	}
 	network, address, err := parseSidecar(cfg.sidecar)
 	if err != nil {
@@ -217,6 +221,30 @@ func (t *Tokens) rebindSidecar(ctx context.Context, e *entry, stale *heldToken) 
 	return f.tok, nil
 }
 
+// sidecarCall makes one call in the sidecar mode: attempt with h, the
+// held token, and when attempt reports that the resource server refused
+// it as bound to another certificate (accesstoken.RefusalBindingMismatch),
+// once more with the token re-bound to the sidecar's current certificate
+// (rebindSidecar, shared with concurrent callers). again, called with the
+// refused result once the re-binding has succeeded, readies the second
+// attempt and reports false when the call cannot be made again. A failed
+// re-binding, or a call that cannot be made again, returns the refusal:
+// it tells the caller more than why re-binding failed, which Events
+// report. The second attempt's result is returned whatever it is, so a
+// second mismatch is never retried.
+func sidecarCall[R any](ctx context.Context, t *Tokens, h *heldToken, attempt func(*heldToken) (R, bool, error), again func(R) bool) (R, error) {
+	res, mismatch, err := attempt(h)
+	if !mismatch {
+		return res, err
+	}
+	fresh, rebindErr := t.rebindSidecar(ctx, t.sidecar, h)
+	if rebindErr != nil || !again(res) {
+		return res, err
+	}
+	res, _, err = attempt(fresh)
+	return res, err
+}
+
 // errSidecarNoTLS is returned by TransportCredentials in the sidecar mode.
 var errSidecarNoTLS = errors.New("exchangeclient: with WithSidecar the sidecar originates TLS: TransportCredentials do not apply")
 
@@ -252,29 +280,24 @@ func (rt *sidecarRoundTripper) RoundTrip(req *http.Request) (*http.Response, err
 	if err != nil {
 		return fail(err)
 	}
-	resp, err := rt.send(req, req.Body, h)
-	if err != nil || !isBindingMismatch(resp) {
-		return resp, err
-	}
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
-	if !replayable {
-		return resp, nil
-	}
-	fresh, err := rt.t.rebindSidecar(ctx, rt.e, h)
-	if err != nil {
-		// The refusal says more to the caller than why re-binding failed,
-		// which Events report.
-		return resp, nil
-	}
 	body := req.Body
-	if req.GetBody != nil {
-		if body, err = req.GetBody(); err != nil {
-			return resp, nil
-		}
+	attempt := func(h *heldToken) (*http.Response, bool, error) {
+		resp, err := rt.send(req, body, h)
+		return resp, err == nil && replayable && isBindingMismatch(resp), err
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBytes))
-	resp.Body.Close()
-	return rt.send(req, body, fresh)
+	again := func(refused *http.Response) bool {
+		if req.GetBody != nil {
+			var err error
+			if body, err = req.GetBody(); err != nil {
+				return false
+			}
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(refused.Body, maxResponseBytes))
+		refused.Body.Close()
+		return true
+	}
+	return sidecarCall(ctx, rt.t, h, attempt, again)
 }
 
 // send sends a copy of req with body and h's token to the sidecar, in

@@ -28,21 +28,23 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 )
 
-// fakeSidecar is an egress sidecar: it takes plain HTTP on loopback (or a
-// Unix socket) and forwards each request to https://<Host> over mTLS with
-// its current X509-SVID, which the test rotates.
+// fakeSidecar is an egress sidecar: it takes plain HTTP/1.1 and h2c
+// (gRPC) on loopback (or a Unix socket) and forwards each request to
+// https://<Host> over mTLS with its current X509-SVID, which the test
+// rotates, or with the SVID pinned for that host.
 type fakeSidecar struct {
 	addr string // for WithSidecar
 	s    *ststest.STS
 
 	transport atomic.Pointer[http.Transport]
 	mu        sync.Mutex
-	hits      map[string]int // by path
+	hits      map[string]int             // by path
+	pinned    map[string]*http.Transport // by host
 }
 
 func startSidecar(t *testing.T, s *ststest.STS, svid *x509svid.SVID, unixSocket bool) *fakeSidecar {
 	t.Helper()
-	sc := &fakeSidecar{s: s, hits: map[string]int{}}
+	sc := &fakeSidecar{s: s, hits: map[string]int{}, pinned: map[string]*http.Transport{}}
 	sc.rotate(svid)
 	var ln net.Listener
 	var err error
@@ -68,7 +70,7 @@ func startSidecar(t *testing.T, s *ststest.STS, svid *x509svid.SVID, unixSocket 
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&url.URL{Scheme: "https", Host: pr.In.Host})
 		},
-		Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) { return sc.transport.Load().RoundTrip(r) }),
+		Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) { return sc.transportFor(r.URL.Host).RoundTrip(r) }),
 		ErrorLog:  log.New(io.Discard, "", 0),
 	}
 	srv := &http.Server{
@@ -79,7 +81,10 @@ func startSidecar(t *testing.T, s *ststest.STS, svid *x509svid.SVID, unixSocket 
 			proxy.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
+		Protocols:         new(http.Protocols),
 	}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return sc
@@ -92,10 +97,36 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // rotate makes new upstream connections present svid, as a sidecar does
 // when its X509-SVID rotates.
 func (sc *fakeSidecar) rotate(svid *x509svid.SVID) {
-	tr := &http.Transport{TLSClientConfig: tlsconfig.MTLSClientConfig(svid, sc.s.CA.Bundle(), tlsconfig.AuthorizeMemberOf(sc.s.CA.TrustDomain))}
-	if old := sc.transport.Swap(tr); old != nil {
+	if old := sc.transport.Swap(sc.upstream(svid)); old != nil {
 		old.CloseIdleConnections()
 	}
+}
+
+// pin makes the sidecar present svid to host whatever it presents
+// elsewhere, as a sidecar that kept an old upstream connection would.
+func (sc *fakeSidecar) pin(host string, svid *x509svid.SVID) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.pinned[host] = sc.upstream(svid)
+}
+
+// upstream is a transport presenting svid, over HTTP/2 when the server
+// offers it (gRPC needs it).
+func (sc *fakeSidecar) upstream(svid *x509svid.SVID) *http.Transport {
+	return &http.Transport{
+		TLSClientConfig:   tlsconfig.MTLSClientConfig(svid, sc.s.CA.Bundle(), tlsconfig.AuthorizeMemberOf(sc.s.CA.TrustDomain)),
+		ForceAttemptHTTP2: true,
+	}
+}
+
+func (sc *fakeSidecar) transportFor(host string) *http.Transport {
+	sc.mu.Lock()
+	tr := sc.pinned[host]
+	sc.mu.Unlock()
+	if tr != nil {
+		return tr
+	}
+	return sc.transport.Load()
 }
 
 func (sc *fakeSidecar) hitsOf(path string) int {
@@ -379,7 +410,7 @@ func TestWithSidecarAddress(t *testing.T) {
 		{name: "with an X509 source", addr: "http://127.0.0.1:15001", extra: []exchangeclient.Option{exchangeclient.WithX509Source(&rotatingSource{})},
 			expectErr: "exchangeclient: WithSidecar takes no X509 source: the sidecar holds the X509-SVID"},
 		{name: "with gRPC", addr: "http://127.0.0.1:15001", extra: []exchangeclient.Option{exchangeclient.WithGRPC()},
-			expectErr: "exchangeclient: WithSidecar and WithGRPC: the sidecar mode speaks HTTP/1.1 only"},
+			expectErr: "exchangeclient: WithSidecar and WithGRPC: token requests go to the sidecar over HTTP/1.1 (gRPC calls to resource servers: Tokens.GRPCDialOptions)"},
 		{name: "with a server ID", addr: "http://127.0.0.1:15001", extra: []exchangeclient.Option{exchangeclient.WithServerID(spiffeid.RequireFromString(ststest.ServerID))},
 			expectErr: "exchangeclient: WithSidecar and WithServerID: the sidecar authenticates the server"},
 	}

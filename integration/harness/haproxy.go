@@ -113,7 +113,9 @@ type HAProxyIngress struct {
 
 // HAProxyEgress is a proxy beside a client that has no TLS of its own
 // (exchangeclient.WithSidecar): it accepts plain HTTP on a loopback
-// address, picks the server by the request's Host header, and originates
+// address, HTTP/1.1 or HTTP/2 with prior knowledge (h2c, as gRPC sends it:
+// HAProxy tells them apart by the HTTP/2 preface), picks the server by the
+// request's Host header (HTTP/2's :authority), and originates
 // mTLS to it presenting Cert, the client's X509-SVID, so tokens the client
 // obtains through it are bound to that certificate. A request for any
 // other Host is refused (403). It forwards no certificate header, and
@@ -141,6 +143,9 @@ type HAProxyRoute struct {
 	// Server is the server's address; ServerName a DNS SAN of its
 	// X509-SVID, sent as SNI and checked (verifyhost).
 	Server, ServerName string
+	// HTTP2 makes the proxy reach the server over HTTP/2 (ALPN h2), as
+	// gRPC needs.
+	HTTP2 bool
 }
 
 // HAProxyOptions configure [StartHAProxy].
@@ -213,10 +218,14 @@ frontend %[1]s
 			fmt.Fprintf(&b, "    use_backend %s_%d if { req.hdr(host) -m str %s }\n", eg.Name, i, r.Host)
 		}
 		for i, r := range eg.Routes {
+			alpn := ""
+			if r.HTTP2 {
+				alpn = " alpn h2"
+			}
 			fmt.Fprintf(&b, `
 backend %[1]s_%[2]d
-    server %[1]s_%[2]d %[3]s ssl crt %[4]s ca-file %[5]s verify required verifyhost %[6]s sni str(%[6]s)
-`, eg.Name, i, r.Server, eg.Cert, eg.CA, r.ServerName)
+    server %[1]s_%[2]d %[3]s ssl crt %[4]s ca-file %[5]s verify required verifyhost %[6]s sni str(%[6]s)%[7]s
+`, eg.Name, i, r.Server, eg.Cert, eg.CA, r.ServerName, alpn)
 		}
 	}
 	return b.String()

@@ -23,12 +23,14 @@ var readmeHAProxy = harness.HAProxyOptions{
 		Routes: []harness.HAProxyRoute{
 			{Host: "sts.example.org:8443", Server: "sts.example.org:8443", ServerName: "sts.example.org"},
 			{Host: "orders.example.org:9444", Server: "orders.example.org:9444", ServerName: "orders.example.org"},
+			{Host: "orders.example.org:9443", Server: "orders.example.org:9443", ServerName: "orders.example.org", HTTP2: true},
 		},
 	}},
 }
 
 // TestREADMEHAProxyConfig keeps the README's HAProxy snippet the one the
-// integration tests (TestProxyIngress, TestProxyEgressRotation) run.
+// integration tests (TestProxyIngress, TestProxyEgressRotation,
+// TestProxyEgressRotationGRPC) run.
 func TestREADMEHAProxyConfig(t *testing.T) {
 	root, err := harness.RepoRoot()
 	if err != nil {
