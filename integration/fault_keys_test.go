@@ -4,18 +4,24 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/spiffe-sts/spiffe-sts/integration/harness"
+	"github.com/spiffe-sts/spiffe-sts/internal/pgtest"
 	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/filestore"
+	"github.com/spiffe-sts/spiffe-sts/issuer/keyring/pgstore"
 )
 
 // fileState is what must not change in a key file that start-up refuses.
@@ -215,4 +221,117 @@ func flipSealedKey(t *testing.T, ring []byte) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestFaultBadKeyMaterialPostgres is TestFaultBadKeyMaterial for the
+// PostgreSQL key store, on a real PostgreSQL: a ring row whose sealed key
+// is corrupt, and a KEK that is not the ring's. Start-up fails naming the
+// table and the record, and the table is unchanged afterwards.
+func TestFaultBadKeyMaterialPostgres(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	pg := pgtest.Start(t)
+	kekDir := t.TempDir()
+	kek, otherKEK := make([]byte, 32), make([]byte, 32)
+	for _, b := range [][]byte{kek, otherKEK} {
+		if _, err := rand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kekFile, otherKEKFile := filepath.Join(kekDir, "kek"), filepath.Join(kekDir, "other-kek")
+	mustWrite(t, kekFile, kek, 0o600)
+	mustWrite(t, otherKEKFile, otherKEK, 0o600)
+	datastore := func(dsn, kekFile string) string {
+		return fmt.Sprintf("datastore \"postgres\" {\n  connection_string = %q\n  key_encryption_key_file = %q\n}\n", dsn, kekFile)
+	}
+	start := func(dsn, kekFile string) error {
+		s, err := harness.StartSTS(t.Context(), e.spire, harness.STSOptions{
+			Bin: e.stsBin, DataDir: t.TempDir(), Dir: t.TempDir(), Policy: policyRule, ExtraHCL: datastore(dsn, kekFile),
+		})
+		if err == nil {
+			_ = s.StopGracefully(t.Context())
+		}
+		return err
+	}
+
+	tests := []struct {
+		name string
+		// spoil changes the ring in db (created by a first start-up) and
+		// returns the KEK file to start with.
+		spoil     func(t *testing.T, db *pgx.Conn) string
+		expectErr []string
+	}{
+		{
+			name: "sealed key corrupt",
+			spoil: func(t *testing.T, db *pgx.Conn) string {
+				// Flip one bit in the middle of the first key's sealed key.
+				if _, err := db.Exec(t.Context(), `UPDATE `+pgstore.KeysTable+` SET sealed_key =
+					set_byte(sealed_key, length(sealed_key)/2, get_byte(sealed_key, length(sealed_key)/2) # 1)
+					WHERE seq = (SELECT min(seq) FROM `+pgstore.KeysTable+`)`); err != nil {
+					t.Fatal(err)
+				}
+				return kekFile
+			},
+			expectErr: []string{`datastore "postgres": table ` + pgstore.KeysTable, "does not decrypt"},
+		},
+		{
+			name:      "KEK of another ring",
+			spoil:     func(*testing.T, *pgx.Conn) string { return otherKEKFile },
+			expectErr: []string{`datastore "postgres": table ` + pgstore.KeysTable, "does not decrypt under the key-encryption key"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dsn := pg.NewDatabase(t)
+			if err := start(dsn, kekFile); err != nil {
+				t.Fatalf("first start-up on an empty database: %v", err)
+			}
+			db, err := pgx.Connect(t.Context(), dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close(context.Background())
+			kf := tt.spoil(t, db)
+			before := tableDump(t, db)
+			err = start(dsn, kf)
+			if err == nil {
+				t.Fatal("spiffe-sts started")
+			}
+			for _, want := range tt.expectErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("start-up error does not say %q:\n%v", want, err)
+				}
+			}
+			if !strings.Contains(err.Error(), "kid") && !strings.Contains(err.Error(), "seq") {
+				t.Errorf("start-up error names no record (seq or kid):\n%v", err)
+			}
+			if after := tableDump(t, db); after != before {
+				t.Errorf("the key table changed:\n%s\nwas\n%s", after, before)
+			}
+		})
+	}
+}
+
+// tableDump is every row of the key table, in order, as text.
+func tableDump(t *testing.T, db *pgx.Conn) string {
+	t.Helper()
+	rows, err := db.Query(t.Context(), `SELECT seq, kid, alg, created, activate, revoked, encode(sealed_key, 'hex') FROM `+pgstore.KeysTable+` ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(&b, vals...)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if b.Len() == 0 {
+		t.Fatal("the key table is empty")
+	}
+	return b.String()
 }
