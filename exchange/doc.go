@@ -109,11 +109,14 @@
 //
 // Limits: each caller's requests to /token, /introspect and the gRPC API
 // are charged to a token bucket keyed by its authenticated SPIFFE ID,
-// after client authentication and before any signature work, at the
-// RateLimit of its policy rule or else Config.DefaultRateLimit. Over it
-// the answer is temporarily_unavailable as HTTP 429 with Retry-After (RFC
-// 6585 §4, RFC 9110 §10.2.3), gRPC ResourceExhausted with a RetryInfo.
-// Config.MaxInFlight caps the requests served at once; the ones over it
+// after client authentication (which verifies the client's chain, a
+// forwarded one too, once per connection) and before the request body is
+// read and any of its tokens checked, at the RateLimit of its policy rule
+// or else Config.DefaultRateLimit. Over it the answer is
+// temporarily_unavailable as HTTP 429 with Retry-After (RFC 6585 §4, RFC
+// 9110 §10.2.3), gRPC ResourceExhausted with a RetryInfo.
+// Config.MaxInFlight caps the requests served at once, counted from when
+// the body has been read (a slow body holds no slot); the ones over it
 // get 503 with Retry-After: 1 (gRPC Unavailable). Both are audited and
 // counted with the outcomes rate_limited and overloaded:
 //

@@ -57,11 +57,6 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 		RemoteAddr: r.RemoteAddr,
 	}
 	w.Header()[HeaderRequestID] = []string{rec.RequestID}
-	if !s.admit() {
-		s.introspected(w, rec, nil, errOverloaded)
-		return
-	}
-	defer s.release()
 	caller, proxy, err := s.authenticate(r.Context(), r.TLS, r.Header)
 	if err != nil {
 		s.introspected(w, rec, nil, err)
@@ -83,6 +78,12 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 		s.introspected(w, rec, nil, err)
 		return
 	}
+	// As on /token: charged before the body, admitted after it.
+	if !s.admit() {
+		s.introspected(w, rec, nil, errOverloaded)
+		return
+	}
+	defer s.release()
 	resp, claims, reason := s.introspect(r, caller, token)
 	rec.KID = presentedKeyID(token)
 	if claims != nil {

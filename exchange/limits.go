@@ -87,6 +87,10 @@ func validateLimits(cfg *Config) error {
 // flight, and reports false, having counted nothing, when
 // Config.MaxInFlight are in flight already: the request is then refused
 // with errOverloaded. Every admitted request calls release when done.
+// Requests are admitted once read, so that a body trickling in holds no
+// slot: over HTTP after authentication, the rate limit and the body,
+// over gRPC when Exchange runs (the generated handler has decoded the
+// message before).
 func (s *Server) admit() bool {
 	if s.inFlight.Add(1) > int64(s.cfg.MaxInFlight) {
 		s.inFlight.Add(-1)

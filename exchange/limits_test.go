@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"testing"
@@ -112,8 +114,9 @@ func TestRateLimitPerRule(t *testing.T) {
 		}
 	}
 	rec := f.checkRateLimited(t, f.poster(t, limited, clientCredentials().Encode()), "1", limitedRule)
-	if want := "rate limited: 1 requests/s, burst 2, of policy rule " + limitedRule; rec.Detail != want || rec.GrantType != "client_credentials" {
-		t.Errorf("audit detail %q grant_type %q, want %q and the grant asked for", rec.Detail, rec.GrantType, want)
+	// Charged before the body is read: the record cannot say what was asked.
+	if want := "rate limited: 1 requests/s, burst 2, of policy rule " + limitedRule; rec.Detail != want || rec.GrantType != "" {
+		t.Errorf("audit detail %q grant_type %q, want %q and none", rec.Detail, rec.GrantType, want)
 	}
 
 	// A malformed request is charged too, and refused as rate limited.
@@ -135,8 +138,7 @@ func TestRateLimitPerRule(t *testing.T) {
 	}
 
 	checkSeries(t, f.reg, []series{
-		{"spiffe_sts_requests_total", map[string]string{"transport": "http", "grant_type": "client_credentials", "outcome": "rate_limited"}, 2},
-		{"spiffe_sts_requests_total", map[string]string{"transport": "http", "grant_type": "other", "outcome": "rate_limited"}, 1},
+		{"spiffe_sts_requests_total", map[string]string{"transport": "http", "grant_type": "other", "outcome": "rate_limited"}, 3},
 		{"spiffe_sts_requests_total", map[string]string{"transport": "http", "grant_type": "client_credentials", "outcome": "ok"}, 13},
 		{"spiffe_sts_rate_limited_total", map[string]string{"rule": limitedRule}, 3},
 		{"spiffe_sts_requests_in_flight", nil, 0},
@@ -251,6 +253,80 @@ func TestRateLimitIntrospection(t *testing.T) {
 	f.checkRateLimited(t, f.poster(t, c, clientCredentials().Encode()), "1", limitedRule)
 }
 
+// slowRequest starts a request to path with c whose body sends prefix
+// and then nothing more until the test ends, when it fails. The answer,
+// which the server can give only without the rest of the body, arrives
+// on the channel.
+func (f *limitsFixture) slowRequest(t *testing.T, c *http.Client, path, prefix string) <-chan response {
+	t.Helper()
+	body, w := io.Pipe()
+	t.Cleanup(func() { _ = w.CloseWithError(errors.New("the test is over")) })
+	req, err := http.NewRequest(http.MethodPost, f.issuerURL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", formType)
+	out := make(chan response, 1)
+	go func() {
+		resp, err := c.Do(req)
+		if err != nil {
+			out <- response{body: map[string]any{"error": err.Error()}}
+			return
+		}
+		defer resp.Body.Close()
+		r := response{status: resp.StatusCode, header: resp.Header}
+		_ = json.NewDecoder(resp.Body).Decode(&r.body)
+		out <- r
+	}()
+	go func() { _, _ = w.Write([]byte(prefix)) }()
+	return out
+}
+
+// TestRateLimitSlowBodies sends, on each endpoint, two requests of a
+// caller limited to one request every 1000 s whose bodies never end,
+// with MaxInFlight 1: the caller is charged before its body is read, so
+// one of them is refused with 429 at once (not 503: the one being read
+// holds no in-flight slot), and another caller is served meanwhile.
+func TestRateLimitSlowBodies(t *testing.T) {
+	for _, tc := range []struct {
+		path, prefix, body string
+	}{
+		{protocol.PathToken, "grant_type=client_credentials&", clientCredentials().Encode()},
+		{protocol.PathIntrospect, "token=", "token=not-a-token"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			f := newLimitsFixture(t, func(c *exchange.Config) {
+				c.MaxInFlight = 1
+				p, err := stsid.NewPolicy([]stsid.Rule{
+					{Pattern: stsid.RequirePattern(limitedRule), Audiences: []string{apiAud}, MaxTTL: time.Minute, RateLimit: &stsid.RateLimit{PerSecond: 0.001, Burst: 1}},
+					{Pattern: stsid.RequirePattern(defaultRule), Audiences: []string{apiAud}, MaxTTL: time.Minute},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Policy = p
+			})
+			limited := f.client(f.svid(t, workloadID))
+			rec := f.checkRateLimited(t, func() response {
+				first, second := f.slowRequest(t, limited, tc.path, tc.prefix), f.slowRequest(t, limited, tc.path, tc.prefix)
+				select {
+				case r := <-first:
+					return r
+				case r := <-second:
+					return r
+				}
+			}, "1000", limitedRule)
+			if rec.GrantType != "" {
+				t.Errorf("audit grant_type %q of a request refused before its body was read", rec.GrantType)
+			}
+			resp, raw := f.PostTo(t, f.client(f.svid(t, otherID)), tc.path, formType, tc.body)
+			if resp.StatusCode != 200 {
+				t.Errorf("another caller while a slow body is read: %d %s; want 200", resp.StatusCode, raw)
+			}
+		})
+	}
+}
+
 // blockingMinter holds each Mint until release is closed, so that a test
 // can keep requests in flight.
 type blockingMinter struct {
@@ -266,7 +342,7 @@ func (m *blockingMinter) Mint(ctx context.Context, claims *accesstoken.Claims, l
 }
 
 // TestMaxInFlight holds one request in flight with MaxInFlight 1: every
-// other request, on every path, is refused with 503 and Retry-After: 1
+// other authenticated request, on every path, is refused with 503 and Retry-After: 1
 // (gRPC Unavailable), audited and counted as overloaded, until it is
 // done; then they are served, and nothing is left counted in flight.
 func TestMaxInFlight(t *testing.T) {
@@ -306,9 +382,10 @@ func TestMaxInFlight(t *testing.T) {
 	}
 	checkAudit(t, f.trail, mark, "temporarily_unavailable", "")
 
-	// The metadata and the JWKS are not capped.
-	if jr, _ := f.PostTo(t, f.client(nil), protocol.PathToken, "text/plain", ""); jr.StatusCode != 503 {
-		t.Errorf("a token request without a certificate over the cap: %d, want 503 (the cap comes first)", jr.StatusCode)
+	// Authentication and the rate limit come before the cap, and the
+	// metadata and the JWKS are not capped.
+	if jr, _ := f.PostTo(t, f.client(nil), protocol.PathToken, "text/plain", ""); jr.StatusCode != 401 {
+		t.Errorf("a token request without a certificate over the cap: %d, want 401 (authentication comes first)", jr.StatusCode)
 	}
 	if jr, err := f.client(nil).Get(f.issuerURL + protocol.PathJWKS); err != nil || jr.StatusCode != 200 {
 		t.Errorf("GET /jwks over the cap: %v %v, want 200", jr, err)
@@ -328,7 +405,7 @@ func TestMaxInFlight(t *testing.T) {
 		t.Errorf("after the held request: %d %v", resp.status, resp.body)
 	}
 	checkSeries(t, f.reg, []series{
-		{"spiffe_sts_requests_total", map[string]string{"transport": "http", "outcome": "overloaded"}, 2},
+		{"spiffe_sts_requests_total", map[string]string{"transport": "http", "outcome": "overloaded"}, 1},
 		{"spiffe_sts_requests_total", map[string]string{"transport": "grpc", "outcome": "overloaded"}, 1},
 		{"spiffe_sts_introspections_total", map[string]string{"outcome": "overloaded"}, 1},
 		{"spiffe_sts_requests_in_flight", nil, 0},

@@ -163,7 +163,9 @@ type Config struct {
 	// (ratelimit.DefaultMaxKeys when zero); idle buckets go first.
 	MaxRateLimitKeys int
 	// MaxInFlight caps the token, gRPC and introspection requests served
-	// at once (DefaultMaxInFlight when zero); the ones over it get
+	// at once (DefaultMaxInFlight when zero), counted from when the
+	// request has been read (a body that trickles in holds no slot); the
+	// ones over it get
 	// temporarily_unavailable, HTTP 503 (gRPC Unavailable) with
 	// Retry-After: 1.
 	MaxInFlight int

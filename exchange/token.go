@@ -72,12 +72,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	d := s.begin(metricsTransportHTTP)
 	d.remote = r.RemoteAddr
 	w.Header()[HeaderRequestID] = []string{d.id}
-	var resp *protocol.Response
-	err := errOverloaded
-	if s.admit() {
-		defer s.release()
-		resp, err = s.serveTokenRequest(r, &d)
-	}
+	resp, err := s.serveTokenRequest(r, &d)
 	resp, err = s.finish(&d, resp, err)
 	if err != nil {
 		writeError(w, s.protocolError(err))
@@ -97,26 +92,31 @@ func (s *Server) protocolError(err error) protocol.Error {
 	return oauthErr
 }
 
-// serveTokenRequest authenticates the client of r, parses its body and
-// charges the caller's rate limit, then runs exchange.
+// serveTokenRequest authenticates the client of r and charges the
+// caller's rate limit, then parses the body and, admitted under
+// Config.MaxInFlight, runs exchange. The charge comes before the body, so
+// a caller pays for a body it trickles in, and the in-flight slot after
+// it, so such a body holds none.
 func (s *Server) serveTokenRequest(r *http.Request, d *decision) (*protocol.Response, error) {
 	caller, proxy, err := s.authenticate(r.Context(), r.TLS, r.Header)
 	if err != nil {
 		return nil, err
 	}
 	d.caller, d.proxy = caller, proxy
-	buf := s.bufferPool.Get().(*bytes.Buffer)
-	defer func() { buf.Reset(); s.bufferPool.Put(buf) }()
-	req, parseErr := parseTokenRequest(r, s.cfg.MaxBodyBytes, buf)
-	if parseErr == nil {
-		d.req = &req
-	}
 	if err := s.chargeDecision(d); err != nil {
 		return nil, err
 	}
-	if parseErr != nil {
-		return nil, parseErr
+	buf := s.bufferPool.Get().(*bytes.Buffer)
+	defer func() { buf.Reset(); s.bufferPool.Put(buf) }()
+	req, err := parseTokenRequest(r, s.cfg.MaxBodyBytes, buf)
+	if err != nil {
+		return nil, err
 	}
+	d.req = &req
+	if !s.admit() {
+		return nil, errOverloaded
+	}
+	defer s.release()
 	// RFC 6749 §2.3: one authentication method per request.
 	if req.otherClientAuth != "" || r.Header.Get("Authorization") != "" {
 		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
@@ -188,10 +188,12 @@ func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request, 
 }
 
 // chargeDecision charges the rate limit of d's caller, once per token
-// request, after authentication and parsing (so that the audit record of
-// a refusal says what was asked) and before any signature is checked or
-// made; a malformed request is charged too. A refusal records the rule
-// that applied in d.
+// request, after authentication and before the request's tokens are
+// checked or one is signed; a malformed request is charged too. Over
+// HTTP it comes before the body is read, so the audit record of a
+// refusal names the caller but not what it asked; over gRPC the message
+// is decoded before Exchange runs, so the record has the request too. A
+// refusal records the rule that applied in d.
 func (s *Server) chargeDecision(d *decision) error {
 	rule, err := s.charge(d.caller)
 	if err != nil {
