@@ -46,10 +46,15 @@ type Rule struct {
 	RateLimit *RateLimit
 }
 
+// MinRatePerSecond is the lowest RateLimit.PerSecond: one request an
+// hour. A slower bucket would ask its callers to wait longer than a
+// Retry-After can sensibly say (protocol.MaxRetryAfter).
+const MinRatePerSecond = 1.0 / 3600
+
 // RateLimit is a token bucket: PerSecond requests a second on average and
 // Burst at once.
 type RateLimit struct {
-	// PerSecond is the refill rate; positive.
+	// PerSecond is the refill rate; at least MinRatePerSecond.
 	PerSecond float64
 	// Burst is the bucket's size; at least 1.
 	Burst int
@@ -60,6 +65,8 @@ func (l RateLimit) Check() error {
 	switch {
 	case !(l.PerSecond > 0) || math.IsInf(l.PerSecond, 0):
 		return fmt.Errorf("rate must be a positive number of requests a second, got %v", l.PerSecond)
+	case l.PerSecond < MinRatePerSecond:
+		return fmt.Errorf("rate must be at least one request an hour (1/3600 a second), got %v", l.PerSecond)
 	case l.Burst < 1:
 		return fmt.Errorf("burst must be at least 1, got %d", l.Burst)
 	}

@@ -149,6 +149,16 @@ func TestNewPolicy(t *testing.T) {
 			expectRuleErr: &RuleError{Index: 1, Field: "rate_limit"},
 		},
 		{
+			name:          "one request an hour",
+			overrideRules: func(r []Rule) []Rule { r[0].RateLimit = &RateLimit{PerSecond: MinRatePerSecond, Burst: 1}; return r },
+		},
+		{
+			name:          "rate under one request an hour",
+			overrideRules: func(r []Rule) []Rule { r[1].RateLimit = &RateLimit{PerSecond: 1e-300, Burst: 1}; return r },
+			expectErr:     "spiffeid: rule 1: rate_limit: rate must be at least one request an hour (1/3600 a second), got 1e-300",
+			expectRuleErr: &RuleError{Index: 1, Field: "rate_limit"},
+		},
+		{
 			name:          "zero burst",
 			overrideRules: func(r []Rule) []Rule { r[1].RateLimit = &RateLimit{PerSecond: 10}; return r },
 			expectErr:     "spiffeid: rule 1: rate_limit: burst must be at least 1, got 0",

@@ -718,13 +718,17 @@ func limitsConfig(b *limitsBlock, at blockAt) (limitsSettings, error) {
 }
 
 // rateLimit is the token bucket of rps and burst, the attributes rpsAttr
-// and burstAttr of the block at: rps positive, burst at least 1 and, when
-// absent, one second's worth of rps (at least 1).
+// and burstAttr of the block at: rps at least one request an hour
+// (stsid.MinRatePerSecond), burst at least 1 and, when absent, one
+// second's worth of rps (at least 1).
 func rateLimit(rps float64, burst *int, at blockAt, rpsAttr, burstAttr string) (*stsid.RateLimit, error) {
 	var errs []error
 	l := &stsid.RateLimit{PerSecond: rps, Burst: int(min(max(math.Ceil(rps), 1), math.MaxInt32))}
-	if !(rps > 0) || math.IsInf(rps, 0) {
+	switch {
+	case !(rps > 0) || math.IsInf(rps, 0):
 		errs = append(errs, at.errorf(rpsAttr, "must be a positive number of requests a second, got %v", rps))
+	case rps < stsid.MinRatePerSecond:
+		errs = append(errs, at.errorf(rpsAttr, "must be at least 1/3600 (one request an hour), got %v", rps))
 	}
 	if burst != nil {
 		if *burst < 1 {

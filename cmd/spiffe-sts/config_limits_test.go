@@ -87,6 +87,21 @@ func TestParseConfigLimits(t *testing.T) {
 			expectErr:      "sts.hcl:28: " + db + ": rate_limit: rps: must be a positive number of requests a second, got 0",
 		},
 		{
+			name:             "one request an hour",
+			overrideConfig:   replace("rps   = 2.5", "rps   = 0.000278"),
+			overrideExpected: func(c *config) { c.Rules[1].RateLimit.PerSecond = 0.000278 },
+		},
+		{
+			name:           "rps under one request an hour",
+			overrideConfig: replace("rps   = 2.5", "rps   = 0.0002"),
+			expectErr:      "sts.hcl:28: " + db + ": rate_limit: rps: must be at least 1/3600 (one request an hour), got 0.0002",
+		},
+		{
+			name:           "per_caller_rps under one request an hour",
+			overrideConfig: replace("per_caller_rps      = 50", "per_caller_rps      = 1e-300"),
+			expectErr:      "sts.hcl:34: limits: per_caller_rps: must be at least 1/3600 (one request an hour), got 1e-300",
+		},
+		{
 			name:           "rate_limit without rps",
 			overrideConfig: deleteLine("rps   = 2.5"),
 			expectErr:      "sts.hcl:27: " + db + ": rate_limit: rps: is required",

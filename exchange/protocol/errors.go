@@ -55,6 +55,11 @@ var (
 // unless its Error.RetryAfter says otherwise.
 const RetryAfter = 5
 
+// MaxRetryAfter caps the delay an Error asks for: a caller's rate is at
+// least one request an hour (spiffeid.MinRatePerSecond), so no bucket
+// needs longer to hold a token.
+const MaxRetryAfter = time.Hour
+
 // RateLimited is the refusal of a caller over its rate limit:
 // temporarily_unavailable, as RFC 6749 §5.2 has no code of its own for
 // it, sent as HTTP 429 Too Many Requests (RFC 6585 §4) or gRPC
@@ -70,13 +75,15 @@ func (e Error) WithRetryAfter(d time.Duration) Error {
 }
 
 // RetryAfterSeconds is the Retry-After value of e, in whole seconds
-// (RFC 9110 §10.2.3): RetryAfter rounded up, at least 1, or the default
-// RetryAfter when e has none.
+// (RFC 9110 §10.2.3): RetryAfter rounded up, at least 1 and at most
+// MaxRetryAfter, or the default RetryAfter when e has none.
 func (e Error) RetryAfterSeconds() int {
 	if e.RetryAfter <= 0 {
 		return RetryAfter
 	}
-	return int(max(1, (e.RetryAfter+time.Second-1)/time.Second))
+	// Capped before rounding up, which would overflow near MaxInt64.
+	d := min(e.RetryAfter, MaxRetryAfter)
+	return int(max(1, (d+time.Second-1)/time.Second))
 }
 
 // RetryAfterHeader is RetryAfterSeconds as the Retry-After field value.

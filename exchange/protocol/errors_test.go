@@ -3,6 +3,7 @@ package protocol_test
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"testing"
 	"time"
@@ -88,6 +89,7 @@ func TestErrorGRPCStatus(t *testing.T) {
 		{protocol.ErrTemporarilyUnavailable.WithRetryAfter(time.Second), codes.Unavailable, protocol.Error{}},
 		// Rounded up to whole seconds, as Retry-After is.
 		{protocol.RateLimited(1500 * time.Millisecond), codes.ResourceExhausted, protocol.RateLimited(2 * time.Second)},
+		{protocol.RateLimited(math.MaxInt64), codes.ResourceExhausted, protocol.RateLimited(protocol.MaxRetryAfter)},
 		{protocol.Error{Code: "access_denied"}, codes.InvalidArgument, protocol.Error{}},
 	}
 	for _, tt := range tests {
@@ -145,6 +147,12 @@ func TestRetryAfterSeconds(t *testing.T) {
 		{protocol.RateLimited(time.Second), "1"},
 		{protocol.RateLimited(time.Second + time.Nanosecond), "2"},
 		{protocol.ErrTemporarilyUnavailable.WithRetryAfter(90 * time.Second), "90"},
+		// Capped at MaxRetryAfter, saturating rather than overflowing.
+		{protocol.RateLimited(protocol.MaxRetryAfter - time.Nanosecond), "3600"},
+		{protocol.RateLimited(protocol.MaxRetryAfter), "3600"},
+		{protocol.RateLimited(2 * time.Hour), "3600"},
+		{protocol.RateLimited(math.MaxInt64 - time.Second + 2), "3600"},
+		{protocol.RateLimited(math.MaxInt64), "3600"},
 	} {
 		if got := tt.err.RetryAfterHeader(); got != tt.expect {
 			t.Errorf("%+v: RetryAfterHeader() = %q, want %q", tt.err, got, tt.expect)
