@@ -105,7 +105,8 @@ func (s *Server) release() { s.inFlight.Add(-1) }
 // charge takes one request of caller, authenticated, from its token
 // bucket, whose limit is the RateLimit of the policy rule that applies to
 // the caller (the first that matches, as for everything else), else
-// Config.DefaultRateLimit; without either the caller is not limited. Over
+// Config.DefaultRateLimit; without either, or with an Unlimited one, the
+// caller is not limited. Over
 // its limit the refusal is protocol.RateLimited, asking the caller to
 // wait until its bucket has a token, counted as metrics.OutcomeRateLimited;
 // rule is then the rule that applied, nil when none did.
@@ -115,10 +116,10 @@ func (s *Server) charge(caller stsid.Peer) (rule *stsid.Rule, err error) {
 	if rule != nil && rule.RateLimit != nil {
 		limit = rule.RateLimit
 	}
-	if limit == nil {
+	if limit == nil || limit.Unlimited {
 		return rule, nil
 	}
-	ok, wait := s.limits.Allow(caller.ID.String(), ratelimit.Limit(*limit))
+	ok, wait := s.limits.Allow(caller.ID.String(), ratelimit.Limit{PerSecond: limit.PerSecond, Burst: limit.Burst})
 	if ok {
 		return rule, nil
 	}

@@ -178,6 +178,36 @@ func TestRateLimitDefault(t *testing.T) {
 	}
 }
 
+// TestRateLimitUnlimited checks that a rule whose RateLimit is
+// Unlimited exempts its callers from Config.DefaultRateLimit, while the
+// callers of other rules keep theirs.
+func TestRateLimitUnlimited(t *testing.T) {
+	f := newLimitsFixture(t, func(c *exchange.Config) {
+		c.DefaultRateLimit = &stsid.RateLimit{PerSecond: 0.25, Burst: 3}
+		p, err := stsid.NewPolicy([]stsid.Rule{
+			{Pattern: stsid.RequirePattern(limitedRule), Audiences: []string{apiAud}, MaxTTL: time.Minute},
+			{Pattern: stsid.RequirePattern(defaultRule), Audiences: []string{apiAud}, MaxTTL: time.Minute, RateLimit: &stsid.RateLimit{Unlimited: true}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Policy = p
+	})
+	gateway := f.client(f.svid(t, otherID))
+	for i := range 10 {
+		if resp := f.post(t, gateway, formType, clientCredentials().Encode()); resp.status != 200 {
+			t.Fatalf("caller of the unlimited rule, request %d: %d %v", i+1, resp.status, resp.body)
+		}
+	}
+	limited := f.client(f.svid(t, workloadID))
+	for i := range 3 {
+		if resp := f.post(t, limited, formType, clientCredentials().Encode()); resp.status != 200 {
+			t.Fatalf("caller under the default, request %d of its burst: %d %v", i+1, resp.status, resp.body)
+		}
+	}
+	f.checkRateLimited(t, f.poster(t, limited, clientCredentials().Encode()), "4", limitedRule)
+}
+
 // TestRateLimitGRPC checks the gRPC API's refusal of a caller over its
 // limit, ResourceExhausted with a RetryInfo, and that HTTP and gRPC
 // requests draw on one bucket.

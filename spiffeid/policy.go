@@ -41,8 +41,9 @@ type Rule struct {
 	IntrospectAudiences []string
 	// RateLimit, when set, is how fast each caller the rule applies to
 	// may send requests (token and introspection requests alike): one
-	// token bucket per caller SPIFFE ID, not one for the rule. Nil leaves
-	// the caller to the server's default limit.
+	// token bucket per caller SPIFFE ID, not one for the rule; an
+	// Unlimited one exempts them from the server's default limit. Nil
+	// leaves the caller to the server's default limit.
 	RateLimit *RateLimit
 }
 
@@ -52,17 +53,25 @@ type Rule struct {
 const MinRatePerSecond = 1.0 / 3600
 
 // RateLimit is a token bucket: PerSecond requests a second on average and
-// Burst at once.
+// Burst at once; or, Unlimited, no limit at all.
 type RateLimit struct {
 	// PerSecond is the refill rate; at least MinRatePerSecond.
 	PerSecond float64
 	// Burst is the bucket's size; at least 1.
 	Burst int
+	// Unlimited, set alone, lets the callers of a rule send as fast as
+	// they like, whatever the server's default (a high-volume gateway,
+	// say); the in-flight cap still applies.
+	Unlimited bool
 }
 
 // Check reports why l is not a usable limit, or nil.
 func (l RateLimit) Check() error {
 	switch {
+	case l.Unlimited && (l.PerSecond != 0 || l.Burst != 0):
+		return errors.New("an unlimited rate limit takes no rate or burst")
+	case l.Unlimited:
+		return nil
 	case !(l.PerSecond > 0) || math.IsInf(l.PerSecond, 0):
 		return fmt.Errorf("rate must be a positive number of requests a second, got %v", l.PerSecond)
 	case l.PerSecond < MinRatePerSecond:

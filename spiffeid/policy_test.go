@@ -149,6 +149,16 @@ func TestNewPolicy(t *testing.T) {
 			expectRuleErr: &RuleError{Index: 1, Field: "rate_limit"},
 		},
 		{
+			name:          "unlimited",
+			overrideRules: func(r []Rule) []Rule { r[0].RateLimit = &RateLimit{Unlimited: true}; return r },
+		},
+		{
+			name:          "unlimited with a rate",
+			overrideRules: func(r []Rule) []Rule { r[1].RateLimit = &RateLimit{Unlimited: true, PerSecond: 1, Burst: 1}; return r },
+			expectErr:     "spiffeid: rule 1: rate_limit: an unlimited rate limit takes no rate or burst",
+			expectRuleErr: &RuleError{Index: 1, Field: "rate_limit"},
+		},
+		{
 			name:          "one request an hour",
 			overrideRules: func(r []Rule) []Rule { r[0].RateLimit = &RateLimit{PerSecond: MinRatePerSecond, Burst: 1}; return r },
 		},

@@ -83,10 +83,12 @@ type limitsBlock struct {
 	TLSMinVersion     string   `hcl:"tls_min_version,optional"`
 }
 
-// rateLimitBlock is a policy block's rate_limit { rps = 10  burst = 20 }.
+// rateLimitBlock is a policy block's rate_limit { rps = 10  burst = 20 },
+// or rate_limit { unlimited = true }.
 type rateLimitBlock struct {
-	RPS   *float64 `hcl:"rps,optional"`
-	Burst *int     `hcl:"burst,optional"`
+	RPS       *float64 `hcl:"rps,optional"`
+	Burst     *int     `hcl:"burst,optional"`
+	Unlimited bool     `hcl:"unlimited,optional"`
 }
 
 // auditBlock is where the audit trail goes: audit { path = "..." | "-" }.
@@ -1041,18 +1043,29 @@ func policyRules(blocks []policyBlock, at []blockAt, defaultTTL time.Duration, i
 			errs = append(errs, err)
 		}
 		if b.RateLimit != nil {
-			rl := at[i].child(blockRateLimit)
-			if b.RateLimit.RPS == nil {
-				errs = append(errs, rl.errorf("rps", "is required"))
-			} else {
-				var err error
-				r.RateLimit, err = rateLimit(*b.RateLimit.RPS, b.RateLimit.Burst, rl, "rps", "burst")
-				errs = append(errs, err)
-			}
+			var err error
+			r.RateLimit, err = ruleRateLimit(b.RateLimit, at[i].child(blockRateLimit))
+			errs = append(errs, err)
 		}
 		rules = append(rules, r)
 	}
 	return rules, errors.Join(errs...)
+}
+
+// ruleRateLimit translates the rate_limit block of a policy block: rps
+// and burst, or unlimited = true alone.
+func ruleRateLimit(b *rateLimitBlock, at blockAt) (*stsid.RateLimit, error) {
+	switch {
+	case b.Unlimited && (b.RPS != nil || b.Burst != nil):
+		return nil, at.errorf("unlimited", "takes no rps or burst")
+	case b.Unlimited:
+		return &stsid.RateLimit{Unlimited: true}, nil
+	case b.RPS == nil:
+		return nil, at.errorf("rps", "is required")
+	case *b.RPS == 0:
+		return nil, at.errorf("rps", "must be a positive number of requests a second, got 0 (unlimited = true exempts the rule's callers)")
+	}
+	return rateLimit(*b.RPS, b.Burst, at, "rps", "burst")
 }
 
 // delegation translates the delegation block of a policy block.

@@ -84,7 +84,7 @@ func TestParseConfigLimits(t *testing.T) {
 		{
 			name:           "zero rps in a rule",
 			overrideConfig: replace("rps   = 2.5", "rps   = 0"),
-			expectErr:      "sts.hcl:28: " + db + ": rate_limit: rps: must be a positive number of requests a second, got 0",
+			expectErr:      "sts.hcl:28: " + db + ": rate_limit: rps: must be a positive number of requests a second, got 0 (unlimited = true exempts the rule's callers)",
 		},
 		{
 			name:             "one request an hour",
@@ -100,6 +100,26 @@ func TestParseConfigLimits(t *testing.T) {
 			name:           "per_caller_rps under one request an hour",
 			overrideConfig: replace("per_caller_rps      = 50", "per_caller_rps      = 1e-300"),
 			expectErr:      "sts.hcl:34: limits: per_caller_rps: must be at least 1/3600 (one request an hour), got 1e-300",
+		},
+		{
+			name:             "unlimited rule",
+			overrideConfig:   func(s string) string { return deleteLine("burst = 10")(replace("rps   = 2.5", "unlimited = true")(s)) },
+			overrideExpected: func(c *config) { c.Rules[1].RateLimit = &stsid.RateLimit{Unlimited: true} },
+		},
+		{
+			name:           "unlimited with rps",
+			overrideConfig: replace("burst = 10", "unlimited = true"),
+			expectErr:      "sts.hcl:29: " + db + ": rate_limit: unlimited: takes no rps or burst",
+		},
+		{
+			name:           "unlimited with burst",
+			overrideConfig: replace("rps   = 2.5", "unlimited = true"),
+			expectErr:      "sts.hcl:28: " + db + ": rate_limit: unlimited: takes no rps or burst",
+		},
+		{
+			name:           "unlimited = false needs rps",
+			overrideConfig: func(s string) string { return deleteLine("burst = 10")(replace("rps   = 2.5", "unlimited = false")(s)) },
+			expectErr:      "sts.hcl:27: " + db + ": rate_limit: rps: is required",
 		},
 		{
 			name:           "rate_limit without rps",

@@ -137,7 +137,7 @@
 //	}
 //
 //	limits {                                               # optional
-//	  per_caller_rps      = 50                             # default 0: off; token bucket per caller SPIFFE ID
+//	  per_caller_rps      = 50                             # default 0: off; else at least 1/3600; token bucket per caller SPIFFE ID
 //	  per_caller_burst    = 100                            # default ceil(per_caller_rps), at least 1
 //	  max_in_flight       = 1024                           # default 1024; token, gRPC and introspection requests
 //	  read_header_timeout = "10s"                          # default 10s; not above read_timeout
@@ -189,8 +189,9 @@
 //	  }
 //
 //	  rate_limit {                                         # optional; default limits.per_caller_rps
-//	    rps   = 10                                         # required, positive; requests a second per caller
+//	    rps   = 10                                         # required, at least 1/3600; requests a second per caller
 //	    burst = 20                                         # default ceil(rps), at least 1
+//	    # or, alone: unlimited = true                      # no rate limit for this rule's callers
 //	  }
 //	}
 //
@@ -210,12 +211,15 @@
 // Durations are Go durations ("90s", "5m") and must be positive.
 //
 // A caller's rate limit is the rate_limit of the rule that applies to it,
-// else limits.per_caller_rps (callers no rule matches included): one token
-// bucket per caller SPIFFE ID, charged once per token, gRPC and
-// introspection request once the caller is authenticated. Over it the
-// answer is temporarily_unavailable as HTTP 429 (gRPC ResourceExhausted)
-// with Retry-After; over max_in_flight it is 503 (gRPC Unavailable) with
-// Retry-After: 1. SIGHUP reloads rate_limit with the policy; the limits
+// else limits.per_caller_rps (callers no rule matches included); a
+// rate_limit { unlimited = true } exempts the rule's callers. It is one
+// token bucket per caller SPIFFE ID, charged once per token, gRPC and
+// introspection request once the caller is authenticated, before the
+// request body is read. Rates are at least one request an hour, so
+// Retry-After is at most 3600. Over it the answer is
+// temporarily_unavailable as HTTP 429 (gRPC ResourceExhausted) with
+// Retry-After; over max_in_flight, counted once the body is read, it is
+// 503 (gRPC Unavailable) with Retry-After: 1. SIGHUP reloads rate_limit with the policy; the limits
 // block needs a restart.
 //
 // The key-encryption key and connection string files may be symlinks (as
