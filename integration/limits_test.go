@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/spiffe-sts/spiffe-sts/audit"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
@@ -41,7 +43,8 @@ policy "spiffe://example.org/ns/prod/sa/client" {
 // on this test process's policy rule and TLS 1.3 as the minimum:
 //
 //  1. two requests (the burst) are served, the third is 429 with
-//     Retry-After and the RFC 6749 §5.2 body;
+//     Retry-After and the RFC 6749 §5.2 body, and so is, at once, a
+//     fourth whose body never ends (HTTP/2);
 //  2. over the gRPC API, through the client library, the same caller is
 //     refused as RateLimited, at once within a budget shorter than the
 //     Retry-After;
@@ -83,6 +86,7 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("body %v, want temporarily_unavailable %q", body, wantDesc)
 	}
 	requestID := resp.Header.Get("X-Request-Id")
+	checkRefusedBeforeBody(t, src, s.url)
 
 	// 2. The gRPC API, through the client library, within a budget
 	// shorter than Retry-After.
@@ -135,6 +139,33 @@ func TestRateLimit(t *testing.T) {
 	if resp, err := oldClient.Get(s.url + "/jwks"); err == nil {
 		resp.Body.Close()
 		t.Error("a TLS 1.2 client connected; tls_min_version is 1.3")
+	}
+}
+
+// checkRefusedBeforeBody sends, over HTTP/2 (where the server may answer
+// before the body ends), a token request whose body never ends, from a
+// caller over its rate limit: it must be refused with 429 before the
+// client's 10 s timeout, not after the server's 30 s read_timeout.
+func checkRefusedBeforeBody(t *testing.T, src *workloadapi.X509Source, url string) {
+	t.Helper()
+	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(spiffeid.RequireFromString(stsID)))
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
+	defer c.CloseIdleConnections()
+	body, w := io.Pipe()
+	defer w.Close()
+	go func() { _, _ = w.Write([]byte("grant_type=client_credentials&")) }()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url+"/token", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("a request over the limit whose body never ends: %v; want 429 before the body is read", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.ProtoMajor != 2 {
+		t.Errorf("a request over the limit whose body never ends: %s %d, want HTTP/2 429", resp.Proto, resp.StatusCode)
 	}
 }
 

@@ -49,6 +49,11 @@ func limitsExpected() *config {
 // of a policy: values, defaults, and errors naming file, line and key.
 func TestParseConfigLimits(t *testing.T) {
 	const db = `policy "spiffe://example.org/ns/prod/sa/db"`
+	// rpsRefused is the case of the db rule's rps set to value, refused
+	// with msg.
+	rpsRefused := func(name, value, msg string) configCase {
+		return configCase{name: name, overrideConfig: replace("rps   = 2.5", "rps   = "+value), expectErr: "sts.hcl:28: " + db + ": rate_limit: rps: " + msg}
+	}
 	runConfigCases(t, limitsFile, limitsExpected, []configCase{
 		{name: "baseline"},
 		{
@@ -76,26 +81,14 @@ func TestParseConfigLimits(t *testing.T) {
 			overrideConfig:   replace(`"1.3"`, `"1.2"`),
 			overrideExpected: func(c *config) { c.Limits.TLSMinVersion = tls.VersionTLS12 },
 		},
-		{
-			name:           "negative rps",
-			overrideConfig: replace("rps   = 2.5", "rps   = -1"),
-			expectErr:      "sts.hcl:28: " + db + ": rate_limit: rps: must be a positive number of requests a second, got -1",
-		},
-		{
-			name:           "zero rps in a rule",
-			overrideConfig: replace("rps   = 2.5", "rps   = 0"),
-			expectErr:      "sts.hcl:28: " + db + ": rate_limit: rps: must be a positive number of requests a second, got 0 (unlimited = true exempts the rule's callers)",
-		},
+		rpsRefused("negative rps", "-1", "must be a positive number of requests a second, got -1"),
+		rpsRefused("zero rps in a rule", "0", "must be a positive number of requests a second, got 0 (unlimited = true exempts the rule's callers)"),
 		{
 			name:             "one request an hour",
 			overrideConfig:   replace("rps   = 2.5", "rps   = 0.000278"),
 			overrideExpected: func(c *config) { c.Rules[1].RateLimit.PerSecond = 0.000278 },
 		},
-		{
-			name:           "rps under one request an hour",
-			overrideConfig: replace("rps   = 2.5", "rps   = 0.0002"),
-			expectErr:      "sts.hcl:28: " + db + ": rate_limit: rps: must be at least 1/3600 (one request an hour), got 0.0002",
-		},
+		rpsRefused("rps under one request an hour", "0.0002", "must be at least 1/3600 (one request an hour), got 0.0002"),
 		{
 			name:           "per_caller_rps under one request an hour",
 			overrideConfig: replace("per_caller_rps      = 50", "per_caller_rps      = 1e-300"),
