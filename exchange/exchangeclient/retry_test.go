@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
+	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 )
 
@@ -231,5 +234,136 @@ func TestExchangeRateLimitedHonoursRetryAfter(t *testing.T) {
 	}
 	if got, waited := n.Load(), time.Since(start); got != 2 || waited < time.Second {
 		t.Fatalf("%d requests in %v, want 2, the second after Retry-After (1s)", got, waited)
+	}
+}
+
+// arrivals records when each request reached a server, by a clock.
+type arrivals struct {
+	mu    sync.Mutex
+	now   func() time.Time
+	times []time.Time
+}
+
+func (a *arrivals) record() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.times = append(a.times, a.now())
+}
+
+func (a *arrivals) all() []time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.times)
+}
+
+// TestExchangeUnavailableHonoursRetryAfter checks a 503
+// temporarily_unavailable answer with Retry-After: the client sends again
+// no sooner than the server asked (the arrival times are a lower bound
+// checked for correctness, not a speed target), and within a budget
+// shorter than that returns the refusal at once, with RetryAfter set.
+func TestExchangeUnavailableHonoursRetryAfter(t *testing.T) {
+	s := ststest.Start(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := &arrivals{now: time.Now}
+	countingServer(t, s, ln, func(n int64, w http.ResponseWriter) {
+		at.record()
+		if n%2 == 1 {
+			w.Header().Set("Retry-After", "1")
+			answerJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable","error_description":"audit"}`)
+			return
+		}
+		answerJSON(w, http.StatusOK, retryOKBody)
+	})
+	c := retryClient(t, s, ln.Addr().String())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Exchange(ctx, retryRequest); err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+	times := at.all()
+	if len(times) != 2 || times[1].Sub(times[0]) < time.Second {
+		t.Fatalf("requests at %v, want 2, the second at least Retry-After (1s) after the first", times)
+	}
+
+	// Request 3 is refused; a budget of 500ms has no room for Retry-After.
+	ctx, cancel = context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err = c.Exchange(ctx, retryRequest)
+	perr, ok := errors.AsType[protocol.Error](err)
+	if !ok || perr.Code != "temporarily_unavailable" || perr.RateLimited || perr.RetryAfter != time.Second {
+		t.Fatalf("Exchange error %#v, want temporarily_unavailable, RetryAfter 1s, not RateLimited", err)
+	}
+	if got := len(at.all()); got != 3 {
+		t.Fatalf("%d requests in all, want one more within a budget shorter than Retry-After", got)
+	}
+}
+
+// TestTokensRefreshHonoursRetryAfter checks the background refresh on a
+// fake clock: a refresh answered 503 temporarily_unavailable with
+// Retry-After: 5 (past the request timeout, so it is not re-sent within
+// the request) is tried again 5s later, not after the 1s of the first
+// backoff step.
+func TestTokensRefreshHonoursRetryAfter(t *testing.T) {
+	s := ststest.Start(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := fakeclock.New(time.Now())
+	at := &arrivals{now: clk.Now}
+	var unavailable atomic.Bool
+	countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
+		at.record()
+		if unavailable.Load() {
+			w.Header().Set("Retry-After", "5")
+			answerJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`)
+			return
+		}
+		answerJSON(w, http.StatusOK, retryOKBody) // expires_in 60: refreshed at 40s
+	})
+	c, err := exchangeclient.New(context.Background(),
+		exchangeclient.WithIssuerURL("https://"+ln.Addr().String()),
+		exchangeclient.WithX509Source(newSource(s, t, ststest.WorkloadID)),
+		exchangeclient.WithClock(clk), exchangeclient.WithTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	var rec recorder
+	newTokens(t, c, exchangeclient.Request{Audience: []string{ststest.APIAudience}}, exchangeclient.WithEvents(rec.record))
+
+	unavailable.Store(true)
+	clk.Advance(40 * time.Second)
+	rec.wait(t, 10*time.Second, "failed", func(ev exchangeclient.Event) bool { return ev.Kind == exchangeclient.EventFailed })
+	unavailable.Store(false)
+	failed := clk.Now()
+	sent := len(at.all())
+	// Wait for the refresh to be planned again: the clock's waiters are
+	// then the certificate's drop, the source poll and the refresh.
+	guard := time.After(10 * time.Second)
+	for n, added := clk.Waiters(); n < 3; n, added = clk.Waiters() {
+		select {
+		case <-added:
+		case <-guard:
+			t.Fatal("the refresh was not planned again after the failure")
+		}
+	}
+
+	clk.Advance(4 * time.Second)
+	// A retry planned before Retry-After fired with this Advance; the
+	// sleep gives it time to reach the server (it cannot fail a correct
+	// client, which sends nothing until the next Advance).
+	time.Sleep(200 * time.Millisecond)
+	if times := at.all(); len(times) != sent {
+		t.Fatalf("a request sent %v after the refusal, before its Retry-After (5s)", times[len(times)-1].Sub(failed))
+	}
+	clk.Advance(time.Second)
+	rec.wait(t, 10*time.Second, "refreshed", func(ev exchangeclient.Event) bool { return ev.Kind == exchangeclient.EventRefreshed })
+	if times := at.all(); len(times) != sent+1 || times[sent].Sub(failed) < 5*time.Second {
+		t.Fatalf("requests at %v, want one more after the refusal at %v, at least 5s after it", times[sent:], failed)
 	}
 }
