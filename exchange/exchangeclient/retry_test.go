@@ -39,6 +39,16 @@ func countingServer(t *testing.T, s *ststest.STS, ln net.Listener, answer func(n
 	return &n
 }
 
+// loopback is a listener on a free loopback port.
+func loopback(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
 func answerJSON(w http.ResponseWriter, status int, body string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -64,10 +74,7 @@ var retryRequest = exchangeclient.Request{SubjectToken: "subject", Audience: []s
 // again, and that the caller sees the token of the attempt that succeeds.
 func TestExchangeRetriesUnavailable(t *testing.T) {
 	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	n := countingServer(t, s, ln, func(n int64, w http.ResponseWriter) {
 		if n <= 3 {
 			answerJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`)
@@ -89,10 +96,7 @@ func TestExchangeRetriesUnavailable(t *testing.T) {
 // the same port, within the caller's deadline.
 func TestExchangeRetriesRefusedConnection(t *testing.T) {
 	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	addr := ln.Addr().String()
 	ln.Close()
 	c := retryClient(t, s, addr)
@@ -110,7 +114,7 @@ func TestExchangeRetriesRefusedConnection(t *testing.T) {
 	}()
 	// The refusal is observed through a first call with a short deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	_, err = c.Exchange(ctx, retryRequest)
+	_, err := c.Exchange(ctx, retryRequest)
 	cancel()
 	if err == nil {
 		t.Fatal("Exchange succeeded with nothing listening")
@@ -128,16 +132,13 @@ func TestExchangeRetriesRefusedConnection(t *testing.T) {
 // deadline is near, not a hang and not a context error.
 func TestExchangeRetryStopsAtDeadline(t *testing.T) {
 	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	n := countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
 		answerJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable","error_description":"audit"}`)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	_, err = retryClient(t, s, ln.Addr().String()).Exchange(ctx, retryRequest)
+	_, err := retryClient(t, s, ln.Addr().String()).Exchange(ctx, retryRequest)
 	if !errors.Is(err, protocol.ErrTemporarilyUnavailable) {
 		t.Fatalf("Exchange error %v, want temporarily_unavailable", err)
 	}
@@ -150,14 +151,11 @@ func TestExchangeRetryStopsAtDeadline(t *testing.T) {
 // one request.
 func TestExchangeRefusalNotRetried(t *testing.T) {
 	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	n := countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
 		answerJSON(w, http.StatusBadRequest, `{"error":"invalid_grant"}`)
 	})
-	_, err = retryClient(t, s, ln.Addr().String()).Exchange(context.Background(), retryRequest)
+	_, err := retryClient(t, s, ln.Addr().String()).Exchange(context.Background(), retryRequest)
 	if !errors.Is(err, protocol.ErrInvalidGrant) || n.Load() != 1 {
 		t.Fatalf("Exchange error %v after %d requests, want invalid_grant after 1", err, n.Load())
 	}
@@ -191,52 +189,6 @@ func TestExchangeFollowsRotation(t *testing.T) {
 	}
 }
 
-// TestExchangeRateLimitedHonoursRetryAfter checks a 429 answer: the
-// client sends again only after the Retry-After the server asked for,
-// and within a budget shorter than that returns the refusal at once, with
-// RetryAfter and RateLimited set.
-func TestExchangeRateLimitedHonoursRetryAfter(t *testing.T) {
-	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	limited := atomic.Bool{}
-	limited.Store(true)
-	n := countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
-		if limited.Load() {
-			w.Header().Set("Retry-After", "1")
-			answerJSON(w, http.StatusTooManyRequests, `{"error":"temporarily_unavailable","error_description":"slow down"}`)
-			return
-		}
-		answerJSON(w, http.StatusOK, retryOKBody)
-	})
-	c := retryClient(t, s, ln.Addr().String())
-
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	_, err = c.Exchange(ctx, retryRequest)
-	cancel()
-	perr, ok := errors.AsType[protocol.Error](err)
-	if !ok || perr.Code != "temporarily_unavailable" || !perr.RateLimited || perr.RetryAfter != time.Second {
-		t.Fatalf("Exchange error %#v, want temporarily_unavailable, RateLimited, RetryAfter 1s", err)
-	}
-	if got := n.Load(); got != 1 {
-		t.Fatalf("%d requests within a budget shorter than Retry-After, want 1", got)
-	}
-
-	n.Store(0)
-	time.AfterFunc(300*time.Millisecond, func() { limited.Store(false) })
-	start := time.Now()
-	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Exchange(ctx, retryRequest); err != nil {
-		t.Fatalf("Exchange: %v", err)
-	}
-	if got, waited := n.Load(), time.Since(start); got != 2 || waited < time.Second {
-		t.Fatalf("%d requests in %v, want 2, the second after Retry-After (1s)", got, waited)
-	}
-}
-
 // arrivals records when each request reached a server, by a clock.
 type arrivals struct {
 	mu    sync.Mutex
@@ -256,49 +208,58 @@ func (a *arrivals) all() []time.Time {
 	return slices.Clone(a.times)
 }
 
-// TestExchangeUnavailableHonoursRetryAfter checks a 503
-// temporarily_unavailable answer with Retry-After: the client sends again
-// no sooner than the server asked (the arrival times are a lower bound
-// checked for correctness, not a speed target), and within a budget
-// shorter than that returns the refusal at once, with RetryAfter set.
-func TestExchangeUnavailableHonoursRetryAfter(t *testing.T) {
-	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// TestExchangeHonoursRetryAfter checks temporarily_unavailable answers
+// with Retry-After, a caller over its rate limit (429) and a server that
+// cannot judge requests now (503): within a budget shorter than
+// Retry-After the client returns the refusal at once, with RetryAfter
+// (and RateLimited for 429) set, and otherwise sends again no sooner than
+// the server asked (the arrival times are a lower bound checked for
+// correctness, not a speed target).
+func TestExchangeHonoursRetryAfter(t *testing.T) {
+	tests := []struct {
+		name        string
+		status      int
+		rateLimited bool
+	}{
+		{name: "rate limited", status: http.StatusTooManyRequests, rateLimited: true},
+		{name: "unavailable", status: http.StatusServiceUnavailable},
 	}
-	at := &arrivals{now: time.Now}
-	countingServer(t, s, ln, func(n int64, w http.ResponseWriter) {
-		at.record()
-		if n%2 == 1 {
-			w.Header().Set("Retry-After", "1")
-			answerJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable","error_description":"audit"}`)
-			return
-		}
-		answerJSON(w, http.StatusOK, retryOKBody)
-	})
-	c := retryClient(t, s, ln.Addr().String())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := ststest.Start(t, nil)
+			ln := loopback(t)
+			at := &arrivals{now: time.Now}
+			countingServer(t, s, ln, func(n int64, w http.ResponseWriter) {
+				at.record()
+				if n <= 2 {
+					w.Header().Set("Retry-After", "1")
+					answerJSON(w, tt.status, `{"error":"temporarily_unavailable","error_description":"later"}`)
+					return
+				}
+				answerJSON(w, http.StatusOK, retryOKBody)
+			})
+			c := retryClient(t, s, ln.Addr().String())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Exchange(ctx, retryRequest); err != nil {
-		t.Fatalf("Exchange: %v", err)
-	}
-	times := at.all()
-	if len(times) != 2 || times[1].Sub(times[0]) < time.Second {
-		t.Fatalf("requests at %v, want 2, the second at least Retry-After (1s) after the first", times)
-	}
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			_, err := c.Exchange(ctx, retryRequest)
+			cancel()
+			perr, ok := errors.AsType[protocol.Error](err)
+			if !ok || perr.Code != "temporarily_unavailable" || perr.RateLimited != tt.rateLimited || perr.RetryAfter != time.Second {
+				t.Fatalf("Exchange error %#v, want temporarily_unavailable, RetryAfter 1s, RateLimited %v", err, tt.rateLimited)
+			}
+			if got := len(at.all()); got != 1 {
+				t.Fatalf("%d requests within a budget shorter than Retry-After, want 1", got)
+			}
 
-	// Request 3 is refused; a budget of 500ms has no room for Retry-After.
-	ctx, cancel = context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	_, err = c.Exchange(ctx, retryRequest)
-	perr, ok := errors.AsType[protocol.Error](err)
-	if !ok || perr.Code != "temporarily_unavailable" || perr.RateLimited || perr.RetryAfter != time.Second {
-		t.Fatalf("Exchange error %#v, want temporarily_unavailable, RetryAfter 1s, not RateLimited", err)
-	}
-	if got := len(at.all()); got != 3 {
-		t.Fatalf("%d requests in all, want one more within a budget shorter than Retry-After", got)
+			ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := c.Exchange(ctx, retryRequest); err != nil {
+				t.Fatalf("Exchange: %v", err)
+			}
+			if times := at.all(); len(times) != 3 || times[2].Sub(times[1]) < time.Second {
+				t.Fatalf("requests at %v, want 3, the last at least Retry-After (1s) after the second", times)
+			}
+		})
 	}
 }
 
@@ -309,10 +270,7 @@ func TestExchangeUnavailableHonoursRetryAfter(t *testing.T) {
 // backoff step.
 func TestTokensRefreshHonoursRetryAfter(t *testing.T) {
 	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	clk := fakeclock.New(time.Now())
 	at := &arrivals{now: clk.Now}
 	var unavailable atomic.Bool
