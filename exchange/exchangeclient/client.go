@@ -348,10 +348,11 @@ func (c *Client) exchangeWith(ctx context.Context, sts *stsConn, id spiffeid.ID,
 // none, for the client's timeout, and returns the last error when that
 // budget is spent. Re-sending is safe: a token request changes no state
 // on the server beyond its audit record, and a request the server never
-// answered issued no token the caller saw. A caller over its rate limit
-// (HTTP 429, gRPC ResourceExhausted) waits at least the Retry-After the
-// server asked for, and gets the refusal at once when that is past the
-// budget. Refusals and other failures are returned at once.
+// answered issued no token the caller saw. A temporarily_unavailable
+// answer (HTTP 503 or 429, gRPC Unavailable or ResourceExhausted) is sent
+// again no sooner than the Retry-After the server asked for, and is
+// returned at once when that is past the budget. Refusals and other
+// failures are returned at once.
 func (c *Client) send(ctx context.Context, sts *stsConn, params wireRequest, req *Request) (*Token, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -370,12 +371,10 @@ func (c *Client) send(ctx context.Context, sts *stsConn, params wireRequest, req
 			return tok, err
 		}
 		last = err
-		delay := backoff.next()
-		if perr, ok := errors.AsType[protocol.Error](err); ok && perr.RateLimited {
-			// Over its rate limit, the caller is refused until its
-			// bucket has a token: sooner is futile.
-			delay = max(delay, perr.RetryAfter)
-		}
+		// Sooner than the server asked is futile: a caller over its rate
+		// limit is refused until its bucket has a token, and a server
+		// that cannot judge requests says when it expects to.
+		delay := max(backoff.next(), retryAfterOf(err))
 		if time.Now().Add(delay).After(deadline) {
 			return nil, err
 		}
@@ -435,6 +434,16 @@ func errorResponse(resp *http.Response, body []byte) error {
 		return oauthErr
 	}
 	return fmt.Errorf("exchangeclient: token endpoint answered %s without an OAuth error", resp.Status)
+}
+
+// retryAfterOf is the Retry-After of a temporarily_unavailable err
+// (RFC 6749 §4.1.2.1, RFC 9110 §10.2.3): how long the server asked the
+// client to wait before sending again; zero when it asked nothing.
+func retryAfterOf(err error) time.Duration {
+	if perr, ok := errors.AsType[protocol.Error](err); ok && perr.Code == protocol.ErrTemporarilyUnavailable.Code {
+		return perr.RetryAfter
+	}
+	return 0
 }
 
 // maxRetryAfter bounds the Retry-After the client believes.

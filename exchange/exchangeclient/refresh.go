@@ -137,10 +137,9 @@ func (t *Tokens) maintain(e *entry) {
 	defer t.wg.Done()
 	clock := t.c.clock
 	drop := clock.After(e.notAfter.Sub(clock.Now()))
-	failures := 0
-	var lastFailure time.Time
+	var failed failures
 	for {
-		next, ok := t.plan(e, failures, lastFailure)
+		next, ok := t.plan(e, failed)
 		var fire <-chan time.Time
 		if ok {
 			fire = clock.After(next.Sub(clock.Now()))
@@ -165,17 +164,27 @@ func (t *Tokens) maintain(e *entry) {
 		case <-f.done:
 		}
 		if f.err != nil {
-			failures++
-			lastFailure = clock.Now()
+			failed = failures{n: failed.n + 1, last: clock.Now(), retryAfter: retryAfterOf(f.err)}
 		} else {
-			failures = 0
+			failed = failures{}
 		}
 	}
 }
 
+// failures are the background requests for an entry that have failed in
+// a row.
+type failures struct {
+	n    int
+	last time.Time // when the last one failed
+	// retryAfter is how long the last one's temporarily_unavailable
+	// answer asked the client to wait (Retry-After).
+	retryAfter time.Duration
+}
+
 // plan returns when maintain should next request a token for e, and false
-// when it should not until woken.
-func (t *Tokens) plan(e *entry, failures int, lastFailure time.Time) (time.Time, bool) {
+// when it should not until woken. After failures it backs off, and never
+// asks sooner than the last answer's Retry-After.
+func (t *Tokens) plan(e *entry, failed failures) (time.Time, bool) {
 	e.mu.Lock()
 	inFlight := e.flight != nil
 	e.mu.Unlock()
@@ -192,9 +201,9 @@ func (t *Tokens) plan(e *entry, failures int, lastFailure time.Time) (time.Time,
 	case h != nil:
 		next = h.refreshAt
 	}
-	if failures > 0 {
-		delay := min(maxRetryDelay, time.Second<<min(failures-1, 5))
-		if retry := lastFailure.Add(delay); retry.After(next) {
+	if failed.n > 0 {
+		delay := max(min(maxRetryDelay, time.Second<<min(failed.n-1, 5)), failed.retryAfter)
+		if retry := failed.last.Add(delay); retry.After(next) {
 			next = retry
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangeclient"
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
+	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
 )
 
@@ -34,6 +37,16 @@ func countingServer(t *testing.T, s *ststest.STS, ln net.Listener, answer func(n
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return &n
+}
+
+// loopback is a listener on a free loopback port.
+func loopback(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
 }
 
 func answerJSON(w http.ResponseWriter, status int, body string) {
@@ -61,10 +74,7 @@ var retryRequest = exchangeclient.Request{SubjectToken: "subject", Audience: []s
 // again, and that the caller sees the token of the attempt that succeeds.
 func TestExchangeRetriesUnavailable(t *testing.T) {
 	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	n := countingServer(t, s, ln, func(n int64, w http.ResponseWriter) {
 		if n <= 3 {
 			answerJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`)
@@ -86,10 +96,7 @@ func TestExchangeRetriesUnavailable(t *testing.T) {
 // the same port, within the caller's deadline.
 func TestExchangeRetriesRefusedConnection(t *testing.T) {
 	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	addr := ln.Addr().String()
 	ln.Close()
 	c := retryClient(t, s, addr)
@@ -107,7 +114,7 @@ func TestExchangeRetriesRefusedConnection(t *testing.T) {
 	}()
 	// The refusal is observed through a first call with a short deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	_, err = c.Exchange(ctx, retryRequest)
+	_, err := c.Exchange(ctx, retryRequest)
 	cancel()
 	if err == nil {
 		t.Fatal("Exchange succeeded with nothing listening")
@@ -125,16 +132,13 @@ func TestExchangeRetriesRefusedConnection(t *testing.T) {
 // deadline is near, not a hang and not a context error.
 func TestExchangeRetryStopsAtDeadline(t *testing.T) {
 	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	n := countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
 		answerJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable","error_description":"audit"}`)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	_, err = retryClient(t, s, ln.Addr().String()).Exchange(ctx, retryRequest)
+	_, err := retryClient(t, s, ln.Addr().String()).Exchange(ctx, retryRequest)
 	if !errors.Is(err, protocol.ErrTemporarilyUnavailable) {
 		t.Fatalf("Exchange error %v, want temporarily_unavailable", err)
 	}
@@ -147,14 +151,11 @@ func TestExchangeRetryStopsAtDeadline(t *testing.T) {
 // one request.
 func TestExchangeRefusalNotRetried(t *testing.T) {
 	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	n := countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
 		answerJSON(w, http.StatusBadRequest, `{"error":"invalid_grant"}`)
 	})
-	_, err = retryClient(t, s, ln.Addr().String()).Exchange(context.Background(), retryRequest)
+	_, err := retryClient(t, s, ln.Addr().String()).Exchange(context.Background(), retryRequest)
 	if !errors.Is(err, protocol.ErrInvalidGrant) || n.Load() != 1 {
 		t.Fatalf("Exchange error %v after %d requests, want invalid_grant after 1", err, n.Load())
 	}
@@ -188,48 +189,139 @@ func TestExchangeFollowsRotation(t *testing.T) {
 	}
 }
 
-// TestExchangeRateLimitedHonoursRetryAfter checks a 429 answer: the
-// client sends again only after the Retry-After the server asked for,
-// and within a budget shorter than that returns the refusal at once, with
-// RetryAfter and RateLimited set.
-func TestExchangeRateLimitedHonoursRetryAfter(t *testing.T) {
+// arrivals records when each request reached a server, by a clock.
+type arrivals struct {
+	mu    sync.Mutex
+	now   func() time.Time
+	times []time.Time
+}
+
+func (a *arrivals) record() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.times = append(a.times, a.now())
+}
+
+func (a *arrivals) all() []time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.times)
+}
+
+// TestExchangeHonoursRetryAfter checks temporarily_unavailable answers
+// with Retry-After, a caller over its rate limit (429) and a server that
+// cannot judge requests now (503): within a budget shorter than
+// Retry-After the client returns the refusal at once, with RetryAfter
+// (and RateLimited for 429) set, and otherwise sends again no sooner than
+// the server asked (the arrival times are a lower bound checked for
+// correctness, not a speed target).
+func TestExchangeHonoursRetryAfter(t *testing.T) {
+	tests := []struct {
+		name        string
+		status      int
+		rateLimited bool
+	}{
+		{name: "rate limited", status: http.StatusTooManyRequests, rateLimited: true},
+		{name: "unavailable", status: http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := ststest.Start(t, nil)
+			ln := loopback(t)
+			at := &arrivals{now: time.Now}
+			countingServer(t, s, ln, func(n int64, w http.ResponseWriter) {
+				at.record()
+				if n <= 2 {
+					w.Header().Set("Retry-After", "1")
+					answerJSON(w, tt.status, `{"error":"temporarily_unavailable","error_description":"later"}`)
+					return
+				}
+				answerJSON(w, http.StatusOK, retryOKBody)
+			})
+			c := retryClient(t, s, ln.Addr().String())
+
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			_, err := c.Exchange(ctx, retryRequest)
+			cancel()
+			perr, ok := errors.AsType[protocol.Error](err)
+			if !ok || perr.Code != "temporarily_unavailable" || perr.RateLimited != tt.rateLimited || perr.RetryAfter != time.Second {
+				t.Fatalf("Exchange error %#v, want temporarily_unavailable, RetryAfter 1s, RateLimited %v", err, tt.rateLimited)
+			}
+			if got := len(at.all()); got != 1 {
+				t.Fatalf("%d requests within a budget shorter than Retry-After, want 1", got)
+			}
+
+			ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := c.Exchange(ctx, retryRequest); err != nil {
+				t.Fatalf("Exchange: %v", err)
+			}
+			if times := at.all(); len(times) != 3 || times[2].Sub(times[1]) < time.Second {
+				t.Fatalf("requests at %v, want 3, the last at least Retry-After (1s) after the second", times)
+			}
+		})
+	}
+}
+
+// TestTokensRefreshHonoursRetryAfter checks the background refresh on a
+// fake clock: a refresh answered 503 temporarily_unavailable with
+// Retry-After: 5 (past the request timeout, so it is not re-sent within
+// the request) is tried again 5s later, not after the 1s of the first
+// backoff step.
+func TestTokensRefreshHonoursRetryAfter(t *testing.T) {
 	s := ststest.Start(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln := loopback(t)
+	clk := fakeclock.New(time.Now())
+	at := &arrivals{now: clk.Now}
+	var unavailable atomic.Bool
+	countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
+		at.record()
+		if unavailable.Load() {
+			w.Header().Set("Retry-After", "5")
+			answerJSON(w, http.StatusServiceUnavailable, `{"error":"temporarily_unavailable"}`)
+			return
+		}
+		answerJSON(w, http.StatusOK, retryOKBody) // expires_in 60: refreshed at 40s
+	})
+	c, err := exchangeclient.New(context.Background(),
+		exchangeclient.WithIssuerURL("https://"+ln.Addr().String()),
+		exchangeclient.WithX509Source(newSource(s, t, ststest.WorkloadID)),
+		exchangeclient.WithClock(clk), exchangeclient.WithTimeout(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	limited := atomic.Bool{}
-	limited.Store(true)
-	n := countingServer(t, s, ln, func(_ int64, w http.ResponseWriter) {
-		if limited.Load() {
-			w.Header().Set("Retry-After", "1")
-			answerJSON(w, http.StatusTooManyRequests, `{"error":"temporarily_unavailable","error_description":"slow down"}`)
-			return
+	t.Cleanup(func() { _ = c.Close() })
+	var rec recorder
+	newTokens(t, c, exchangeclient.Request{Audience: []string{ststest.APIAudience}}, exchangeclient.WithEvents(rec.record))
+
+	unavailable.Store(true)
+	clk.Advance(40 * time.Second)
+	rec.wait(t, 10*time.Second, "failed", func(ev exchangeclient.Event) bool { return ev.Kind == exchangeclient.EventFailed })
+	unavailable.Store(false)
+	failed := clk.Now()
+	sent := len(at.all())
+	// Wait for the refresh to be planned again: the clock's waiters are
+	// then the certificate's drop, the source poll and the refresh.
+	guard := time.After(10 * time.Second)
+	for n, added := clk.Waiters(); n < 3; n, added = clk.Waiters() {
+		select {
+		case <-added:
+		case <-guard:
+			t.Fatal("the refresh was not planned again after the failure")
 		}
-		answerJSON(w, http.StatusOK, retryOKBody)
-	})
-	c := retryClient(t, s, ln.Addr().String())
-
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	_, err = c.Exchange(ctx, retryRequest)
-	cancel()
-	perr, ok := errors.AsType[protocol.Error](err)
-	if !ok || perr.Code != "temporarily_unavailable" || !perr.RateLimited || perr.RetryAfter != time.Second {
-		t.Fatalf("Exchange error %#v, want temporarily_unavailable, RateLimited, RetryAfter 1s", err)
-	}
-	if got := n.Load(); got != 1 {
-		t.Fatalf("%d requests within a budget shorter than Retry-After, want 1", got)
 	}
 
-	n.Store(0)
-	time.AfterFunc(300*time.Millisecond, func() { limited.Store(false) })
-	start := time.Now()
-	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.Exchange(ctx, retryRequest); err != nil {
-		t.Fatalf("Exchange: %v", err)
+	clk.Advance(4 * time.Second)
+	// A retry planned before Retry-After fired with this Advance; the
+	// sleep gives it time to reach the server (it cannot fail a correct
+	// client, which sends nothing until the next Advance).
+	time.Sleep(200 * time.Millisecond)
+	if times := at.all(); len(times) != sent {
+		t.Fatalf("a request sent %v after the refusal, before its Retry-After (5s)", times[len(times)-1].Sub(failed))
 	}
-	if got, waited := n.Load(), time.Since(start); got != 2 || waited < time.Second {
-		t.Fatalf("%d requests in %v, want 2, the second after Retry-After (1s)", got, waited)
+	clk.Advance(time.Second)
+	rec.wait(t, 10*time.Second, "refreshed", func(ev exchangeclient.Event) bool { return ev.Kind == exchangeclient.EventRefreshed })
+	if times := at.all(); len(times) != sent+1 || times[sent].Sub(failed) < 5*time.Second {
+		t.Fatalf("requests at %v, want one more after the refusal at %v, at least 5s after it", times[sent:], failed)
 	}
 }

@@ -225,13 +225,15 @@ func (t *Tokens) rebindSidecar(ctx context.Context, e *entry, stale *heldToken) 
 // held token, and when attempt reports that the resource server refused
 // it as bound to another certificate (accesstoken.RefusalBindingMismatch),
 // once more with the token re-bound to the sidecar's current certificate
-// (rebindSidecar, shared with concurrent callers). again, called with the
-// refused result once the re-binding has succeeded, readies the second
-// attempt and reports false when the call cannot be made again. A failed
-// re-binding, or a call that cannot be made again, returns the refusal:
-// it tells the caller more than why re-binding failed, which Events
-// report. The second attempt's result is returned whatever it is, so a
-// second mismatch is never retried.
+// (rebindSidecar, shared with concurrent callers). The token is re-bound
+// after every mismatch, even for a call that cannot be made again, so
+// that the next call presents one the resource server accepts. again,
+// called with the refused result once the re-binding has succeeded,
+// readies the second attempt and reports false when the call cannot be
+// made again. A failed re-binding, or a call that cannot be made again,
+// returns the refusal: it tells the caller more than why re-binding
+// failed, which Events report. The second attempt's result is returned
+// whatever it is, so a second mismatch is never retried.
 func sidecarCall[R any](ctx context.Context, t *Tokens, h *heldToken, attempt func(*heldToken) (R, bool, error), again func(R) bool) (R, error) {
 	res, mismatch, err := attempt(h)
 	if !mismatch {
@@ -264,7 +266,7 @@ func (t *Tokens) sidecarRoundTripper(cfg roundTripperConfig) http.RoundTripper {
 var errNotHTTPURL = errors.New("exchangeclient: the sidecar RoundTripper sends http and https URLs only")
 
 // RoundTrip sends req to the sidecar with the token, and on a binding
-// mismatch re-binds and retries once when the body can be sent again.
+// mismatch re-binds, and retries once when the body can be sent again.
 func (rt *sidecarRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	fail := func(err error) (*http.Response, error) {
 		if req.Body != nil {
@@ -284,9 +286,12 @@ func (rt *sidecarRoundTripper) RoundTrip(req *http.Request) (*http.Response, err
 	body := req.Body
 	attempt := func(h *heldToken) (*http.Response, bool, error) {
 		resp, err := rt.send(req, body, h)
-		return resp, err == nil && replayable && isBindingMismatch(resp), err
+		return resp, err == nil && isBindingMismatch(resp), err
 	}
 	again := func(refused *http.Response) bool {
+		if !replayable {
+			return false
+		}
 		if req.GetBody != nil {
 			var err error
 			if body, err = req.GetBody(); err != nil {

@@ -2,6 +2,8 @@ package exchangeclient
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"sync"
 
@@ -10,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/accesstoken/grpcauth"
@@ -37,17 +40,23 @@ import (
 // concurrent callers (an RFC 8693 exchange of the old token through the
 // sidecar, which the STS binds to the certificate it now sees), and make
 // the call again once. Any other refusal (RefusalBadToken among them), a
-// failed re-binding, or a second mismatch is returned as it came.
+// failed re-binding, or a second mismatch is returned as it came. A
+// mismatch re-binds the token even when the call is not made again, so
+// the next call presents the re-bound one.
 //
 // A stream is made again only when it was refused before any message was
 // received, which is how a refusal at its start shows: the refusal
 // arrives on the first RecvMsg, which then opens the stream again, sends
 // the messages sent so far (and CloseSend, if it was called) and receives
-// on the new stream. Up to 16 messages are kept for that, by reference,
-// as the gRPC API allows (a message must not be modified once sent); a
-// stream that sends more before receiving any is not made again. As on
-// any gRPC stream, SendMsg on the refused stream may return io.EOF, and
-// RecvMsg then tells what happened.
+// on the new stream. Up to 16 messages are kept for that, as copies
+// (proto.Clone), so a caller may reuse a message; a stream that sends
+// more before receiving any, or a message that is not a proto.Message, is
+// not made again. While a message is kept, SendMsg does not return the
+// io.EOF of a refused stream, so the caller sends the whole stream and
+// the new one gets all of it; past that, as on any gRPC stream, SendMsg
+// may return io.EOF, and RecvMsg then tells what happened. Header,
+// Trailer and Context do not wait for the re-binding (they answer for
+// the refused stream until the new one is open).
 func (t *Tokens) GRPCDialOptions(authorizer tlsconfig.Authorizer) []grpc.DialOption {
 	if t.sidecar == nil {
 		return []grpc.DialOption{
@@ -126,7 +135,7 @@ func (t *Tokens) sidecarStream(ctx context.Context, desc *grpc.StreamDesc, cc *g
 	if err != nil {
 		return nil, err
 	}
-	return &retryStream{t: t, ctx: ctx, open: open, held: h, cur: cs}, nil
+	return newRetryStream(t, ctx, open, h, cs), nil
 }
 
 // retryStream is a stream in the sidecar mode that can be made again
@@ -138,13 +147,31 @@ type retryStream struct {
 	open func(*heldToken) (grpc.ClientStream, error)
 	held *heldToken // the token the stream was opened with
 
-	mu        sync.Mutex // guards the fields below; held while making the stream again
+	mu sync.Mutex // guards the fields below, never held over network work
+	// madeAgain is signalled when a retry ends (retrying turns false).
+	madeAgain sync.Cond
 	cur       grpc.ClientStream
-	sent      []any // messages sent while none has been received
+	// sent are copies of the messages sent while none has been
+	// received, for the stream made again.
+	sent      []proto.Message
 	closeSent bool
 	// settled means the stream is not made again: a message has been
-	// received, too many sent, or it has been made again already.
+	// received, too many or a message that cannot be copied sent, or it
+	// has been made again already.
 	settled bool
+	// retrying means retry is re-binding the token and making the stream
+	// again: cur is the refused stream, and what is sent meanwhile is
+	// kept for the new one.
+	retrying bool
+	// rebound means the refusal has been acted on: the token was re-bound
+	// (or that failed), so a later RecvMsg does not do it again.
+	rebound bool
+}
+
+func newRetryStream(t *Tokens, ctx context.Context, open func(*heldToken) (grpc.ClientStream, error), h *heldToken, cs grpc.ClientStream) *retryStream {
+	s := &retryStream{t: t, ctx: ctx, open: open, held: h, cur: cs}
+	s.madeAgain.L = &s.mu
+	return s
 }
 
 func (s *retryStream) stream() grpc.ClientStream {
@@ -157,23 +184,50 @@ func (s *retryStream) Header() (metadata.MD, error) { return s.stream().Header()
 func (s *retryStream) Trailer() metadata.MD         { return s.stream().Trailer() }
 func (s *retryStream) Context() context.Context     { return s.stream().Context() }
 
+// SendMsg sends m, and keeps a copy of it while the stream may be made
+// again. The refused stream may end before all was sent: while m is kept,
+// its io.EOF is not returned, so that the caller goes on sending (and
+// closes) the whole stream, which retry then sends on the new one.
 func (s *retryStream) SendMsg(m any) error {
+	pm, copyable := m.(proto.Message)
 	s.mu.Lock()
-	if !s.settled {
-		if len(s.sent) < maxStreamReplay {
-			s.sent = append(s.sent, m)
-		} else {
-			s.settled, s.sent = true, nil
-		}
+	room := func() bool { return copyable && len(s.sent) < maxStreamReplay }
+	for s.retrying && !room() {
+		// It can only follow what retry sends: wait for the new stream.
+		s.madeAgain.Wait()
+	}
+	kept := false
+	switch {
+	case s.settled:
+	case room():
+		// A copy: the caller may reuse m once SendMsg returns.
+		s.sent = append(s.sent, proto.Clone(pm))
+		kept = true
+	default:
+		s.settled, s.sent = true, nil
+	}
+	if s.retrying {
+		// retry sends it on the new stream.
+		s.mu.Unlock()
+		return nil
 	}
 	cur := s.cur
 	s.mu.Unlock()
-	return cur.SendMsg(m)
+	err := cur.SendMsg(m)
+	if kept && errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 func (s *retryStream) CloseSend() error {
 	s.mu.Lock()
 	s.closeSent = true
+	if s.retrying {
+		// retry closes the new stream once it has sent what was kept.
+		s.mu.Unlock()
+		return nil
+	}
 	cur := s.cur
 	s.mu.Unlock()
 	return cur.CloseSend()
@@ -196,37 +250,71 @@ func (s *retryStream) RecvMsg(m any) error {
 	}
 }
 
-// retry makes the refused stream again with a re-bound token, sends it
-// what was sent, and receives m from it; it returns refusal when the
-// stream may not be made again or the re-binding fails.
+// retry re-binds the token after refusal, a binding mismatch, and, when
+// the stream may be made again, makes it again with the re-bound token,
+// sends it what was sent, and receives m from it. It returns refusal when
+// the stream may not be made again or the re-binding fails. The lock is
+// not held while it re-binds, opens or sends, so Header, Context, Trailer,
+// SendMsg and CloseSend do not wait on the network meanwhile.
 func (s *retryStream) retry(m any, refusal error) error {
 	s.mu.Lock()
-	if s.settled {
+	if s.rebound {
 		s.mu.Unlock()
 		return refusal
 	}
-	s.settled = true
-	sent := s.sent
-	s.sent = nil
+	s.rebound = true
+	again := !s.settled
+	s.retrying = again
+	s.mu.Unlock()
+
+	// Re-bound whether or not the stream is made again, so that the next
+	// call presents a token the resource server accepts.
 	fresh, err := s.t.rebindSidecar(s.ctx, s.t.sidecar, s.held)
-	if err != nil {
-		s.mu.Unlock()
+	if !again {
 		return refusal
 	}
-	next, err := s.open(fresh)
+	var next grpc.ClientStream
+	if err == nil {
+		next, err = s.open(fresh)
+	} else {
+		err = refusal
+	}
 	if err != nil {
+		s.mu.Lock()
+		s.retrying, s.settled, s.sent = false, true, nil
+		s.madeAgain.Broadcast()
 		s.mu.Unlock()
 		return err
 	}
-	for _, msg := range sent {
-		if next.SendMsg(msg) != nil {
-			break // the stream has ended: RecvMsg tells how
+
+	// Send what was kept, including what is sent meanwhile, then
+	// CloseSend if it was called; stop sending if the new stream ends
+	// (RecvMsg tells how).
+	replayed, closed := 0, false
+	var sendErr error
+	s.mu.Lock()
+	for {
+		if replayed < len(s.sent) {
+			msg := s.sent[replayed]
+			replayed++
+			s.mu.Unlock()
+			if sendErr == nil {
+				sendErr = next.SendMsg(msg)
+			}
+			s.mu.Lock()
+			continue
 		}
+		if s.closeSent && !closed {
+			closed = true
+			s.mu.Unlock()
+			_ = next.CloseSend()
+			s.mu.Lock()
+			continue
+		}
+		break
 	}
-	if s.closeSent {
-		_ = next.CloseSend()
-	}
-	s.cur = next
+	s.cur, s.retrying, s.settled, s.sent = next, false, true, nil
+	s.madeAgain.Broadcast()
 	s.mu.Unlock()
 	return next.RecvMsg(m)
 }

@@ -3,8 +3,10 @@ package exchangeclient_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,8 +33,18 @@ import (
 type grpcAPI struct {
 	addr           string
 	unary, streams atomic.Int32
-	// uploaded is how many messages the last accepted upload received.
-	uploaded atomic.Int32
+
+	mu sync.Mutex
+	// uploads are the payloads (HealthCheckRequest.Service) each upload
+	// the server accepted received, in order.
+	uploads [][]string
+}
+
+// accepted returns the payloads of the uploads the server accepted.
+func (api *grpcAPI) accepted() [][]string {
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	return slices.Clone(api.uploads)
 }
 
 // uploadDesc is a client-streaming method: the client sends messages and
@@ -42,17 +54,20 @@ var uploadDesc = grpc.StreamDesc{StreamName: "Upload", ClientStreams: true}
 const uploadMethod = "/test.Upload/Upload"
 
 func (api *grpcAPI) upload(_ any, ss grpc.ServerStream) error {
-	var n int32
+	var got []string
 	for {
-		err := ss.RecvMsg(new(healthpb.HealthCheckRequest))
+		m := new(healthpb.HealthCheckRequest)
+		err := ss.RecvMsg(m)
 		if errors.Is(err, io.EOF) {
-			api.uploaded.Store(n)
+			api.mu.Lock()
+			api.uploads = append(api.uploads, got)
+			api.mu.Unlock()
 			return ss.SendMsg(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
 		}
 		if err != nil {
 			return err
 		}
-		n++
+		got = append(got, m.GetService())
 	}
 }
 
@@ -103,19 +118,54 @@ func (st *sidecarSetup) conn(t *testing.T, api *grpcAPI) *grpc.ClientConn {
 	return conn
 }
 
-// upload sends n messages on an Upload stream, closes it and receives the
-// answer. A SendMsg failing with io.EOF (the stream was refused) is
-// ignored, as gRPC's API asks: RecvMsg tells what happened.
-func upload(conn *grpc.ClientConn, n int) error {
+// uploadStyle is how upload sends.
+type uploadStyle struct {
+	// answerFirst waits after the first message for the server's answer
+	// (Header), so that a refusal at the stream's start has arrived
+	// before the other messages are sent.
+	answerFirst bool
+	// reuse sends one message, changed between sends, rather than a new
+	// message each time.
+	reuse bool
+}
+
+// payloads are the n distinct payloads upload sends.
+func payloads(n int) []string {
+	p := make([]string, n)
+	for i := range p {
+		p[i] = fmt.Sprintf("message %d", i)
+	}
+	return p
+}
+
+// upload sends payloads(n) on an Upload stream, closes it and receives
+// the answer. It follows gRPC's client pattern: once SendMsg returns
+// io.EOF (the stream has ended) it stops sending, and RecvMsg tells what
+// happened.
+func upload(conn *grpc.ClientConn, n int, style uploadStyle) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cs, err := conn.NewStream(ctx, &uploadDesc, uploadMethod)
 	if err != nil {
 		return err
 	}
-	for range n {
-		if err := cs.SendMsg(&healthpb.HealthCheckRequest{}); err != nil && !errors.Is(err, io.EOF) {
+	m := new(healthpb.HealthCheckRequest)
+	for i, p := range payloads(n) {
+		if !style.reuse {
+			m = new(healthpb.HealthCheckRequest)
+		}
+		m.Service = p
+		err := cs.SendMsg(m)
+		if errors.Is(err, io.EOF) {
+			return cs.RecvMsg(new(healthpb.HealthCheckResponse))
+		}
+		if err != nil {
 			return err
+		}
+		if i == 0 && style.answerFirst {
+			if _, err := cs.Header(); err != nil {
+				return err
+			}
 		}
 	}
 	if err := cs.CloseSend(); err != nil {
@@ -340,18 +390,27 @@ func TestSidecarPerRPCCredentials(t *testing.T) {
 }
 
 // TestSidecarGRPCStreamReplay: a client stream refused after sending is
-// made again with the messages it sent and its CloseSend, up to 16; one
-// that sent more before receiving anything gets the refusal, without a
-// re-binding.
+// made again with the messages it sent, in order and once, and its
+// CloseSend, up to 16: whether the refusal arrived before the messages
+// after the first were sent (the sender then sees no io.EOF: they are
+// kept for the stream made again) or not, and whether the sender reuses
+// one message (a copy is kept). One that sent more before receiving
+// anything gets the refusal, the token re-bound for the next stream.
 func TestSidecarGRPCStreamReplay(t *testing.T) {
 	tests := []struct {
 		name          string
 		messages      int
+		style         uploadStyle
 		expectRefusal bool
 	}{
 		{name: "three messages", messages: 3},
 		{name: "sixteen messages", messages: 16},
+		{name: "five messages after the refusal arrived", messages: 5, style: uploadStyle{answerFirst: true}},
+		{name: "sixteen messages after the refusal arrived", messages: 16, style: uploadStyle{answerFirst: true}},
+		{name: "one message reused", messages: 5, style: uploadStyle{reuse: true}},
+		{name: "one message reused after the refusal arrived", messages: 5, style: uploadStyle{answerFirst: true, reuse: true}},
 		{name: "seventeen messages", messages: 17, expectRefusal: true},
+		{name: "seventeen messages after the refusal arrived", messages: 17, style: uploadStyle{answerFirst: true}, expectRefusal: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -360,11 +419,22 @@ func TestSidecarGRPCStreamReplay(t *testing.T) {
 			conn := st.conn(t, api)
 			st.sidecar.rotate(st.s.CA.SVID(t, ststest.WorkloadID, time.Hour))
 			tokenRequests := st.tokenRequests()
-			err := upload(conn, tt.messages)
+			err := upload(conn, tt.messages, tt.style)
 			if tt.expectRefusal {
 				expectRefusal(t, err, accesstoken.RefusalBindingMismatch)
-				if n, m := api.streams.Load(), st.tokenRequests()-tokenRequests; n != 1 || m != 0 {
-					t.Fatalf("%d streams, %d token requests; want 1 and none", n, m)
+				if n, m := api.streams.Load(), st.tokenRequests()-tokenRequests; n != 1 || m != 1 {
+					t.Fatalf("%d streams, %d token requests; want 1 and one re-binding", n, m)
+				}
+				// The re-bound token is kept: the next stream is accepted
+				// at once.
+				if err := upload(conn, 3, uploadStyle{}); err != nil {
+					t.Fatalf("the next stream: %v", err)
+				}
+				if n, m := api.streams.Load(), st.tokenRequests()-tokenRequests; n != 2 || m != 1 {
+					t.Fatalf("after the next stream: %d streams, %d token requests; want 2 and 1", n, m)
+				}
+				if got := api.accepted(); !slices.EqualFunc(got, [][]string{payloads(3)}, slices.Equal) {
+					t.Fatalf("the server accepted %q, want %q", got, payloads(3))
 				}
 				return
 			}
@@ -374,9 +444,62 @@ func TestSidecarGRPCStreamReplay(t *testing.T) {
 			if n := api.streams.Load(); n != 2 {
 				t.Fatalf("%d streams, want the refused one and one more", n)
 			}
-			if n := api.uploaded.Load(); n != int32(tt.messages) {
-				t.Fatalf("the stream made again received %d messages, want %d", n, tt.messages)
+			if got := api.accepted(); !slices.EqualFunc(got, [][]string{payloads(tt.messages)}, slices.Equal) {
+				t.Fatalf("the server accepted %q, want %q once", got, payloads(tt.messages))
 			}
 		})
+	}
+}
+
+// TestSidecarGRPCStreamUsableWhileRebinding: while a refused stream waits
+// for its token to be re-bound (the sidecar holds the token request), the
+// stream's Context and Header return at once; the stream made again then
+// succeeds.
+func TestSidecarGRPCStreamUsableWhileRebinding(t *testing.T) {
+	st := newSidecarSetup(t, false)
+	api := startGRPCAPI(t, st.s, ststest.APIAudience)
+	conn := st.conn(t, api)
+	st.sidecar.rotate(st.s.CA.SVID(t, ststest.WorkloadID, time.Hour))
+	arrived, release := st.sidecar.holdTokens(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := conn.NewStream(ctx, &uploadDesc, uploadMethod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.SendMsg(&healthpb.HealthCheckRequest{Service: "only"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	received := make(chan error, 1)
+	go func() { received <- cs.RecvMsg(new(healthpb.HealthCheckResponse)) }()
+	select {
+	case <-arrived:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no re-binding token request reached the sidecar")
+	}
+
+	// The guard only keeps a broken stream from hanging the test: both
+	// return without waiting on anything.
+	returned := make(chan struct{})
+	go func() {
+		_ = cs.Context()
+		_, _ = cs.Header()
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Context or Header waits for the re-binding")
+	}
+	release()
+	if err := <-received; err != nil {
+		t.Fatalf("RecvMsg: %v", err)
+	}
+	if got := api.accepted(); !slices.EqualFunc(got, [][]string{{"only"}}, slices.Equal) {
+		t.Fatalf("the server accepted %q, want [[only]]", got)
 	}
 }
