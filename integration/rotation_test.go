@@ -141,9 +141,7 @@ func TestRotationZeroFailedCalls(t *testing.T) {
 	}
 	defer tokens.Close()
 	rsAuthz := tlsconfig.AuthorizeID(spiffeid.RequireFromString(resourceServerID))
-	conn, err := grpc.NewClient(rs.grpcAddr,
-		grpc.WithTransportCredentials(tokens.TransportCredentials(rsAuthz)),
-		grpc.WithPerRPCCredentials(tokens.PerRPCCredentials()))
+	conn, err := grpc.NewClient(rs.grpcAddr, tokens.GRPCDialOptions(rsAuthz)...)
 	if err != nil {
 		t.Fatal(err)
 	}
