@@ -14,6 +14,13 @@
 //
 //	go run ./integration/loadtest    (or: make loadtest)
 //
+// -series runs only the named series (comma-separated, e.g.
+// http/client_credentials,http/exchange_reused). -cpuprofile DIR builds
+// spiffe-sts with its profiling hook (-tags stsprofile) and writes the
+// server's CPU profile of each series to DIR/<series>.pprof, for go tool
+// pprof; the profile covers the server's whole life, start-up and
+// warm-up included.
+//
 // It is a measurement, not a test: it is not part of make test.
 package main
 
@@ -32,6 +39,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -61,10 +69,16 @@ func main() {
 	duration := flag.Duration("duration", 3*time.Second, "length of each closed-loop series")
 	connections := flag.Int("connections", 8, "keep-alive connections of each series")
 	pool := flag.Int("pool", 2000, "distinct JWT-SVIDs of the cold series")
+	only := flag.String("series", "", "run only these series (comma-separated names; default all)")
+	profileDir := flag.String("cpuprofile", "", "write the server's CPU profile of each series to `DIR`/<series>.pprof")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *duration, *connections, *pool); err != nil {
+	opts := options{duration: *duration, connections: *connections, pool: *pool, profileDir: *profileDir}
+	if *only != "" {
+		opts.only = strings.Split(*only, ",")
+	}
+	if err := run(ctx, opts); err != nil {
 		fmt.Fprintf(os.Stderr, "\nloadtest failed: %v\n", err)
 		os.Exit(1)
 	}
@@ -74,7 +88,18 @@ func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
 }
 
-func run(ctx context.Context, duration time.Duration, connections, pool int) error {
+// options are the command line.
+type options struct {
+	duration    time.Duration
+	connections int
+	pool        int
+	// only names the series to run; nil runs all.
+	only       []string
+	profileDir string
+}
+
+func run(ctx context.Context, o options) error {
+	duration, connections, pool := o.duration, o.connections, o.pool
 	if runtime.NumCPU() < 2 {
 		return errors.New("needs two cores: one for the loader, one for the server")
 	}
@@ -96,7 +121,14 @@ func run(ctx context.Context, duration time.Duration, connections, pool int) err
 	}
 
 	step("2. building spiffe-sts and stsctl")
-	stsBin, err := harness.BuildBinary(ctx, "./cmd/spiffe-sts", work, "spiffe-sts")
+	var tags []string
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return err
+		}
+		tags = append(tags, "stsprofile")
+	}
+	stsBin, err := harness.BuildBinary(ctx, "./cmd/spiffe-sts", work, "spiffe-sts", tags...)
 	if err != nil {
 		return err
 	}
@@ -148,7 +180,12 @@ func run(ctx context.Context, duration time.Duration, connections, pool int) err
 			"-connections", fmt.Sprint(connections), "-series", series, "-output", "json",
 			"-start-server", config, "-server-bin", stsBin, "-server-cpu", fmt.Sprint(serverCPU),
 			"-server-log", filepath.Join(work, "sts.log")}, args...)
-		return runBench(ctx, spire, benchBin, args)
+		var env []string
+		if o.profileDir != "" {
+			// stsctl bench passes its environment on to the server it starts.
+			env = append(env, "SPIFFE_STS_CPUPROFILE="+filepath.Join(o.profileDir, strings.NewReplacer("/", "_", "@", "_").Replace(series)+".pprof"))
+		}
+		return runBench(ctx, spire, benchBin, args, env)
 	}
 	d := fmt.Sprint(duration)
 	type series struct {
@@ -165,6 +202,9 @@ func run(ctx context.Context, duration time.Duration, connections, pool int) err
 	}
 	var peak float64
 	for _, s := range all {
+		if o.only != nil && !slices.Contains(o.only, s.name) {
+			continue
+		}
 		floor := measureFloor(serverCPU)
 		r, err := bench(s.name, s.args...)
 		if err != nil {
@@ -175,7 +215,7 @@ func run(ctx context.Context, duration time.Duration, connections, pool int) err
 		}
 		printSeries(r, floor, s.cold)
 	}
-	if peak > 0 {
+	if peak > 0 && (o.only == nil || slices.Contains(o.only, "http/exchange_reused@half_peak")) {
 		// The latency target: p99 at half the peak rate, offered open loop.
 		rate := fmt.Sprintf("%.0f", peak/2)
 		floor := measureFloor(serverCPU)
@@ -190,9 +230,9 @@ func run(ctx context.Context, duration time.Duration, connections, pool int) err
 
 // runBench runs stsctl bench pinned to the loader's core, as the
 // registered workload, and decodes its report.
-func runBench(ctx context.Context, spire *harness.SPIRE, bin string, args []string) (loadgen.Report, error) {
+func runBench(ctx context.Context, spire *harness.SPIRE, bin string, args, env []string) (loadgen.Report, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "SPIFFE_ENDPOINT_SOCKET="+spire.WorkloadAPIAddr())
+	cmd.Env = append(append(os.Environ(), "SPIFFE_ENDPOINT_SOCKET="+spire.WorkloadAPIAddr()), env...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	exited, err := loadgen.StartPinned(cmd, loaderCPU)
