@@ -43,7 +43,7 @@ type Request struct {
 // such as gRPC-Go's credentials/sts, a JSON object with the same
 // parameter names. The body is at most maxBytes long.
 func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Request, error) {
-	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mediaType, err := requestMediaType(r.Header.Get("Content-Type"))
 	isJSON := err == nil && mediaType == "application/json"
 	if !isJSON && (err != nil || mediaType != "application/x-www-form-urlencoded") {
 		return Request{}, protocol.ErrInvalidRequest.WithDescription("content type must be application/x-www-form-urlencoded or application/json")
@@ -62,6 +62,19 @@ func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Requ
 		return parseJSON(buf.Bytes())
 	}
 	return parseForm(buf.String())
+}
+
+// requestMediaType returns the media type of a Content-Type value (RFC
+// 9110 §8.3.1). The form type exactly as clients send it needs no parsing
+// (mime.ParseMediaType would allocate its parameter map); anything else
+// is parsed.
+func requestMediaType(contentType string) (string, error) {
+	const form = "application/x-www-form-urlencoded"
+	if contentType == form {
+		return form, nil
+	}
+	mediaType, _, err := mime.ParseMediaType(contentType)
+	return mediaType, err
 }
 
 // requestBuilder collects parameters for every API: the form, the JSON

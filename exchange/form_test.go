@@ -2,6 +2,7 @@ package exchange
 
 import (
 	"errors"
+	"mime"
 	"net/url"
 	"reflect"
 	"slices"
@@ -145,5 +146,26 @@ func TestParseEmptyParameters(t *testing.T) {
 				t.Errorf("JSON %s: err = %v, want %s", body, err, want)
 			}
 		})
+	}
+}
+
+// TestRequestMediaType checks that the form type's fast path answers as
+// mime.ParseMediaType does, for the exact value and for its variants.
+func TestRequestMediaType(t *testing.T) {
+	for _, ct := range []string{
+		"application/x-www-form-urlencoded",
+		"application/x-www-form-urlencoded; charset=utf-8",
+		"Application/X-WWW-Form-Urlencoded",
+		"application/json; charset=utf-8",
+		"application/x-www-form-urlencoded;",
+		"text/plain",
+		"",
+		"application/x-www-form-urlencoded; charset=\"",
+	} {
+		want, _, wantErr := mime.ParseMediaType(ct)
+		got, err := requestMediaType(ct)
+		if got != want || (err == nil) != (wantErr == nil) {
+			t.Errorf("requestMediaType(%q) = %q, %v; mime.ParseMediaType: %q, %v", ct, got, err, want, wantErr)
+		}
 	}
 }

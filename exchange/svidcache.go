@@ -2,6 +2,8 @@ package exchange
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"sync"
 	"time"
 
@@ -61,10 +63,31 @@ func (c *svidCache) get(token string, bundles jwtbundle.Source, now time.Time) (
 	if !ok {
 		return svidCacheEntry{}, false
 	}
-	if k, ok := current.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(e.key) {
+	if !sameKey(current, e.key) {
 		return svidCacheEntry{}, false
 	}
 	return e, true
+}
+
+// sameKey reports whether the bundle's current authority is the key the
+// token was validated with. A bundle source hands out the same key value
+// until the bundle changes (workloadapi.BundleSource copies its map, not
+// the keys), so the pointer comparison answers almost every lookup
+// without comparing the coordinates; a new bundle with the same key is
+// still found equal by the key's Equal method.
+func sameKey(current, cached crypto.PublicKey) bool {
+	switch k := current.(type) {
+	case *ecdsa.PublicKey:
+		if c, ok := cached.(*ecdsa.PublicKey); ok && k == c {
+			return true
+		}
+	case *rsa.PublicKey:
+		if c, ok := cached.(*rsa.PublicKey); ok && k == c {
+			return true
+		}
+	}
+	k, ok := current.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(cached)
 }
 
 // put adds a validated token. When the cache is full it drops, among a

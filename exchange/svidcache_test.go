@@ -2,9 +2,12 @@ package exchange
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
+	"math/big"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,6 +33,14 @@ func TestSVIDCache(t *testing.T) {
 	key := newKey(t)
 	now := time.Unix(1_800_000_000, 0)
 	entry := svidCacheEntry{id: id, kid: "k1", key: key.Public(), expiry: now.Add(time.Minute)}
+	edKey, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherEdKey, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name           string
@@ -43,6 +54,15 @@ func TestSVIDCache(t *testing.T) {
 		{name: "not yet valid", overrideEntry: func(e *svidCacheEntry) { e.notBefore = now.Add(time.Second) }},
 		{name: "authority removed from the bundle", overrideBundle: func(b *jwtbundle.Bundle) { b.RemoveJWTAuthority("k1") }},
 		{name: "same kid, other key", overrideBundle: func(b *jwtbundle.Bundle) { _ = b.AddJWTAuthority("k1", newKey(t).Public()) }},
+		{name: "same key decoded again into a new bundle", expectHit: true, overrideBundle: func(b *jwtbundle.Bundle) {
+			_ = b.AddJWTAuthority("k1", &ecdsa.PublicKey{Curve: key.Curve, X: new(big.Int).Set(key.X), Y: new(big.Int).Set(key.Y)})
+		}},
+		{name: "Ed25519 authority, same key", expectHit: true,
+			overrideBundle: func(b *jwtbundle.Bundle) { _ = b.AddJWTAuthority("k1", edKey) },
+			overrideEntry:  func(e *svidCacheEntry) { e.key = slices.Clone(edKey) }},
+		{name: "Ed25519 authority, other key",
+			overrideBundle: func(b *jwtbundle.Bundle) { _ = b.AddJWTAuthority("k1", edKey) },
+			overrideEntry:  func(e *svidCacheEntry) { e.key = otherEdKey }},
 		{name: "other token", overrideEntry: func(e *svidCacheEntry) { e.kid = "k2" }},
 	}
 	for _, tt := range tests {

@@ -445,9 +445,9 @@ func grantAudience(rule *stsid.Rule, req *Request, keep []string) (accesstoken.A
 // subject token. With no scope requested the subject token's scopes are
 // kept, or else the rule's defaults apply.
 func grantScopes(rule *stsid.Rule, requested string, subj *subject) ([]string, error) {
-	req := strings.Split(requested, " ")
-	if requested == "" {
-		req = nil
+	var req []string
+	if requested != "" {
+		req = strings.Split(requested, " ")
 	}
 	for _, sc := range req {
 		if !jwtcheck.IsScopeToken(sc) {

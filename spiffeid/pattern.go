@@ -39,6 +39,9 @@ type Pattern struct {
 	// path is "" for a trust-domain-wide pattern, otherwise a SPIFFE ID path
 	// ("/a/*/b") in which "*" segments are wildcards.
 	path string
+	// text is the pattern as String returns it, made once by ParsePattern:
+	// the policy rule's name goes into every audit record and metric.
+	text string
 }
 
 // ParsePattern parses a pattern in one of the forms described on [Pattern].
@@ -88,7 +91,8 @@ func ParsePattern(s string) (Pattern, error) {
 	if err != nil {
 		return Pattern{}, fmt.Errorf("spiffeid: pattern %q: %w", s, err)
 	}
-	return Pattern{td: id.TrustDomain(), path: path}, nil
+	td := id.TrustDomain()
+	return Pattern{td: td, path: path, text: schemePrefix + td.Name() + path}, nil
 }
 
 // RequirePattern is like [ParsePattern] but panics on error. Use it only for
@@ -177,10 +181,7 @@ func (p Pattern) IsZero() bool {
 
 // String returns p in the syntax [ParsePattern] accepts, or "" if p is zero.
 func (p Pattern) String() string {
-	if p.IsZero() {
-		return ""
-	}
-	return schemePrefix + p.td.Name() + p.path
+	return p.text
 }
 
 // MarshalText implements [encoding.TextMarshaler]. The zero Pattern marshals

@@ -16,12 +16,12 @@ func TestParsePattern(t *testing.T) {
 		expectErr string
 		expected  Pattern
 	}{
-		{name: "baseline", in: "spiffe://example.org/ns/*/sa/web", expected: Pattern{td: td, path: "/ns/*/sa/web"}},
-		{name: "exact ID", in: "spiffe://example.org/ns/prod/sa/web", expected: Pattern{td: td, path: "/ns/prod/sa/web"}},
-		{name: "trust domain wide", in: "spiffe://example.org", expected: Pattern{td: td}},
-		{name: "leading wildcard", in: "spiffe://example.org/*/prod/sa/web", expected: Pattern{td: td, path: "/*/prod/sa/web"}},
-		{name: "trailing wildcard", in: "spiffe://example.org/ns/*/sa/*", expected: Pattern{td: td, path: "/ns/*/sa/*"}},
-		{name: "only wildcard", in: "spiffe://example.org/*", expected: Pattern{td: td, path: "/*"}},
+		{name: "baseline", in: "spiffe://example.org/ns/*/sa/web", expected: Pattern{td: td, path: "/ns/*/sa/web", text: "spiffe://example.org/ns/*/sa/web"}},
+		{name: "exact ID", in: "spiffe://example.org/ns/prod/sa/web", expected: Pattern{td: td, path: "/ns/prod/sa/web", text: "spiffe://example.org/ns/prod/sa/web"}},
+		{name: "trust domain wide", in: "spiffe://example.org", expected: Pattern{td: td, text: "spiffe://example.org"}},
+		{name: "leading wildcard", in: "spiffe://example.org/*/prod/sa/web", expected: Pattern{td: td, path: "/*/prod/sa/web", text: "spiffe://example.org/*/prod/sa/web"}},
+		{name: "trailing wildcard", in: "spiffe://example.org/ns/*/sa/*", expected: Pattern{td: td, path: "/ns/*/sa/*", text: "spiffe://example.org/ns/*/sa/*"}},
+		{name: "only wildcard", in: "spiffe://example.org/*", expected: Pattern{td: td, path: "/*", text: "spiffe://example.org/*"}},
 		{name: "empty", in: "", expectErr: `spiffeid: pattern is empty`},
 		{name: "no scheme", in: "example.org/ns/*/sa/web", expectErr: `spiffeid: pattern "example.org/ns/*/sa/web": scheme must be "spiffe"`},
 		{name: "wrong scheme", in: "https://example.org/ns/*/sa/web", expectErr: `spiffeid: pattern "https://example.org/ns/*/sa/web": scheme must be "spiffe"`},

@@ -34,8 +34,14 @@ Run "spiffe-sts <command> -h" for the flags of a command.
 `
 
 func main() {
-	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+	code := realMain(os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
+	os.Exit(code)
 }
+
+// stopProfile flushes the CPU profile of a build with -tags stsprofile
+// (cpuprofile.go); without the tag there is none.
+var stopProfile = func() {}
 
 // realMain runs the command line args (without the program name) and
 // returns the exit code.

@@ -63,8 +63,10 @@ func CopyExecutable(src, dir, name string) (string, error) {
 // BuildBinary runs `go build -o dir/name pkg` in the repository root (the
 // directory of the github.com/spiffe-sts/spiffe-sts module) and returns the
 // absolute path of the binary. pkg is an import path or a path relative to
-// the repository root such as "./cmd/spiffe-sts".
-func BuildBinary(ctx context.Context, pkg, dir, name string) (string, error) {
+// the repository root such as "./cmd/spiffe-sts". tags, when given, are
+// passed as -tags (integration/loadtest builds spiffe-sts with its
+// profiling hook this way).
+func BuildBinary(ctx context.Context, pkg, dir, name string, tags ...string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
@@ -73,7 +75,11 @@ func BuildBinary(ctx context.Context, pkg, dir, name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("harness: build %s: %w", pkg, err)
 	}
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-o", out, pkg)
+	args := []string{"build", "-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.CommandContext(ctx, goTool(), append(args, pkg)...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("harness: go build %s: %w\n%s", pkg, err, b)

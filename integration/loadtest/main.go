@@ -6,13 +6,21 @@
 // so that the server's CPU time per request is its own.
 //
 // Beside each series it prints the floor, measured in this same run on
-// core 1 before the series: floor_sign_us, one ES256 signature
+// core 1 before the series, in CPU time as the server's figure is:
+// floor_sign_us, one ES256 signature
 // (crypto/ecdsa SignASN1 with a P-256 key over a SHA-256 digest), and for
 // the cold series, whose every JWT-SVID is new, floor_verify_us too
 // (VerifyASN1); ratio is the server's CPU per request over the floor
 // (sign, or sign + verify for the cold series).
 //
 //	go run ./integration/loadtest    (or: make loadtest)
+//
+// -series runs only the named series (comma-separated, e.g.
+// http/client_credentials,http/exchange_reused). -cpuprofile DIR builds
+// spiffe-sts with its profiling hook (-tags stsprofile) and writes the
+// server's CPU profile of each series to DIR/<series>.pprof, for go tool
+// pprof; the profile covers the server's whole life, start-up and
+// warm-up included.
 //
 // It is a measurement, not a test: it is not part of make test.
 package main
@@ -32,9 +40,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/spiffe-sts/spiffe-sts/integration/harness"
 	"github.com/spiffe-sts/spiffe-sts/internal/loadgen"
@@ -61,10 +72,16 @@ func main() {
 	duration := flag.Duration("duration", 3*time.Second, "length of each closed-loop series")
 	connections := flag.Int("connections", 8, "keep-alive connections of each series")
 	pool := flag.Int("pool", 2000, "distinct JWT-SVIDs of the cold series")
+	only := flag.String("series", "", "run only these series (comma-separated names; default all)")
+	profileDir := flag.String("cpuprofile", "", "write the server's CPU profile of each series to `DIR`/<series>.pprof")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *duration, *connections, *pool); err != nil {
+	opts := options{duration: *duration, connections: *connections, pool: *pool, profileDir: *profileDir}
+	if *only != "" {
+		opts.only = strings.Split(*only, ",")
+	}
+	if err := run(ctx, opts); err != nil {
 		fmt.Fprintf(os.Stderr, "\nloadtest failed: %v\n", err)
 		os.Exit(1)
 	}
@@ -74,7 +91,18 @@ func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
 }
 
-func run(ctx context.Context, duration time.Duration, connections, pool int) error {
+// options are the command line.
+type options struct {
+	duration    time.Duration
+	connections int
+	pool        int
+	// only names the series to run; nil runs all.
+	only       []string
+	profileDir string
+}
+
+func run(ctx context.Context, o options) error {
+	duration, connections, pool := o.duration, o.connections, o.pool
 	if runtime.NumCPU() < 2 {
 		return errors.New("needs two cores: one for the loader, one for the server")
 	}
@@ -96,7 +124,14 @@ func run(ctx context.Context, duration time.Duration, connections, pool int) err
 	}
 
 	step("2. building spiffe-sts and stsctl")
-	stsBin, err := harness.BuildBinary(ctx, "./cmd/spiffe-sts", work, "spiffe-sts")
+	var tags []string
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return err
+		}
+		tags = append(tags, "stsprofile")
+	}
+	stsBin, err := harness.BuildBinary(ctx, "./cmd/spiffe-sts", work, "spiffe-sts", tags...)
 	if err != nil {
 		return err
 	}
@@ -148,7 +183,12 @@ func run(ctx context.Context, duration time.Duration, connections, pool int) err
 			"-connections", fmt.Sprint(connections), "-series", series, "-output", "json",
 			"-start-server", config, "-server-bin", stsBin, "-server-cpu", fmt.Sprint(serverCPU),
 			"-server-log", filepath.Join(work, "sts.log")}, args...)
-		return runBench(ctx, spire, benchBin, args)
+		var env []string
+		if o.profileDir != "" {
+			// stsctl bench passes its environment on to the server it starts.
+			env = append(env, "SPIFFE_STS_CPUPROFILE="+filepath.Join(o.profileDir, strings.NewReplacer("/", "_", "@", "_").Replace(series)+".pprof"))
+		}
+		return runBench(ctx, spire, benchBin, args, env)
 	}
 	d := fmt.Sprint(duration)
 	type series struct {
@@ -165,6 +205,9 @@ func run(ctx context.Context, duration time.Duration, connections, pool int) err
 	}
 	var peak float64
 	for _, s := range all {
+		if o.only != nil && !slices.Contains(o.only, s.name) {
+			continue
+		}
 		floor := measureFloor(serverCPU)
 		r, err := bench(s.name, s.args...)
 		if err != nil {
@@ -175,7 +218,7 @@ func run(ctx context.Context, duration time.Duration, connections, pool int) err
 		}
 		printSeries(r, floor, s.cold)
 	}
-	if peak > 0 {
+	if peak > 0 && (o.only == nil || slices.Contains(o.only, "http/exchange_reused@half_peak")) {
 		// The latency target: p99 at half the peak rate, offered open loop.
 		rate := fmt.Sprintf("%.0f", peak/2)
 		floor := measureFloor(serverCPU)
@@ -190,9 +233,9 @@ func run(ctx context.Context, duration time.Duration, connections, pool int) err
 
 // runBench runs stsctl bench pinned to the loader's core, as the
 // registered workload, and decodes its report.
-func runBench(ctx context.Context, spire *harness.SPIRE, bin string, args []string) (loadgen.Report, error) {
+func runBench(ctx context.Context, spire *harness.SPIRE, bin string, args, env []string) (loadgen.Report, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "SPIFFE_ENDPOINT_SOCKET="+spire.WorkloadAPIAddr())
+	cmd.Env = append(append(os.Environ(), "SPIFFE_ENDPOINT_SOCKET="+spire.WorkloadAPIAddr()), env...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	exited, err := loadgen.StartPinned(cmd, loaderCPU)
@@ -236,6 +279,9 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // measureFloor times one ES256 signature and one verification in this
 // process, on a thread pinned to cpu (the server's, idle between series).
+// The time is the thread's CPU time, as the server's figure is its
+// utime+stime: on a shared host, wall time would count what other
+// processes ran on that core.
 func measureFloor(cpu int) floor {
 	var f floor
 	err := loadgen.OnCPU(cpu, func() error {
@@ -258,15 +304,25 @@ func measureFloor(cpu int) floor {
 	return f
 }
 
-// perOp runs op for about half a second and returns its time per call.
+// perOp runs op for about half a second of CPU time and returns its CPU
+// time per call. The caller's goroutine is locked to its thread (OnCPU).
 func perOp(op func()) time.Duration {
 	for n := 64; ; n *= 2 {
-		start := time.Now()
+		start := threadCPU()
 		for range n {
 			op()
 		}
-		if elapsed := time.Since(start); elapsed > 500*time.Millisecond {
+		if elapsed := threadCPU() - start; elapsed > 500*time.Millisecond {
 			return elapsed / time.Duration(n)
 		}
 	}
+}
+
+// threadCPU is the CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID).
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		panic(err)
+	}
+	return time.Duration(ts.Nano())
 }
