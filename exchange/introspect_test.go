@@ -45,7 +45,7 @@ func newIntrospectionFixture(t *testing.T, overrideConfig ...func(*exchange.Conf
 	f.STS = ststest.Start(t, func(c *exchange.Config) {
 		c.Audit, c.Metrics = f.trail, metrics.NewExchange(f.reg)
 		var err error
-		if f.minter, err = issuer.New(issuer.Config{IssuerURL: c.IssuerURL, Keys: f.keys}); err != nil {
+		if f.minter, err = issuer.New(issuer.Config{IssuerURL: c.IssuerURL, Keys: f.keys, Clock: f.clock.Now}); err != nil {
 			t.Fatal(err)
 		}
 		c.Minter, c.Keys, c.Clock = f.minter, f.minter.KeySet(), f.clock.Now
@@ -245,7 +245,7 @@ func TestIntrospection(t *testing.T) {
 // issuerURL.
 func mintWith(t *testing.T, f *introspectionFixture, issuerURL string, keys *swapKeys, claims accesstoken.Claims) string {
 	t.Helper()
-	iss, err := issuer.New(issuer.Config{IssuerURL: issuerURL, Keys: keys})
+	iss, err := issuer.New(issuer.Config{IssuerURL: issuerURL, Keys: keys, Clock: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
