@@ -202,6 +202,9 @@ func run(ctx context.Context, o options) error {
 		{name: "http/exchange_distinct", args: []string{"-grant", "jwt-svid-distinct", "-pool", fmt.Sprint(pool), "-duration", "0"}, cold: true},
 		{name: "grpc/exchange_reused", args: []string{"-grant", "jwt-svid", "-transport", "grpc", "-duration", d}},
 		{name: "grpc/client_credentials", args: []string{"-grant", "client-credentials", "-transport", "grpc", "-duration", d}},
+		// The memory target: peak RSS under 32 concurrent keep-alive
+		// clients (a later -connections overrides the default).
+		{name: "http/exchange_reused@32_connections", args: []string{"-grant", "jwt-svid", "-duration", d, "-connections", "32"}},
 	}
 	var peak float64
 	for _, s := range all {
