@@ -40,15 +40,14 @@ func (s *Server) serveHTTP2Conn(hs *http.Server, h2 *http2.Server, conn *tls.Con
 	if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 		ctx = bc.BaseContext()
 	}
-	var deadline time.Time
-	d := hs.ReadHeaderTimeout
-	if d == 0 {
-		d = hs.ReadTimeout // as net/http does
-	}
-	if d > 0 {
-		deadline = time.Now().Add(d)
-	}
-	sniffed, err := h2sniff.Sniff(conn, h2sniff.Options{Deadline: deadline})
+	// As net/http does: the preface within ReadHeaderTimeout, and a
+	// connection without requests kept for IdleTimeout, each ReadTimeout
+	// when zero.
+	now := time.Now()
+	sniffed, err := h2sniff.Sniff(conn, h2sniff.Options{
+		PrefaceDeadline: deadline(now, hs.ReadHeaderTimeout, hs.ReadTimeout),
+		RequestDeadline: deadline(now, hs.IdleTimeout, hs.ReadTimeout),
+	})
 	if err != nil {
 		s.log.Debug("HTTP/2 connection closed before its first request", logKeyRemote, conn.RemoteAddr().String(), logKeyReason, err.Error())
 		return
@@ -58,6 +57,17 @@ func (s *Server) serveHTTP2Conn(hs *http.Server, h2 *http2.Server, conn *tls.Con
 		return
 	}
 	h2.ServeConn(sniffed.ReplayWithoutAck(), &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
+}
+
+// deadline is now plus the first of timeouts that is not zero; zero when
+// all are.
+func deadline(now time.Time, timeouts ...time.Duration) time.Time {
+	for _, d := range timeouts {
+		if d > 0 {
+			return now.Add(d)
+		}
+	}
+	return time.Time{}
 }
 
 // serveGRPCConn serves conn with the grpc.Server, until the grpc.Server

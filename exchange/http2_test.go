@@ -145,21 +145,22 @@ func TestGRPCAfterHTTP2(t *testing.T) {
 }
 
 // TestHTTP2PrefaceRefused checks that an h2 connection that is not
-// HTTP/2, or sends no request within ReadHeaderTimeout, is closed, and
-// that the server goes on serving.
+// HTTP/2, sends no preface within ReadHeaderTimeout or no request within
+// IdleTimeout, is closed, and that the server goes on serving.
 func TestHTTP2PrefaceRefused(t *testing.T) {
-	const timeout = 300 * time.Millisecond
-	f := newFixture(t, func(c *exchange.Config) { c.ReadHeaderTimeout = timeout })
+	const headerTimeout, idleTimeout = 300 * time.Millisecond, 800 * time.Millisecond
+	f := newFixture(t, func(c *exchange.Config) { c.ReadHeaderTimeout, c.IdleTimeout = headerTimeout, idleTimeout })
 	addr := strings.TrimPrefix(f.issuerURL, "https://")
 	settings := []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}
 	for _, tc := range []struct {
-		name string
-		sent []byte
+		name    string
+		sent    []byte
+		timeout time.Duration // when the server closes the connection, at the latest
 	}{
-		{"garbage", bytes.Repeat([]byte("garbage "), 8)},
-		{"HTTP/1.1 over h2", []byte("GET / HTTP/1.1\r\nHost: sts\r\n\r\n")},
-		{"no request", append([]byte(http2.ClientPreface), settings...)},
-		{"nothing", nil},
+		{"garbage", bytes.Repeat([]byte("garbage "), 8), 0},
+		{"HTTP/1.1 over h2", []byte("GET / HTTP/1.1\r\nHost: sts\r\n\r\n"), 0},
+		{"nothing", nil, headerTimeout},
+		{"no request", append([]byte(http2.ClientPreface), settings...), idleTimeout},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := f.TLSConfig(f.svid(t, workloadID))
@@ -179,8 +180,8 @@ func TestHTTP2PrefaceRefused(t *testing.T) {
 			if errors.As(err, &ne) && ne.Timeout() {
 				t.Fatalf("the server kept the connection open: %v", err)
 			}
-			if d := time.Since(start); d > timeout+2*time.Second {
-				t.Errorf("closed after %v, want about %v at most", d, timeout)
+			if d := time.Since(start); d > tc.timeout+2*time.Second {
+				t.Errorf("closed after %v, want %v at most", d, tc.timeout)
 			}
 		})
 	}

@@ -172,9 +172,14 @@ type Config struct {
 	// Retry-After: 1.
 	MaxInFlight int
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
-	// http.Server timeouts of HTTPServer, for HTTP and gRPC alike (the
-	// gRPC API is served over the same HTTP/2 connections); the Default
-	// constants when zero.
+	// http.Server timeouts of HTTPServer; the Default constants when zero.
+	// An HTTP/2 connection must send its preface within
+	// ReadHeaderTimeout and its first request within IdleTimeout. The
+	// gRPC API, on the same listener, has WriteTimeout for each call from
+	// its headers to its end (sooner when the client's deadline is), and
+	// IdleTimeout for a connection without calls
+	// (keepalive.ServerParameters.MaxConnectionIdle); ReadTimeout does
+	// not apply to it.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// TLSMinVersion is the lowest TLS version HTTPServer accepts:
 	// tls.VersionTLS12 (the default when zero) or tls.VersionTLS13.

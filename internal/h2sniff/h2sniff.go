@@ -12,7 +12,10 @@
 // treats an unexpected one as a connection error, so give it
 // Sniffed.ReplayWithoutAck, which removes the client's first ACK.
 //
-//	sniffed, err := h2sniff.Sniff(tlsConn, h2sniff.Options{Deadline: time.Now().Add(10 * time.Second)})
+//	sniffed, err := h2sniff.Sniff(tlsConn, h2sniff.Options{
+//		PrefaceDeadline: time.Now().Add(10 * time.Second),
+//		RequestDeadline: time.Now().Add(2 * time.Minute),
+//	})
 //	if err != nil {
 //		tlsConn.Close()
 //		return
@@ -67,13 +70,19 @@ type TLSConn interface {
 	ConnectionState() tls.ConnectionState
 }
 
-// Options bound Sniff.
+// Options bound Sniff. It clears the connection's deadlines before it
+// returns.
 type Options struct {
 	// MaxBytes is the most Sniff reads (DefaultMaxBytes when zero).
 	MaxBytes int
-	// Deadline, when not zero, is the read and write deadline of the
-	// sniff; Sniff clears the connection's deadlines before it returns.
-	Deadline time.Time
+	// PrefaceDeadline, when not zero, is the deadline of the client
+	// preface (RFC 9113 §3.4) and of the write of Sniff's SETTINGS.
+	PrefaceDeadline time.Time
+	// RequestDeadline, when not zero, is the deadline of the first
+	// request's headers, after the preface: how long an HTTP/2
+	// connection may stay without a stream, such as a client's that
+	// connects ahead of its first call.
+	RequestDeadline time.Time
 }
 
 // Sniffed is a connection whose start Sniff has read.
@@ -95,17 +104,17 @@ type Sniffed struct {
 // CONTINUATION frames. Frames before it (SETTINGS, WINDOW_UPDATE,
 // PRIORITY, PING, a SETTINGS ACK) are kept for the replay, not answered.
 // It fails on anything that is not HTTP/2, on a connection error (RFC 9113
-// §5.4.1), past opts.MaxBytes and at opts.Deadline; the caller then closes
-// conn.
+// §5.4.1), past opts.MaxBytes and at opts' deadlines; the caller then
+// closes conn.
 func Sniff(conn TLSConn, opts Options) (*Sniffed, error) {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = DefaultMaxBytes
 	}
-	if !opts.Deadline.IsZero() {
-		if err := conn.SetDeadline(opts.Deadline); err != nil {
-			return nil, fmt.Errorf("h2sniff: %w", err)
-		}
+	if !opts.PrefaceDeadline.IsZero() || !opts.RequestDeadline.IsZero() {
 		defer conn.SetDeadline(time.Time{})
+	}
+	if err := conn.SetDeadline(opts.PrefaceDeadline); err != nil {
+		return nil, fmt.Errorf("h2sniff: %w", err)
 	}
 	rec := &recorder{r: conn, max: opts.MaxBytes, buf: make([]byte, 0, 1024)}
 	var preface [len(http2.ClientPreface)]byte
@@ -118,6 +127,9 @@ func Sniff(conn TLSConn, opts Options) (*Sniffed, error) {
 	fr := http2.NewFramer(conn, rec)
 	if err := fr.WriteSettings(); err != nil {
 		return nil, fmt.Errorf("h2sniff: writing SETTINGS: %w", err)
+	}
+	if err := conn.SetDeadline(opts.RequestDeadline); err != nil {
+		return nil, fmt.Errorf("h2sniff: %w", err)
 	}
 	fr.SetMaxReadFrameSize(initialMaxFrameSize)
 	fr.ReadMetaHeaders = hpack.NewDecoder(initialHeaderTableSize, nil)

@@ -240,24 +240,36 @@ func TestSniffRefuses(t *testing.T) {
 	}
 }
 
-// TestSniffDeadline checks that a client that never sends a request
-// fails the sniff at the deadline.
-func TestSniffDeadline(t *testing.T) {
-	client, server := net.Pipe()
-	defer client.Close()
-	go func() {
-		_, _ = client.Write(newFrames().preface().settings().bytes())
-		_, _ = io.Copy(io.Discard, client) // the SETTINGS, then nothing
-	}()
-	start := time.Now()
-	_, err := h2sniff.Sniff(pipeConn{server}, h2sniff.Options{Deadline: start.Add(100 * time.Millisecond)})
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("Sniff: %v, want the deadline", err)
+// TestSniffDeadlines checks that a client that sends no preface fails the
+// sniff at PrefaceDeadline, and one that sends no request at
+// RequestDeadline.
+func TestSniffDeadlines(t *testing.T) {
+	const short, long = 100 * time.Millisecond, 600 * time.Millisecond
+	tests := []struct {
+		name     string
+		sent     []byte
+		min, max time.Duration // when Sniff returns
+	}{
+		{name: "no preface", sent: []byte("PRI * HTTP/2.0\r\n"), min: short, max: long},
+		{name: "no request", sent: newFrames().preface().settings().ping().bytes(), min: long, max: 5 * time.Second},
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("Sniff returned after %v", d)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			defer server.Close()
+			go func() { _, _ = client.Write(tc.sent) }()
+			go func() { _, _ = io.Copy(io.Discard, client) }() // the SETTINGS, then nothing
+			start := time.Now()
+			_, err := h2sniff.Sniff(pipeConn{server}, h2sniff.Options{PrefaceDeadline: start.Add(short), RequestDeadline: start.Add(long)})
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Sniff: %v, want the deadline", err)
+			}
+			if d := time.Since(start); d < tc.min || d > tc.max {
+				t.Fatalf("Sniff returned after %v, want %v to %v", d, tc.min, tc.max)
+			}
+		})
 	}
-	_ = server.Close()
 }
 
 type pipeConn struct{ net.Conn }
@@ -310,7 +322,7 @@ func TestClients(t *testing.T) {
 					_ = c.Close()
 					return
 				}
-				sniffed, err := h2sniff.Sniff(tc, h2sniff.Options{Deadline: time.Now().Add(10 * time.Second)})
+				sniffed, err := h2sniff.Sniff(tc, h2sniff.Options{PrefaceDeadline: time.Now().Add(10 * time.Second)})
 				if err != nil {
 					t.Errorf("Sniff: %v", err)
 					_ = c.Close()
