@@ -223,3 +223,40 @@ func TestShutdownStopsGRPC(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestGRPCCallDeadline checks that a gRPC call whose message never comes
+// ends at WriteTimeout, as an HTTP/2 request does.
+func TestGRPCCallDeadline(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	f := newFixture(t, func(c *exchange.Config) { c.WriteTimeout = timeout })
+	client := &http.Client{Transport: &http2.Transport{TLSClientConfig: f.TLSConfig(f.svid(t, workloadID))}}
+	defer client.CloseIdleConnections()
+	body, never := io.Pipe()
+	defer never.Close()
+	req, _ := http.NewRequest(http.MethodPost, f.issuerURL+exchangepb.TokenExchange_Exchange_FullMethodName, body)
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("TE", "trailers")
+	start := time.Now()
+	done := make(chan string, 1)
+	go func() {
+		resp, err := client.Do(req)
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- "grpc-status " + resp.Trailer.Get("Grpc-Status") + resp.Header.Get("Grpc-Status")
+	}()
+	select {
+	case got := <-done:
+		if got == "grpc-status 0" {
+			t.Fatalf("the call succeeded")
+		}
+		if d := time.Since(start); d < timeout {
+			t.Fatalf("the call ended after %v (%s), before WriteTimeout", d, got)
+		}
+	case <-time.After(timeout + 5*time.Second):
+		t.Fatal("the call did not end")
+	}
+}
