@@ -1,5 +1,7 @@
 package exchange
 
+//lint:file-ignore SA1019 net/http (Go 1.26) cannot serve HTTP/2 on a net.Conn that is not a *tls.Conn, as the sniffed connection is; x/net's server is the one net/http bundles.
+
 import (
 	"context"
 	"crypto/tls"

@@ -380,7 +380,9 @@ func (s *Server) HTTPServer(svids x509svid.Source) *http.Server {
 	// send the HTTP/2 connections a GOAWAY; it fails only on a
 	// TLSConfig.CipherSuites without the HTTP/2 ones, which TLSConfig
 	// does not set.
+	//lint:ignore SA1019 see http2.go: serveHTTP2Conn needs x/net's ServeConn.
 	h2 := &http2.Server{}
+	//lint:ignore SA1019 as above.
 	if err := http2.ConfigureServer(srv, h2); err != nil {
 		panic("exchange: " + err.Error())
 	}
