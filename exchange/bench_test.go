@@ -131,8 +131,9 @@ func BenchmarkTokenExchangeMTLS(b *testing.B) {
 
 // BenchmarkExchangeGRPC measures the same JWT-SVID exchange as
 // BenchmarkTokenExchangeMTLS over the gRPC API in-process: a gRPC-Go client
-// over real mTLS to the same listener, where net/http's HTTP/2 server hands
-// the stream to grpc.Server.ServeHTTP. Client and server share the CPUs.
+// over real mTLS to the same listener (HTTPServer), which hands the
+// connection to gRPC-Go's own HTTP/2 transport. Client and server share
+// the CPUs.
 func BenchmarkExchangeGRPC(b *testing.B) {
 	s := ststest.Start(b, nil)
 	form, err := url.ParseQuery(exchangeForm(s, b))

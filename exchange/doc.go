@@ -35,13 +35,21 @@
 // # gRPC
 //
 // The same listener serves the gRPC API exchangepb.TokenExchange
-// (exchange.proto, package spiffests.exchange.v1): ServeHTTP hands HTTP/2
-// requests whose Content-Type is application/grpc to an internal
-// grpc.Server. The client is authenticated by the same function, from the
-// same TLS state and per-connection cache, and the request goes through
-// the form's parameter checks and the same pipeline, so both APIs accept
-// and refuse exactly the same requests. A gRPC client connects with the
-// TLS credentials of its X509-SVID:
+// (exchange.proto, package spiffests.exchange.v1): HTTPServer reads the
+// start of each HTTP/2 connection (internal/h2sniff) and hands one whose
+// first request has a Content-Type of application/grpc (or
+// application/grpc+<codec>) to an internal grpc.Server, which serves it
+// with gRPC-Go's own HTTP/2 transport, so that a gRPC call costs about
+// what an HTTP exchange costs. The other HTTP/2 connections go to
+// golang.org/x/net/http2's server; a gRPC call on one of them (a proxy
+// that multiplexes both APIs over one connection) is served too, through
+// grpc.Server.ServeHTTP, at about twice the cost, and a plain HTTP
+// request on a gRPC connection is refused with 415 Unsupported Media Type.
+// The client is authenticated by the same function, from the same TLS
+// state and per-connection cache, and the request goes through the form's
+// parameter checks and the same pipeline, so both APIs accept and refuse
+// exactly the same requests. A gRPC client connects with the TLS
+// credentials of its X509-SVID:
 //
 //	creds := credentials.NewTLS(tlsconfig.MTLSClientConfig(x509Source, x509Source, tlsconfig.AuthorizeID(stsID)))
 //	conn, err := grpc.NewClient("sts.example.org:8443", grpc.WithTransportCredentials(creds))
@@ -82,6 +90,8 @@
 //	})
 //	httpServer := srv.HTTPServer(x509Source)
 //	err = httpServer.ServeTLS(listener, "", "")
+//
+// httpServer.Shutdown also stops the gRPC API gracefully.
 //
 // The server also serves RFC 8414 metadata at
 // /.well-known/oauth-authorization-server and

@@ -14,8 +14,8 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
 
-// grpcService is the gRPC API, exchangepb.TokenExchange, served by
-// Server.ServeHTTP on the HTTPS listener. It runs the HTTP token endpoint's
+// grpcService is the gRPC API, exchangepb.TokenExchange, served on the
+// HTTPS listener of Server.HTTPServer. It runs the HTTP token endpoint's
 // steps: client authentication by the connection's X509-SVID, the request
 // parameters through the same builder as the form, then exchange.
 type grpcService struct {
@@ -59,17 +59,26 @@ func (g grpcService) Exchange(ctx context.Context, in *exchangepb.ExchangeReques
 }
 
 func (s *Server) exchangeGRPC(ctx context.Context, p *peer.Peer, in *exchangepb.ExchangeRequest, d *decision) (*exchangepb.ExchangeResponse, error) {
-	// grpc.Server.ServeHTTP sets the peer's AuthInfo from the request's
-	// TLS state, and the stream's context derives from the request's, so
-	// the connection's authentication cache is shared with HTTP.
+	// A connection HTTPServer handed to the grpc.Server has its TLS state
+	// and authentication cache in the peer's AuthInfo; for a call through
+	// grpc.Server.ServeHTTP (see Server.ServeHTTP), the AuthInfo is the
+	// request's TLS state, and the stream's context derives from the
+	// request's, which carries the cache.
 	var state *tls.ConnectionState
+	var auth *connAuth
 	if p != nil {
-		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+		switch info := p.AuthInfo.(type) {
+		case *grpcAuthInfo:
+			state, auth = &info.State, info.auth
+		case credentials.TLSInfo:
 			state = &info.State
 		}
 	}
+	if auth == nil {
+		auth = connAuthFrom(ctx)
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	caller, proxy, err := s.authenticate(ctx, state, headerOf(md))
+	caller, proxy, err := s.authenticate(auth, state, headerOf(md))
 	if err != nil {
 		return nil, err
 	}

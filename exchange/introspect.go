@@ -57,7 +57,7 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 		RemoteAddr: r.RemoteAddr,
 	}
 	w.Header()[HeaderRequestID] = []string{rec.RequestID}
-	caller, proxy, err := s.authenticate(r.Context(), r.TLS, r.Header)
+	caller, proxy, err := s.authenticate(connAuthFrom(r.Context()), r.TLS, r.Header)
 	if err != nil {
 		s.introspected(w, rec, nil, err)
 		return

@@ -24,7 +24,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/spiffe-sts/spiffe-sts/accesstoken"
 	"github.com/spiffe-sts/spiffe-sts/exchange/exchangepb"
@@ -170,9 +172,14 @@ type Config struct {
 	// Retry-After: 1.
 	MaxInFlight int
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
-	// http.Server timeouts of HTTPServer, for HTTP and gRPC alike (the
-	// gRPC API is served over the same HTTP/2 connections); the Default
-	// constants when zero.
+	// http.Server timeouts of HTTPServer; the Default constants when zero.
+	// An HTTP/2 connection must send its preface within
+	// ReadHeaderTimeout and its first request within IdleTimeout. The
+	// gRPC API, on the same listener, has WriteTimeout for each call from
+	// its headers to its end (sooner when the client's deadline is), and
+	// IdleTimeout for a connection without calls
+	// (keepalive.ServerParameters.MaxConnectionIdle); ReadTimeout does
+	// not apply to it.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// TLSMinVersion is the lowest TLS version HTTPServer accepts:
 	// tls.VersionTLS12 (the default when zero) or tls.VersionTLS13.
@@ -291,7 +298,14 @@ func New(cfg Config) (*Server, error) {
 	health := HealthHandler(s.Ready)
 	s.mux.Handle("GET "+protocol.PathHealthz, health)
 	s.mux.Handle("GET "+protocol.PathReadyz, health)
-	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(int(min(cfg.MaxBodyBytes, math.MaxInt32))))
+	s.grpc = grpc.NewServer(
+		grpc.Creds(handedOffCredentials{}),
+		grpc.MaxRecvMsgSize(int(min(cfg.MaxBodyBytes, math.MaxInt32))),
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.MaxHeaderListSize(maxHeaderListSize),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout}),
+		grpc.InTapHandle(s.callDeadline),
+	)
 	exchangepb.RegisterTokenExchangeServer(s.grpc, grpcService{s: s})
 	return s, nil
 }
@@ -300,12 +314,15 @@ func New(cfg Config) (*Server, error) {
 // finish under the old one.
 func (s *Server) SetPolicy(p *stsid.Policy) { s.policy.Store(p) }
 
-// ServeHTTP implements http.Handler. gRPC requests (HTTP/2 with a
-// Content-Type of application/grpc or application/grpc+<codec>) go to the
-// gRPC API, exchangepb.TokenExchange; everything else to the HTTP
-// endpoints.
+// ServeHTTP implements http.Handler: the HTTP endpoints. HTTPServer
+// serves the gRPC API, exchangepb.TokenExchange, on the connections whose
+// first request is a gRPC call (HTTP/2 with a Content-Type of
+// application/grpc, application/grpc+<codec> or application/grpc;...);
+// ServeHTTP serves a gRPC call that comes later on another HTTP/2
+// connection, as a proxy that multiplexes both APIs over one connection
+// sends it, through grpc.Server.ServeHTTP, which costs more.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+	if r.ProtoMajor == 2 && isGRPCContentType(r.Header.Get("Content-Type")) {
 		s.grpc.ServeHTTP(w, r)
 		return
 	}
@@ -326,13 +343,29 @@ func TLSConfig(svids x509svid.Source) *tls.Config {
 	}
 }
 
+// maxHeaderBytes is HTTPServer's MaxHeaderBytes; maxHeaderListSize is the
+// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE that golang.org/x/net/http2 derives
+// from it (RFC 9113 §6.5.2: 32 bytes more per field, for ten fields),
+// which the gRPC API advertises too.
+const (
+	maxHeaderBytes    = 16 << 10
+	maxHeaderListSize = maxHeaderBytes + 10*32
+)
+
 // HTTPServer returns an http.Server that serves s over TLS with this
 // server's rotating X509-SVID (see TLSConfig), from Config.TLSMinVersion
-// up, with the Config's timeouts. Serve it with ServeTLS(listener, "", "").
+// up, with the Config's timeouts: HTTP/1.1 and HTTP/2 (ALPN h2 and
+// http/1.1), and the gRPC API over HTTP/2, on the same listener. Serve it
+// with ServeTLS(listener, "", "").
+//
+// An HTTP/2 connection whose first request is a gRPC call is served by
+// gRPC-Go's own HTTP/2 transport, any other by golang.org/x/net/http2's
+// server with s as its handler. Shutdown stops the gRPC API gracefully
+// too: from then on, s serves gRPC calls on no http.Server.
 func (s *Server) HTTPServer(svids x509svid.Source) *http.Server {
 	tlsConfig := TLSConfig(svids)
 	tlsConfig.MinVersion = s.cfg.TLSMinVersion
-	return &http.Server{
+	srv := &http.Server{
 		Handler:           s,
 		TLSConfig:         tlsConfig,
 		ConnContext:       s.ConnContext,
@@ -340,9 +373,27 @@ func (s *Server) HTTPServer(svids x509svid.Source) *http.Server {
 		ReadTimeout:       s.cfg.ReadTimeout,
 		WriteTimeout:      s.cfg.WriteTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    16 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
+	// ConfigureServer offers h2 and http/1.1 by ALPN and has srv.Shutdown
+	// send the HTTP/2 connections a GOAWAY; it fails only on a
+	// TLSConfig.CipherSuites without the HTTP/2 ones, which TLSConfig
+	// does not set.
+	//lint:ignore SA1019 see http2.go: serveHTTP2Conn needs x/net's ServeConn.
+	h2 := &http2.Server{}
+	//lint:ignore SA1019 as above.
+	if err := http2.ConfigureServer(srv, h2); err != nil {
+		panic("exchange: " + err.Error())
+	}
+	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){
+		http2.NextProtoTLS: func(hs *http.Server, c *tls.Conn, h http.Handler) { s.serveHTTP2Conn(hs, h2, c, h) },
+	}
+	// Shutdown hooks must not block; GracefulStop returns once the gRPC
+	// calls in progress have ended (Close ends them sooner, by closing
+	// their connections).
+	srv.RegisterOnShutdown(func() { go s.grpc.GracefulStop() })
+	return srv
 }
 
 // ConnContext is the http.Server hook that lets the Server authenticate a
@@ -352,6 +403,16 @@ func (s *Server) ConnContext(ctx context.Context, _ net.Conn) context.Context {
 }
 
 type connAuthKey struct{}
+
+// connAuthFrom returns the connection's cache that ConnContext put in ctx,
+// or a new one, which caches nothing beyond the request, when there is
+// none.
+func connAuthFrom(ctx context.Context) *connAuth {
+	if auth, ok := ctx.Value(connAuthKey{}).(*connAuth); ok {
+		return auth
+	}
+	return new(connAuth)
+}
 
 // connAuth caches the outcome of verifying a connection's client chain
 // and, behind a trusted proxy, of the certificates it forwarded.
@@ -423,7 +484,7 @@ func (s *Server) Ready() error {
 // connection, whose TLS state is state (nil without TLS), for both the HTTP
 // and the gRPC API (RFC 8705 §2.1 tls_client_auth, with the SPIFFE ID in
 // the SAN URI as the client identifier). The chain is verified once per
-// connection when ctx carries the ConnContext cache; the expiry of the
+// connection, whose cache is auth (see connAuthFrom); the expiry of the
 // leaf is checked on every request.
 //
 // With Config.Forwarded, h are the request's headers (or gRPC metadata):
@@ -431,11 +492,7 @@ func (s *Server) Ready() error {
 // forwarded, verified once per connection and header value, and proxy is
 // the proxy; a forwarding header from any other hop, or none from a
 // trusted proxy, is invalid_client with forwarded.Describe's text.
-func (s *Server) authenticate(ctx context.Context, state *tls.ConnectionState, h http.Header) (caller, proxy stsid.Peer, err error) {
-	auth, ok := ctx.Value(connAuthKey{}).(*connAuth)
-	if !ok {
-		auth = new(connAuth)
-	}
+func (s *Server) authenticate(auth *connAuth, state *tls.ConnectionState, h http.Header) (caller, proxy stsid.Peer, err error) {
 	hop, err := s.authenticateHop(auth, state)
 	if s.cfg.Forwarded == nil {
 		return hop, stsid.Peer{}, err

@@ -98,7 +98,7 @@ func (s *Server) protocolError(err error) protocol.Error {
 // a caller pays for a body it trickles in, and the in-flight slot after
 // it, so such a body holds none.
 func (s *Server) serveTokenRequest(r *http.Request, d *decision) (*protocol.Response, error) {
-	caller, proxy, err := s.authenticate(r.Context(), r.TLS, r.Header)
+	caller, proxy, err := s.authenticate(connAuthFrom(r.Context()), r.TLS, r.Header)
 	if err != nil {
 		return nil, err
 	}

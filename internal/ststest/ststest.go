@@ -52,7 +52,10 @@ type STS struct {
 	URL    string
 	Issuer *issuer.Issuer
 	Server *exchange.Server
-	svids  map[string]*x509svid.SVID
+	// HTTP is Server.HTTPServer serving on the listener; Start closes it
+	// when the test ends.
+	HTTP  *http.Server
+	svids map[string]*x509svid.SVID
 }
 
 // DefaultPolicy allows spiffe://example.org/ns/prod/sa/* the audiences
@@ -101,9 +104,9 @@ func Start(t testing.TB, overrideConfig func(*exchange.Config)) *STS {
 	if s.Server, err = exchange.New(cfg); err != nil {
 		t.Fatal(err)
 	}
-	srv := s.Server.HTTPServer(s.SVID)
-	go func() { _ = srv.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() { _ = srv.Close() })
+	s.HTTP = s.Server.HTTPServer(s.SVID)
+	go func() { _ = s.HTTP.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = s.HTTP.Close() })
 	return s
 }
 
