@@ -35,7 +35,7 @@ func exchangeForm(s *ststest.STS, b *testing.B) string {
 // startObservedSTS starts a server with metrics (their own registry) and
 // the audit trail (JSON lines to io.Discard) on, as in production;
 // overrideConfig, when not nil, changes the configuration further.
-func startObservedSTS(b *testing.B, overrideConfig func(*exchange.Config)) *ststest.STS {
+func startObservedSTS(b testing.TB, overrideConfig func(*exchange.Config)) *ststest.STS {
 	trail, err := audit.Open(audit.Config{Path: audit.Stdout, Stdout: io.Discard})
 	if err != nil {
 		b.Fatal(err)

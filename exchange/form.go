@@ -38,11 +38,12 @@ type Request struct {
 	otherClientAuth string
 }
 
-// parseTokenRequest reads and parses the body of r: an
+// parseTokenRequest reads and parses the body of r, read through body
+// (r.Body limited to maxBytes+1 bytes): an
 // application/x-www-form-urlencoded form (RFC 6749 §3.2) or, for clients
 // such as gRPC-Go's credentials/sts, a JSON object with the same
 // parameter names. The body is at most maxBytes long.
-func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Request, error) {
+func parseTokenRequest(r *http.Request, body *io.LimitedReader, maxBytes int64, buf *bytes.Buffer) (Request, error) {
 	mediaType, err := requestMediaType(r.Header.Get("Content-Type"))
 	isJSON := err == nil && mediaType == "application/json"
 	if !isJSON && (err != nil || mediaType != "application/x-www-form-urlencoded") {
@@ -51,7 +52,7 @@ func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Requ
 	if r.ContentLength > maxBytes {
 		return Request{}, protocol.ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
 	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, maxBytes+1))
+	n, err := buf.ReadFrom(body)
 	if err != nil {
 		return Request{}, protocol.ErrInvalidRequest.WithDescription("reading the request body failed")
 	}
