@@ -164,7 +164,7 @@ func parseForm(body string) (Request, error) {
 		if err != nil {
 			return Request{}, protocol.ErrInvalidRequest.WithDescription("malformed form encoding")
 		}
-		value, err := url.QueryUnescape(rawValue)
+		value, err := unescapeValue(rawValue)
 		if err != nil {
 			return Request{}, protocol.ErrInvalidRequest.WithDescription("malformed form encoding of %s", safeName(key))
 		}
@@ -173,6 +173,31 @@ func parseForm(body string) (Request, error) {
 		}
 	}
 	return b.req, nil
+}
+
+// escapedURNs are the protocol's URN values (grant_type and the token
+// types) form-encoded as url.Values.Encode and most clients write them,
+// colons escaped, with the values they decode to.
+var escapedURNs = func() [][2]string {
+	var list [][2]string
+	for _, v := range []string{string(protocol.GrantTypeTokenExchange), string(protocol.TokenTypeAccessToken), string(protocol.TokenTypeJWT)} {
+		list = append(list, [2]string{url.QueryEscape(v), v})
+	}
+	return list
+}()
+
+// unescapeValue is url.QueryUnescape, which allocates for any value it
+// decodes, except that the protocol's URNs as clients encode them
+// (escapedURNs) are the constants, for nothing.
+func unescapeValue(raw string) (string, error) {
+	if strings.HasPrefix(raw, "urn%3A") {
+		for _, e := range escapedURNs {
+			if raw == e[0] {
+				return e[1], nil
+			}
+		}
+	}
+	return url.QueryUnescape(raw)
 }
 
 // parseJSON decodes a JSON object whose members are the form parameters:

@@ -477,11 +477,18 @@ func grantAudience(rule *stsid.Rule, req *Request, keep []string) (accesstoken.A
 			return nil, protocol.ErrInvalidTarget.WithDescription("resource must be an absolute URI without a fragment")
 		}
 	}
-	audience := make(accesstoken.Audience, 0, len(req.Audience)+len(req.Resource))
-	for _, list := range [][]string{req.Audience, req.Resource} {
-		for _, aud := range list {
-			if !slices.Contains(audience, aud) {
-				audience = append(audience, aud)
+	var audience accesstoken.Audience
+	if len(req.Audience) == 1 && len(req.Resource) == 0 {
+		// The usual request, one audience: shared with the request, as
+		// neither is modified.
+		audience = req.Audience
+	} else {
+		audience = make(accesstoken.Audience, 0, len(req.Audience)+len(req.Resource))
+		for _, list := range [][]string{req.Audience, req.Resource} {
+			for _, aud := range list {
+				if !slices.Contains(audience, aud) {
+					audience = append(audience, aud)
+				}
 			}
 		}
 	}
