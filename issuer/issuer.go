@@ -3,6 +3,7 @@ package issuer
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
@@ -289,7 +290,7 @@ func sign(c *accesstoken.Claims, key Signer, h *atomic.Pointer[signingHeader]) (
 	enc := base64.RawURLEncoding
 	buf := append(sb.token[:0], hdr.prefix...)
 	buf = enc.AppendEncode(buf, payload)
-	sig, err := jwsbb.Sign(key, hdr.alg.String(), buf, nil)
+	sig, err := jwsbb.Sign(signingKey(key), hdr.alg.String(), buf, nil)
 	if err != nil {
 		return "", fmt.Errorf("issuer: sign token: %w", err)
 	}
@@ -298,6 +299,19 @@ func sign(c *accesstoken.Claims, key Signer, h *atomic.Pointer[signingHeader]) (
 	buf = jwsbb.AppendSignature(slices.Grow(buf, 1+enc.EncodedLen(len(sig))), sig, enc)
 	sb.token = buf
 	return string(buf), nil
+}
+
+// signingKey is what sign hands to jwsbb.Sign for key: the in-memory
+// ECDSA key itself when key wraps one (NewSigner, GenerateSigner), which
+// jwx signs without converting a DER signature back to r‖s, else key as a
+// crypto.Signer (an HSM's key, say).
+func signingKey(key Signer) any {
+	if s, ok := key.(*signer); ok {
+		if k, ok := s.Signer.(*ecdsa.PrivateKey); ok {
+			return k
+		}
+	}
+	return key
 }
 
 // signBuffers are the buffers of one sign call: the claims JSON, its

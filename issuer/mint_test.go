@@ -496,3 +496,33 @@ func TestMintSignErrorLeavesClaims(t *testing.T) {
 		t.Errorf("claims after a failed Mint = %+v, want them unchanged, %+v", claims, want)
 	}
 }
+
+// opaqueSigner hides the key type behind the Signer interface, as an
+// HSM's Signer does.
+type opaqueSigner struct{ issuer.Signer }
+
+// TestMintWithOpaqueSigner checks that a token signed through a Signer
+// that is not an in-memory key (jwx converts its DER ECDSA signature to
+// r‖s) verifies like one signed with the key itself.
+func TestMintWithOpaqueSigner(t *testing.T) {
+	for _, alg := range []jwa.SignatureAlgorithm{jwa.ES256(), jwa.EdDSA()} {
+		t.Run(alg.String(), func(t *testing.T) {
+			cfg := baseConfig(t)
+			cfg.Keys = staticKeys(t, opaqueSigner{testSigner(t, alg)})
+			iss, err := issuer.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf := newLeaf(t, testNow.Add(time.Hour))
+			claims := baseClaims()
+			raw, err := iss.Mint(context.Background(), &claims, leaf, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := accesstoken.NewVerifier(testIssuerURL, iss.KeySet(), &accesstoken.Config{Audiences: []string{testAudience}, Now: fixedClock})
+			if _, err := v.Verify(context.Background(), raw, leaf); err != nil {
+				t.Errorf("Verify: %v", err)
+			}
+		})
+	}
+}
