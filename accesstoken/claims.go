@@ -112,7 +112,9 @@ func (a Audience) Contains(aud string) bool {
 // MarshalJSON implements json.Marshaler.
 func (a Audience) MarshalJSON() ([]byte, error) {
 	if len(a) == 1 {
-		return json.Marshal(a[0])
+		// A pointer fits an interface as it is; the string would be
+		// copied to the heap.
+		return json.Marshal(&a[0])
 	}
 	return json.Marshal([]string(a))
 }
@@ -136,5 +138,7 @@ func (a *Audience) UnmarshalJSON(b []byte) error {
 // unpadded base64url encoding of the SHA-256 digest of its DER encoding.
 func Thumbprint(cert *x509.Certificate) string {
 	sum := sha256.Sum256(cert.Raw)
-	return base64.RawURLEncoding.EncodeToString(sum[:])
+	var text [43]byte // base64.RawURLEncoding.EncodedLen(sha256.Size), on the stack
+	base64.RawURLEncoding.Encode(text[:], sum[:])
+	return string(text[:])
 }

@@ -20,7 +20,7 @@ const (
 	DefaultMaxFiles = 5
 )
 
-// maxKeptBuf bounds the encoding buffer a Log keeps between writes.
+// maxKeptBuf bounds the encoding buffers kept between writes.
 const maxKeptBuf = 64 << 10
 
 // Config configures a Log.
@@ -51,7 +51,6 @@ type Log struct {
 	file *os.File // nil for Stdout, or after a failure
 	size int64
 	err  error // the last write or open error; nil when working
-	buf  []byte
 }
 
 // Open opens the sink: it creates or appends to the file (mode 0600).
@@ -115,11 +114,23 @@ func (l *Log) open() error {
 }
 
 // Write appends r as one JSON line. A failure is counted and returned,
-// and the next Write or Check reopens the file.
+// and the next Write or Check reopens the file. The record is encoded
+// before the lock is taken, into a pooled buffer, so that concurrent
+// requests serialize on the write alone.
 func (l *Log) Write(r *Record) error {
+	line := lineBufferPool.Get().(*lineBuffer)
+	defer line.release()
+	var err error
+	if timeEncodable(r.Time) {
+		line.b = append(r.AppendJSON(line.b[:0]), '\n')
+	} else {
+		err = errors.New("audit: encode: time outside of the years 0 to 9999 RFC 3339 can write")
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	err := l.write(r)
+	if err == nil {
+		err = l.write(line.b)
+	}
 	l.err = err
 	if err != nil {
 		l.failures.Inc()
@@ -129,30 +140,37 @@ func (l *Log) Write(r *Record) error {
 	return nil
 }
 
-func (l *Log) write(r *Record) error {
-	if !timeEncodable(r.Time) {
-		return errors.New("audit: encode: time outside of the years 0 to 9999 RFC 3339 can write")
+// lineBuffer holds one encoded record. Buffers are pooled, so encoding a
+// record allocates nothing once a buffer has grown to a record's size;
+// one that grew past maxKeptBuf for an unusual record is not kept.
+type lineBuffer struct{ b []byte }
+
+var lineBufferPool = sync.Pool{New: func() any { return new(lineBuffer) }}
+
+func (lb *lineBuffer) release() {
+	if cap(lb.b) > maxKeptBuf {
+		return
 	}
-	// l.buf is reused under l.mu, so encoding a record allocates nothing
-	// once the buffer has grown to the size of a record; one that grew
-	// past maxKeptBuf for an unusual record is not kept.
-	l.buf = append(r.AppendJSON(l.buf[:0]), '\n')
-	if cap(l.buf) > maxKeptBuf {
-		defer func() { l.buf = nil }()
-	}
+	lb.b = lb.b[:0]
+	lineBufferPool.Put(lb)
+}
+
+// write appends line, rotating the file first when it would grow past
+// Config.MaxSize; l.mu is held. The Writer does not keep line (io.Writer).
+func (l *Log) write(line []byte) error {
 	if l.cfg.Path != Stdout {
 		if l.file == nil {
 			if err := l.open(); err != nil {
 				return err
 			}
 		}
-		if l.size > 0 && l.size+int64(len(l.buf)) > l.cfg.MaxSize {
+		if l.size > 0 && l.size+int64(len(line)) > l.cfg.MaxSize {
 			if err := l.rotate(); err != nil {
 				return err
 			}
 		}
 	}
-	n, err := l.w.Write(l.buf)
+	n, err := l.w.Write(line)
 	l.size += int64(n)
 	if err != nil {
 		l.drop()

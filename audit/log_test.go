@@ -119,3 +119,19 @@ func failures(t *testing.T, g prometheus.Gatherer) prometheus.Collector {
 	t.Fatal("spiffe_sts_audit_write_failures_total not registered")
 	return nil
 }
+
+// BenchmarkWriteParallel writes records from GOMAXPROCS goroutines to
+// one Log: with -cpu 1,2 it shows how much of a write is serialized.
+func BenchmarkWriteParallel(b *testing.B) {
+	l, err := audit.Open(audit.Config{Path: audit.Stdout, Stdout: discard{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		r := baseline()
+		for pb.Next() {
+			_ = l.Write(&r)
+		}
+	})
+}

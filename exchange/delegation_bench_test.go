@@ -28,9 +28,9 @@ func BenchmarkDelegatedExchange(b *testing.B) {
 	}
 	body := url.Values{"grant_type": {string(protocol.GrantTypeTokenExchange)}, "subject_token": {raw},
 		"subject_token_type": {string(protocol.TokenTypeAccessToken)}, "audience": {paymentsID}}.Encode()
-	conn := newKeepAliveConn(b, s, ordersID)
+	r := newRequester(b, newKeepAliveConn(b, s, ordersID), body)
 	b.ReportAllocs()
 	for b.Loop() {
-		conn.serve(b, body)
+		r.serve(b)
 	}
 }

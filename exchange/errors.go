@@ -1,8 +1,10 @@
 package exchange
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
+	"sync"
 
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 )
@@ -10,16 +12,49 @@ import (
 // writeJSON writes v with the no-store headers every token endpoint response
 // carries (RFC 6749 §5.1).
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status, body = http.StatusInternalServerError, []byte(`{"error":"server_error"}`)
+	jb := jsonBufferPool.Get().(*jsonBuffer)
+	defer jb.release()
+	// Encode writes what json.Marshal returns, and a newline, into a
+	// pooled buffer: no copy of the body per response.
+	body := serverErrorJSON
+	if err := jb.encoder.Encode(v); err == nil {
+		body = bytes.TrimSuffix(jb.buf.Bytes(), []byte("\n"))
+	} else {
+		status = http.StatusInternalServerError
 	}
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	h["Cache-Control"] = noStore
 	h["Pragma"] = noCache
 	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	_, _ = w.Write(body) // a Writer does not keep its argument (io.Writer)
+}
+
+var serverErrorJSON = []byte(`{"error":"server_error"}`)
+
+// jsonBuffer is a buffer with a JSON encoder writing to it.
+type jsonBuffer struct {
+	buf     bytes.Buffer
+	encoder *json.Encoder
+}
+
+// maxPooledJSONBuffer bounds the buffers kept for reuse; responses are
+// a token and a few short members.
+const maxPooledJSONBuffer = 16 << 10
+
+var jsonBufferPool = sync.Pool{New: func() any {
+	jb := new(jsonBuffer)
+	jb.encoder = json.NewEncoder(&jb.buf)
+	return jb
+}}
+
+// release returns jb to the pool, empty, unless it grew too large.
+func (jb *jsonBuffer) release() {
+	if jb.buf.Cap() > maxPooledJSONBuffer {
+		return
+	}
+	jb.buf.Reset()
+	jsonBufferPool.Put(jb)
 }
 
 // writeError writes e as an RFC 6749 §5.2 error response, with

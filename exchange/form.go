@@ -38,11 +38,12 @@ type Request struct {
 	otherClientAuth string
 }
 
-// parseTokenRequest reads and parses the body of r: an
+// parseTokenRequest reads and parses the body of r, read through body
+// (r.Body limited to maxBytes+1 bytes): an
 // application/x-www-form-urlencoded form (RFC 6749 §3.2) or, for clients
 // such as gRPC-Go's credentials/sts, a JSON object with the same
 // parameter names. The body is at most maxBytes long.
-func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Request, error) {
+func parseTokenRequest(r *http.Request, body *io.LimitedReader, maxBytes int64, buf *bytes.Buffer) (Request, error) {
 	mediaType, err := requestMediaType(r.Header.Get("Content-Type"))
 	isJSON := err == nil && mediaType == "application/json"
 	if !isJSON && (err != nil || mediaType != "application/x-www-form-urlencoded") {
@@ -51,7 +52,7 @@ func parseTokenRequest(r *http.Request, maxBytes int64, buf *bytes.Buffer) (Requ
 	if r.ContentLength > maxBytes {
 		return Request{}, protocol.ErrInvalidRequest.WithDescription("request body exceeds %d bytes", maxBytes)
 	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, maxBytes+1))
+	n, err := buf.ReadFrom(body)
 	if err != nil {
 		return Request{}, protocol.ErrInvalidRequest.WithDescription("reading the request body failed")
 	}
@@ -163,7 +164,7 @@ func parseForm(body string) (Request, error) {
 		if err != nil {
 			return Request{}, protocol.ErrInvalidRequest.WithDescription("malformed form encoding")
 		}
-		value, err := url.QueryUnescape(rawValue)
+		value, err := unescapeValue(rawValue)
 		if err != nil {
 			return Request{}, protocol.ErrInvalidRequest.WithDescription("malformed form encoding of %s", safeName(key))
 		}
@@ -172,6 +173,31 @@ func parseForm(body string) (Request, error) {
 		}
 	}
 	return b.req, nil
+}
+
+// escapedURNs are the protocol's URN values (grant_type and the token
+// types) form-encoded as url.Values.Encode and most clients write them,
+// colons escaped, with the values they decode to.
+var escapedURNs = func() [][2]string {
+	var list [][2]string
+	for _, v := range []string{string(protocol.GrantTypeTokenExchange), string(protocol.TokenTypeAccessToken), string(protocol.TokenTypeJWT)} {
+		list = append(list, [2]string{url.QueryEscape(v), v})
+	}
+	return list
+}()
+
+// unescapeValue is url.QueryUnescape, which allocates for any value it
+// decodes, except that the protocol's URNs as clients encode them
+// (escapedURNs) are the constants, for nothing.
+func unescapeValue(raw string) (string, error) {
+	if strings.HasPrefix(raw, "urn%3A") {
+		for _, e := range escapedURNs {
+			if raw == e[0] {
+				return e[1], nil
+			}
+		}
+	}
+	return url.QueryUnescape(raw)
 }
 
 // parseJSON decodes a JSON object whose members are the form parameters:

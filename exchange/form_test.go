@@ -169,3 +169,31 @@ func TestRequestMediaType(t *testing.T) {
 		}
 	}
 }
+
+// TestUnescapeValue checks that the protocol's URNs decode, from their
+// usual form encoding and any other, as url.QueryUnescape decodes them.
+func TestUnescapeValue(t *testing.T) {
+	for _, raw := range []string{
+		"urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange",
+		"urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt",
+		"urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token",
+		"urn%3aietf%3aparams%3aoauth%3atoken-type%3ajwt",
+		"urn:ietf:params:oauth:token-type:jwt",
+		"urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt%3A",
+		"urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajw",
+		"urn%3A%zz",
+		"https%3A%2F%2Fapi.example.org+x",
+		"",
+	} {
+		want, wantErr := url.QueryUnescape(raw)
+		got, err := unescapeValue(raw)
+		if got != want || (err == nil) != (wantErr == nil) {
+			t.Errorf("unescapeValue(%q) = %q, %v; url.QueryUnescape: %q, %v", raw, got, err, want, wantErr)
+		}
+	}
+	if allocs := testing.AllocsPerRun(10, func() {
+		_, _ = unescapeValue("urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange")
+	}); allocs != 0 {
+		t.Errorf("unescapeValue of the token exchange grant type: %v allocations, want none", allocs)
+	}
+}

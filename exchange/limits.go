@@ -111,7 +111,12 @@ func (s *Server) release() { s.inFlight.Add(-1) }
 // wait until its bucket has a token, counted as metrics.OutcomeRateLimited;
 // rule is then the rule that applied, nil when none did.
 func (s *Server) charge(caller stsid.Peer) (rule *stsid.Rule, err error) {
-	rule, _ = s.policy.Load().RuleFor(caller.ID)
+	return s.chargeUnder(s.policy.Load(), caller)
+}
+
+// chargeUnder is charge with the rule of policy p.
+func (s *Server) chargeUnder(p *stsid.Policy, caller stsid.Peer) (rule *stsid.Rule, err error) {
+	rule, _ = p.RuleFor(caller.ID)
 	limit := s.cfg.DefaultRateLimit
 	if rule != nil && rule.RateLimit != nil {
 		limit = rule.RateLimit

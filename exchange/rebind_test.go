@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe-sts/spiffe-sts/exchange/protocol"
 	"github.com/spiffe-sts/spiffe-sts/internal/fakeclock"
 	"github.com/spiffe-sts/spiffe-sts/internal/ststest"
+	"github.com/spiffe-sts/spiffe-sts/issuer"
 	stsid "github.com/spiffe-sts/spiffe-sts/spiffeid"
 )
 
@@ -93,7 +94,15 @@ func TestRebind(t *testing.T) {
 			// The server reads a fake clock, so the original can expire
 			// without the test waiting for it.
 			clk := fakeclock.New(time.Now())
-			s := ststest.Start(t, func(c *exchange.Config) { c.Clock = clk.Now })
+			// The issuer mints on the same clock: a token minted on the
+			// wall clock just after a second boundary would have an nbf
+			// ahead of the fake clock, not yet valid.
+			var iss *issuer.Issuer
+			s := ststest.Start(t, func(c *exchange.Config) {
+				iss = ststest.NewIssuer(t, c.IssuerURL, clk.Now)
+				c.Clock, c.Minter, c.Keys = clk.Now, iss, iss.KeySet()
+			})
+			s.Issuer = iss
 			oldSVID := s.CA.SVID(t, ststest.WorkloadID, time.Hour)
 			original := accesstoken.Claims{Subject: ststest.WorkloadID, ClientID: ststest.WorkloadID,
 				Audience: accesstoken.Audience{ststest.APIAudience}, Scope: "read write"}
@@ -142,7 +151,7 @@ func TestRebind(t *testing.T) {
 				t.Fatalf("got %d %v", resp.StatusCode, out)
 			}
 			tok, _ := out["access_token"].(string)
-			v := s.Verifier(ststest.APIAudience)
+			v := s.VerifierWith(ststest.APIAudience, func(c *accesstoken.Config) { c.Now = clk.Now })
 			claims, err := v.Verify(ctx, tok, newSVID.Certificates[0])
 			if err != nil {
 				t.Fatalf("re-bound token does not verify with the new certificate: %v", err)

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -67,18 +69,55 @@ type subjectVerifier interface {
 }
 
 // serveToken is the token endpoint. Every request gets a request id
-// (the X-Request-Id response header) and one audit record.
+// (the X-Request-Id response header) and one audit record. The request's
+// state comes from a pool (tokenState): nothing of it is referenced once
+// the response is written.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
-	d := s.begin(metricsTransportHTTP)
+	st := tokenStatePool.Get().(*tokenState)
+	defer st.release()
+	st.d = s.begin(metricsTransportHTTP)
+	d := &st.d
 	d.remote = r.RemoteAddr
 	w.Header()[HeaderRequestID] = []string{d.id}
-	resp, err := s.serveTokenRequest(r, &d)
-	resp, err = s.finish(&d, resp, err)
+	resp, err := s.serveTokenRequest(r, d, &st.body)
+	resp, err = s.finish(d, resp, err)
 	if err != nil {
 		writeError(w, s.protocolError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	st.resp = tokenResponseJSON{AccessToken: resp.AccessToken, IssuedTokenType: string(resp.IssuedTokenType),
+		TokenType: resp.TokenType, ExpiresIn: resp.ExpiresIn, Scope: resp.Scope}
+	writeJSON(w, http.StatusOK, &st.resp)
+}
+
+// tokenResponseJSON is protocol.Response as JSON, with the token type a
+// plain string: protocol.TokenType's MarshalText would cost an
+// allocation.
+type tokenResponseJSON struct {
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
+	TokenType       string `json:"token_type"`
+	ExpiresIn       int64  `json:"expires_in"`
+	Scope           string `json:"scope,omitempty"`
+}
+
+// tokenState is what one HTTP token request needs besides its body
+// buffer: the decision, which holds the request, subject, claims and
+// response the pipeline establishes, the reader that bounds the body and
+// the response as it is encoded. It is pooled, so a request costs none of
+// these allocations.
+type tokenState struct {
+	d    decision
+	body io.LimitedReader
+	resp tokenResponseJSON
+}
+
+var tokenStatePool = sync.Pool{New: func() any { return new(tokenState) }}
+
+// release returns st, zeroed, to the pool.
+func (st *tokenState) release() {
+	*st = tokenState{}
+	tokenStatePool.Put(st)
 }
 
 // protocolError returns err as an Error, hiding anything else behind
@@ -97,7 +136,7 @@ func (s *Server) protocolError(err error) protocol.Error {
 // Config.MaxInFlight, runs exchange. The charge comes before the body, so
 // a caller pays for a body it trickles in, and the in-flight slot after
 // it, so such a body holds none.
-func (s *Server) serveTokenRequest(r *http.Request, d *decision) (*protocol.Response, error) {
+func (s *Server) serveTokenRequest(r *http.Request, d *decision, body *io.LimitedReader) (*protocol.Response, error) {
 	caller, proxy, err := s.authenticate(connAuthFrom(r.Context()), r.TLS, r.Header)
 	if err != nil {
 		return nil, err
@@ -108,11 +147,13 @@ func (s *Server) serveTokenRequest(r *http.Request, d *decision) (*protocol.Resp
 	}
 	buf := s.bufferPool.Get().(*bytes.Buffer)
 	defer func() { buf.Reset(); s.bufferPool.Put(buf) }()
-	req, err := parseTokenRequest(r, s.cfg.MaxBodyBytes, buf)
+	*body = io.LimitedReader{R: r.Body, N: s.cfg.MaxBodyBytes + 1}
+	req, err := parseTokenRequest(r, body, s.cfg.MaxBodyBytes, buf)
 	if err != nil {
 		return nil, err
 	}
-	d.req = &req
+	d.reqStore = req
+	d.req = &d.reqStore
 	if !s.admit() {
 		return nil, errOverloaded
 	}
@@ -121,7 +162,7 @@ func (s *Server) serveTokenRequest(r *http.Request, d *decision) (*protocol.Resp
 	if req.otherClientAuth != "" || r.Header.Get("Authorization") != "" {
 		return nil, protocol.ErrInvalidRequest.WithDescription("authenticate with the X509-SVID (tls_client_auth) only")
 	}
-	return s.exchange(r.Context(), caller, &req, d)
+	return s.exchange(r.Context(), caller, d.req, d)
 }
 
 // exchange issues a token to caller, an mTLS client already authenticated
@@ -139,21 +180,22 @@ func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request, 
 	if req.ClientID != "" && req.ClientID != caller.ID.String() {
 		return nil, protocol.ErrInvalidClient.WithDescription("client_id does not match the client certificate's SPIFFE ID")
 	}
-	subj, err := s.subjectOf(ctx, caller, req)
-	if err != nil {
+	var err error
+	if d.subjStore, err = s.subjectOf(ctx, caller, req); err != nil {
 		return nil, err
 	}
-	d.subj = &subj
+	subj := &d.subjStore
+	d.subj = subj
 	if err := s.checkActorToken(ctx, caller, req); err != nil {
 		return nil, err
 	}
-	rule, ok := s.policy.Load().RuleFor(caller.ID)
+	rule, ok := s.ruleFor(d, caller)
 	if !ok {
 		s.log.Info("caller denied by policy", logKeySPIFFEID, caller.ID.String())
 		return nil, protocol.ErrUnauthorizedClient.WithDescription("no policy rule allows %s", caller.ID)
 	}
 	d.rule = rule
-	act, err := s.actorChain(caller, rule, req, &subj)
+	act, err := s.actorChain(caller, rule, req, subj)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +207,7 @@ func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request, 
 	if err != nil {
 		return nil, err
 	}
-	scopes, err := grantScopes(rule, req.Scope, &subj)
+	scopes, err := grantScopes(rule, req.Scope, subj)
 	if err != nil {
 		return nil, err
 	}
@@ -173,18 +215,32 @@ func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request, 
 	if err != nil {
 		return nil, err
 	}
-	expiry, err := s.lifetime(caller, &subj)
+	expiry, err := s.lifetime(caller, subj)
 	if err != nil {
 		return nil, err
 	}
-	claims := tokenClaims(caller, &subj, audience, scopes, act, expiry)
-	raw, err := s.cfg.Minter.Mint(ctx, &claims, caller.Leaf, rule.MaxTTL)
+	d.claimsStore = tokenClaims(caller, subj, audience, scopes, act, expiry)
+	claims := &d.claimsStore
+	raw, err := s.cfg.Minter.Mint(ctx, claims, caller.Leaf, rule.MaxTTL)
 	if err != nil {
 		return nil, err
 	}
-	d.claims, d.issued, d.raw = &claims, issuedType, raw
-	s.logIssued(req, &claims, d)
-	return response(req, &claims, raw, issuedType), nil
+	d.claims, d.issued, d.raw = claims, issuedType, raw
+	s.logIssued(req, claims, d)
+	d.respStore = response(req, claims, raw, issuedType)
+	return &d.respStore, nil
+}
+
+// ruleFor returns the policy rule of caller, the first that matches. The
+// rule looked up when the rate limit was charged (chargeDecision) is
+// reused while the policy is the same; after a reload (SetPolicy) the
+// new policy decides.
+func (s *Server) ruleFor(d *decision, caller stsid.Peer) (*stsid.Rule, bool) {
+	p := s.policy.Load()
+	if p == d.chargedPolicy && p != nil && caller.ID == d.caller.ID {
+		return d.chargedRule, d.chargedRule != nil
+	}
+	return p.RuleFor(caller.ID)
 }
 
 // chargeDecision charges the rate limit of d's caller, once per token
@@ -195,7 +251,9 @@ func (s *Server) exchange(ctx context.Context, caller stsid.Peer, req *Request, 
 // is decoded before Exchange runs, so the record has the request too. A
 // refusal records the rule that applied in d.
 func (s *Server) chargeDecision(d *decision) error {
-	rule, err := s.charge(d.caller)
+	p := s.policy.Load()
+	rule, err := s.chargeUnder(p, d.caller)
+	d.chargedPolicy, d.chargedRule = p, rule
 	if err != nil {
 		d.rule = rule
 	}
@@ -260,8 +318,8 @@ func (s *Server) logIssued(req *Request, claims *accesstoken.Claims, d *decision
 
 // response is the RFC 8693 §2.2.1 success response for the minted claims;
 // client_credentials has no issued_token_type (RFC 6749 §5.1).
-func response(req *Request, claims *accesstoken.Claims, raw string, issuedType protocol.TokenType) *protocol.Response {
-	resp := &protocol.Response{
+func response(req *Request, claims *accesstoken.Claims, raw string, issuedType protocol.TokenType) protocol.Response {
+	resp := protocol.Response{
 		AccessToken:     raw,
 		IssuedTokenType: issuedType,
 		TokenType:       "Bearer",
@@ -419,11 +477,18 @@ func grantAudience(rule *stsid.Rule, req *Request, keep []string) (accesstoken.A
 			return nil, protocol.ErrInvalidTarget.WithDescription("resource must be an absolute URI without a fragment")
 		}
 	}
-	audience := make(accesstoken.Audience, 0, len(req.Audience)+len(req.Resource))
-	for _, list := range [][]string{req.Audience, req.Resource} {
-		for _, aud := range list {
-			if !slices.Contains(audience, aud) {
-				audience = append(audience, aud)
+	var audience accesstoken.Audience
+	if len(req.Audience) == 1 && len(req.Resource) == 0 {
+		// The usual request, one audience: shared with the request, as
+		// neither is modified.
+		audience = req.Audience
+	} else {
+		audience = make(accesstoken.Audience, 0, len(req.Audience)+len(req.Resource))
+		for _, list := range [][]string{req.Audience, req.Resource} {
+			for _, aud := range list {
+				if !slices.Contains(audience, aud) {
+					audience = append(audience, aud)
+				}
 			}
 		}
 	}
@@ -459,7 +524,8 @@ func grantScopes(rule *stsid.Rule, requested string, subj *subject) ([]string, e
 	}
 	var granted []string
 	if req == nil {
-		granted = rule.GrantScopes(nil)
+		// rule.GrantScopes(nil), without its copy: granted is only read.
+		granted = rule.DefaultScopes
 	} else {
 		granted = rule.GrantScopes(req)
 	}

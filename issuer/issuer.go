@@ -1,13 +1,17 @@
 package issuer
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -185,17 +189,18 @@ func (i *Issuer) Mint(ctx context.Context, claims *accesstoken.Claims, leaf *x50
 	if key == nil {
 		return "", ErrNoSigningKey
 	}
-	c := i.complete(claims, leaf, iat, exp)
-	token, err := sign(&c, key, &i.header)
+	orig := *claims
+	i.complete(claims, leaf, iat, exp)
+	token, err := sign(claims, key, &i.header)
 	if err != nil {
+		*claims = orig
 		return "", err
 	}
-	*claims = c
 	if i.log.IsDebug() {
 		i.log.Debug("minted access token",
-			logKeyJTI, c.JWTID,
-			logKeySubject, c.Subject,
-			logKeyX5TS256, c.Confirmation.X5TS256,
+			logKeyJTI, claims.JWTID,
+			logKeySubject, claims.Subject,
+			logKeyX5TS256, claims.Confirmation.X5TS256,
 			logKeyKID, key.KeyID(),
 		)
 	}
@@ -246,25 +251,26 @@ func (i *Issuer) expiry(iat, ceiling int64, leaf *x509.Certificate, ttl time.Dur
 	return exp, nil
 }
 
-// complete returns a copy of claims with what the issuer sets: "iss",
-// "iat", "nbf" (equal to "iat"), "exp", a fresh "jti" and the RFC 8705
-// §3.1 "cnf" of leaf.
-func (i *Issuer) complete(claims *accesstoken.Claims, leaf *x509.Certificate, iat, exp int64) accesstoken.Claims {
-	c := *claims
+// complete sets in c what the issuer sets: "iss", "iat", "nbf" (equal to
+// "iat"), "exp", a fresh "jti" and the RFC 8705 §3.1 "cnf" of leaf. It
+// works in place, since a copy would be one more allocation per token
+// (the claims escape to the JSON encoder); Mint restores the caller's
+// values on error.
+func (i *Issuer) complete(c *accesstoken.Claims, leaf *x509.Certificate, iat, exp int64) {
 	c.Issuer = i.issuerURL
 	c.IssuedAt = iat
 	c.NotBefore = iat
 	c.Expiry = exp
 	c.JWTID = newJTI()
 	c.Confirmation = accesstoken.Confirmation{X5TS256: accesstoken.Thumbprint(leaf)}
-	return c
 }
 
 // sign encodes c and signs it with key as a JWS compact serialization
 // (RFC 7515 §7.1), with jwx's building blocks (jwsbb): the protected
 // header of a key never changes, so it is encoded once per key (h
-// remembers the last one) and each token costs its claims JSON, one
-// signature and one buffer.
+// remembers the last one), and the claims JSON and the signing input are
+// built in pooled buffers (signBuffers), so each token costs one
+// signature and the returned string.
 func sign(c *accesstoken.Claims, key Signer, h *atomic.Pointer[signingHeader]) (string, error) {
 	hdr := h.Load()
 	if hdr == nil || hdr.kid != key.KeyID() || hdr.alg != key.Algorithm() {
@@ -274,21 +280,67 @@ func sign(c *accesstoken.Claims, key Signer, h *atomic.Pointer[signingHeader]) (
 		}
 		h.Store(hdr)
 	}
-	payload, err := json.Marshal(c)
-	if err != nil {
+	sb := signBufferPool.Get().(*signBuffers)
+	defer sb.release()
+	// Encode writes what json.Marshal returns, and a newline.
+	if err := sb.encoder.Encode(c); err != nil {
 		return "", fmt.Errorf("issuer: encode claims: %w", err)
 	}
+	payload := bytes.TrimSuffix(sb.payload.Bytes(), []byte("\n"))
 	enc := base64.RawURLEncoding
-	// header.payload.signature: an ES256 signature is 64 bytes (86 encoded),
-	// RS256's 256 (342); one allocation covers them.
-	buf := make([]byte, 0, len(hdr.prefix)+enc.EncodedLen(len(payload))+1+enc.EncodedLen(512))
-	buf = append(buf, hdr.prefix...)
+	buf := append(sb.token[:0], hdr.prefix...)
 	buf = enc.AppendEncode(buf, payload)
-	sig, err := jwsbb.Sign(key, hdr.alg.String(), buf, nil)
+	sig, err := jwsbb.Sign(signingKey(key), hdr.alg.String(), buf, nil)
 	if err != nil {
 		return "", fmt.Errorf("issuer: sign token: %w", err)
 	}
-	return string(jwsbb.AppendSignature(buf, sig, enc)), nil
+	// AppendSignature starts a new buffer, dropping buf's content, when
+	// buf lacks the capacity: make room first.
+	buf = jwsbb.AppendSignature(slices.Grow(buf, 1+enc.EncodedLen(len(sig))), sig, enc)
+	sb.token = buf
+	return string(buf), nil
+}
+
+// signingKey is what sign hands to jwsbb.Sign for key: the in-memory
+// ECDSA key itself when key wraps one (NewSigner, GenerateSigner), which
+// jwx signs without converting a DER signature back to r‖s, else key as a
+// crypto.Signer (an HSM's key, say).
+func signingKey(key Signer) any {
+	if s, ok := key.(*signer); ok {
+		if k, ok := s.Signer.(*ecdsa.PrivateKey); ok {
+			return k
+		}
+	}
+	return key
+}
+
+// signBuffers are the buffers of one sign call: the claims JSON, its
+// encoder, and the token as it is built.
+type signBuffers struct {
+	payload bytes.Buffer
+	encoder *json.Encoder
+	token   []byte
+}
+
+// maxPooledSignBuffer bounds the buffers kept for reuse: a token is
+// under 2 KiB unless its act chain is long, and a buffer grown past this
+// by an unusual token is dropped rather than kept.
+const maxPooledSignBuffer = 16 << 10
+
+var signBufferPool = sync.Pool{New: func() any {
+	sb := new(signBuffers)
+	sb.encoder = json.NewEncoder(&sb.payload)
+	return sb
+}}
+
+// release returns sb to the pool, empty, unless it grew too large.
+func (sb *signBuffers) release() {
+	if sb.payload.Cap() > maxPooledSignBuffer || cap(sb.token) > maxPooledSignBuffer {
+		return
+	}
+	sb.payload.Reset()
+	sb.token = sb.token[:0]
+	signBufferPool.Put(sb)
 }
 
 // signingHeader is the encoded protected header of one key's tokens,
@@ -322,5 +374,7 @@ func newSigningHeader(key Signer) (*signingHeader, error) {
 func newJTI() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // never returns an error; crashes the program instead
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	var text [22]byte      // base64.RawURLEncoding.EncodedLen(16), on the stack
+	base64.RawURLEncoding.Encode(text[:], b[:])
+	return string(text[:])
 }

@@ -3,10 +3,12 @@ package issuer_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"reflect"
 	"strings"
 	"sync"
@@ -435,4 +437,92 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestMintBufferReuse mints tokens of very different sizes in turn, so
+// that pooled buffers are reused both grown and short, and over the
+// pooled size, and checks that each verifies with the claims it was
+// minted with.
+func TestMintBufferReuse(t *testing.T) {
+	iss, err := issuer.New(baseConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := newLeaf(t, testNow.Add(time.Hour))
+	v := accesstoken.NewVerifier(testIssuerURL, iss.KeySet(), &accesstoken.Config{
+		Audiences: []string{testAudience},
+		Now:       fixedClock,
+	})
+	for i, scopeLen := range []int{0, 4000, 3, 40000, 10, 0} {
+		claims := baseClaims()
+		claims.Scope = strings.Repeat("s", scopeLen)
+		raw, err := iss.Mint(context.Background(), &claims, leaf, 0)
+		if err != nil {
+			t.Fatalf("%d: Mint: %v", i, err)
+		}
+		got, err := v.Verify(context.Background(), raw, leaf)
+		if err != nil {
+			t.Fatalf("%d: Verify: %v", i, err)
+		}
+		if got.Scope != claims.Scope || got.JWTID != claims.JWTID {
+			t.Errorf("%d: verified scope of %d bytes, jti %q; minted %d bytes, jti %q", i, len(got.Scope), got.JWTID, len(claims.Scope), claims.JWTID)
+		}
+	}
+}
+
+// failingSigner is an ES256 Signer whose key (an HSM, say) refuses to sign.
+type failingSigner struct{ issuer.Signer }
+
+func (failingSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("HSM unavailable")
+}
+
+// TestMintSignErrorLeavesClaims checks that a failed signature leaves the
+// caller's claims as they were: Mint completes them in place.
+func TestMintSignErrorLeavesClaims(t *testing.T) {
+	cfg := baseConfig(t)
+	cfg.Keys = staticKeys(t, failingSigner{testSigner(t, jwa.ES256())})
+	iss, err := issuer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := baseClaims()
+	claims.Expiry = testNow.Add(time.Minute).Unix()
+	want := claims
+	if _, err := iss.Mint(context.Background(), &claims, newLeaf(t, testNow.Add(time.Hour)), 0); err == nil || !strings.Contains(err.Error(), "HSM unavailable") {
+		t.Fatalf("Mint: got %v, want the signer's error", err)
+	}
+	if !reflect.DeepEqual(claims, want) {
+		t.Errorf("claims after a failed Mint = %+v, want them unchanged, %+v", claims, want)
+	}
+}
+
+// opaqueSigner hides the key type behind the Signer interface, as an
+// HSM's Signer does.
+type opaqueSigner struct{ issuer.Signer }
+
+// TestMintWithOpaqueSigner checks that a token signed through a Signer
+// that is not an in-memory key (jwx converts its DER ECDSA signature to
+// r‖s) verifies like one signed with the key itself.
+func TestMintWithOpaqueSigner(t *testing.T) {
+	for _, alg := range []jwa.SignatureAlgorithm{jwa.ES256(), jwa.EdDSA()} {
+		t.Run(alg.String(), func(t *testing.T) {
+			cfg := baseConfig(t)
+			cfg.Keys = staticKeys(t, opaqueSigner{testSigner(t, alg)})
+			iss, err := issuer.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf := newLeaf(t, testNow.Add(time.Hour))
+			claims := baseClaims()
+			raw, err := iss.Mint(context.Background(), &claims, leaf, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := accesstoken.NewVerifier(testIssuerURL, iss.KeySet(), &accesstoken.Config{Audiences: []string{testAudience}, Now: fixedClock})
+			if _, err := v.Verify(context.Background(), raw, leaf); err != nil {
+				t.Errorf("Verify: %v", err)
+			}
+		})
+	}
 }

@@ -36,12 +36,18 @@ type Limiter struct {
 	buckets map[string]*bucket
 }
 
-// bucket is one key's token bucket, the limit it was last charged under,
-// and when it is full again (idle from then on).
+// bucket is one key's token bucket and the limit it was last charged
+// under.
 type bucket struct {
 	limit  Limit
 	tokens *rate.Limiter
-	fullAt time.Time
+}
+
+// fullAt is when b is full again, idle from then on: now or earlier when
+// it is full at now. Only eviction asks, so a charge is one call into
+// the token bucket.
+func (b *bucket) fullAt(now time.Time) time.Time {
+	return now.Add(untilTokens(b.tokens.TokensAt(now), float64(b.limit.Burst), b.limit.PerSecond))
 }
 
 // New returns a Limiter holding at most maxKeys buckets (DefaultMaxKeys
@@ -73,7 +79,7 @@ func (l *Limiter) Allow(key string, limit Limit) (bool, time.Duration) {
 	switch {
 	case !ok:
 		if len(l.buckets) >= l.maxKeys {
-			boundedcache.Evict(l.buckets, now, func(b *bucket) time.Time { return b.fullAt })
+			boundedcache.Evict(l.buckets, now, func(b *bucket) time.Time { return b.fullAt(now) })
 		}
 		b = &bucket{limit: limit, tokens: rate.NewLimiter(rate.Limit(limit.PerSecond), limit.Burst)}
 		l.buckets[key] = b
@@ -85,7 +91,6 @@ func (l *Limiter) Allow(key string, limit Limit) (bool, time.Duration) {
 	if !b.tokens.AllowN(now, 1) {
 		return false, untilTokens(b.tokens.TokensAt(now), 1, limit.PerSecond)
 	}
-	b.fullAt = now.Add(untilTokens(b.tokens.TokensAt(now), float64(limit.Burst), limit.PerSecond))
 	return true, 0
 }
 
