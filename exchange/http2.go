@@ -127,17 +127,21 @@ type connListener struct {
 // Accept implements net.Listener.
 func (l *connListener) Accept() (net.Conn, error) {
 	l.mu.Lock()
-	first := !l.accepted
-	l.accepted = true
-	l.mu.Unlock()
-	if first {
+	if !l.accepted {
+		// accepted only on the connection's return: closed first (a
+		// GracefulStop before the first Accept), the connection stays
+		// the caller's, which closes it.
 		select {
 		case <-l.closed:
+			l.mu.Unlock()
 			return nil, net.ErrClosed
 		default:
+			l.accepted = true
+			l.mu.Unlock()
 			return l.conn, nil
 		}
 	}
+	l.mu.Unlock()
 	select {
 	case <-l.closed:
 	case <-l.conn.closed:
