@@ -185,7 +185,9 @@ func (handedOffCredentials) ClientHandshake(context.Context, string, net.Conn) (
 }
 
 func (handedOffCredentials) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2"}
+	// No SecurityVersion (deprecated, and a constant here): each
+	// connection's version is in its TLSInfo.State.
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
 }
 
 func (c handedOffCredentials) Clone() credentials.TransportCredentials { return c }

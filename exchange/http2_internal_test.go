@@ -31,3 +31,12 @@ func TestConnListenerClosedBeforeAccept(t *testing.T) {
 		t.Fatal("handedOff after an Accept that returned no connection")
 	}
 }
+
+// TestHandedOffCredentialsInfo checks that the credentials claim no TLS
+// version: the connection's own is in each peer's TLSInfo.State.
+func TestHandedOffCredentialsInfo(t *testing.T) {
+	info := handedOffCredentials{}.Info()
+	if info.SecurityProtocol != "tls" || info.SecurityVersion != "" {
+		t.Fatalf("Info = %+v, want protocol tls and no version", info)
+	}
+}
