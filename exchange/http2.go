@@ -23,6 +23,13 @@ import (
 // as golang.org/x/net/http2's default caps the requests of an HTTP/2 one.
 const maxConcurrentStreams = 250
 
+// sniffMaxBytes is the most serveHTTP2Conn reads of a connection before
+// its first request's headers end: the largest header list the servers
+// accept (maxHeaderListSize), and 4 KiB of the frames before it
+// (SETTINGS, WINDOW_UPDATE, PING): what an unauthenticated connection
+// may cost while it waits.
+const sniffMaxBytes = maxHeaderListSize + 4<<10
+
 // isGRPCContentType reports whether a request with this Content-Type is a
 // gRPC call: application/grpc, or application/grpc+<codec> or
 // application/grpc;<parameters> (gRPC over HTTP/2, "Requests").
@@ -47,6 +54,7 @@ func (s *Server) serveHTTP2Conn(hs *http.Server, h2 *http2.Server, conn *tls.Con
 	// when zero.
 	now := time.Now()
 	sniffed, err := h2sniff.Sniff(conn, h2sniff.Options{
+		MaxBytes:        sniffMaxBytes,
 		PrefaceDeadline: deadline(now, hs.ReadHeaderTimeout, hs.ReadTimeout),
 		RequestDeadline: deadline(now, hs.IdleTimeout, hs.ReadTimeout),
 	})

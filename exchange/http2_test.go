@@ -262,3 +262,32 @@ func TestGRPCCallDeadline(t *testing.T) {
 		t.Fatal("the call did not end")
 	}
 }
+
+// TestHTTP2SniffLimit checks that an h2 connection that sends more than
+// the request headers the server accepts, and a little more, without a
+// request is closed at once: what it costs the server before it is
+// authenticated is bounded by that, not by IdleTimeout.
+func TestHTTP2SniffLimit(t *testing.T) {
+	f := newFixture(t, nil)
+	cfg := f.TLSConfig(f.svid(t, workloadID))
+	cfg.NextProtos = []string{"h2"}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(f.issuerURL, "https://"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var sent bytes.Buffer
+	sent.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&sent, nil)
+	_ = fr.WriteSettings()
+	for sent.Len() < 24<<10 { // 16 KiB + 320 B of headers, 4 KiB of other frames
+		_ = fr.WriteWindowUpdate(0, 1)
+	}
+	go func() { _, _ = conn.Write(sent.Bytes()) }()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.Copy(io.Discard, conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the server kept the connection open: %v", err)
+	}
+}

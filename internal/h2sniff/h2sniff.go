@@ -116,7 +116,7 @@ func Sniff(conn TLSConn, opts Options) (*Sniffed, error) {
 	if err := conn.SetDeadline(opts.PrefaceDeadline); err != nil {
 		return nil, fmt.Errorf("h2sniff: %w", err)
 	}
-	rec := &recorder{r: conn, max: opts.MaxBytes, buf: make([]byte, 0, 1024)}
+	rec := &recorder{r: conn, max: opts.MaxBytes}
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(rec, preface[:]); err != nil {
 		return nil, fmt.Errorf("h2sniff: reading the client preface: %w", err)
@@ -196,7 +196,8 @@ func (c *Conn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // errTooLong is the recorder's error; Sniff returns ErrTooLong.
 var errTooLong = errors.New("h2sniff: byte limit reached")
 
-// recorder reads from r and keeps every byte read, up to max.
+// recorder reads from r and keeps every byte read, up to max. Its buffer
+// grows geometrically from 1 KiB, never past max.
 type recorder struct {
 	r   io.Reader
 	buf []byte
@@ -212,6 +213,11 @@ func (r *recorder) Read(p []byte) (int, error) {
 		p = p[:room]
 	}
 	n, err := r.r.Read(p)
+	if len(r.buf)+n > cap(r.buf) {
+		grown := make([]byte, len(r.buf), min(r.max, max(2*cap(r.buf), len(r.buf)+n, 1024)))
+		copy(grown, r.buf)
+		r.buf = grown
+	}
 	r.buf = append(r.buf, p[:n]...)
 	return n, err
 }
