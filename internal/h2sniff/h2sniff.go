@@ -101,8 +101,10 @@ type Sniffed struct {
 
 // Sniff reads conn's client preface, answers it with an empty SETTINGS
 // frame, and reads frames up to the end of the first HEADERS frame and its
-// CONTINUATION frames. Frames before it (SETTINGS, WINDOW_UPDATE,
-// PRIORITY, PING, a SETTINGS ACK) are kept for the replay, not answered.
+// CONTINUATION frames. It answers the PINGs before it, which the replay
+// leaves out; the other frames before it (SETTINGS, WINDOW_UPDATE,
+// PRIORITY, a PING or SETTINGS ACK) are kept for the replay, not
+// answered.
 // It fails on anything that is not HTTP/2, on a connection error (RFC 9113
 // §5.4.1), past opts.MaxBytes and at opts' deadlines; the caller then
 // closes conn.
@@ -144,6 +146,17 @@ func Sniff(conn TLSConn, opts Options) (*Sniffed, error) {
 			return nil, ErrTooLong
 		case err != nil:
 			return nil, fmt.Errorf("h2sniff: reading frames: %w", err)
+		}
+		if ping, ok := f.(*http2.PingFrame); ok && !ping.IsAck() {
+			// Answered here (RFC 9113 §6.7) and left out of the replay:
+			// the server given the connection would answer it again, and
+			// gRPC-Go's counts PINGs that come together against its
+			// keepalive enforcement policy.
+			if err := fr.WritePing(true, ping.Data); err != nil {
+				return nil, fmt.Errorf("h2sniff: writing a PING ACK: %w", err)
+			}
+			rec.buf = rec.buf[:len(rec.buf)-frameHeaderLen-len(ping.Data)]
+			continue
 		}
 		mh, ok := f.(*http2.MetaHeadersFrame)
 		if !ok {
@@ -196,16 +209,18 @@ func (c *Conn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // errTooLong is the recorder's error; Sniff returns ErrTooLong.
 var errTooLong = errors.New("h2sniff: byte limit reached")
 
-// recorder reads from r and keeps every byte read, up to max. Its buffer
-// grows geometrically from 1 KiB, never past max.
+// recorder reads at most max bytes from r and keeps them in buf, where
+// Sniff removes the frames it answers. buf grows geometrically from
+// 1 KiB, never past max.
 type recorder struct {
-	r   io.Reader
-	buf []byte
-	max int
+	r    io.Reader
+	buf  []byte
+	read int // bytes read
+	max  int
 }
 
 func (r *recorder) Read(p []byte) (int, error) {
-	room := r.max - len(r.buf)
+	room := r.max - r.read
 	if room <= 0 {
 		return 0, errTooLong
 	}
@@ -219,6 +234,7 @@ func (r *recorder) Read(p []byte) (int, error) {
 		r.buf = grown
 	}
 	r.buf = append(r.buf, p[:n]...)
+	r.read += n
 	return n, err
 }
 

@@ -50,6 +50,7 @@ func (f *frames) settings() *frames {
 func (f *frames) ack() *frames    { _ = f.fr.WriteSettingsAck(); return f }
 func (f *frames) window() *frames { _ = f.fr.WriteWindowUpdate(0, 1<<20); return f }
 func (f *frames) ping() *frames   { _ = f.fr.WritePing(false, [8]byte{1, 2, 3}); return f }
+func (f *frames) pong() *frames   { _ = f.fr.WritePing(true, [8]byte{1, 2, 3}); return f }
 func (f *frames) data() *frames {
 	_ = f.fr.WriteData(1, true, []byte("grant_type=client_credentials"))
 	return f
@@ -114,6 +115,8 @@ func TestReplay(t *testing.T) {
 		sent        []byte // sniffed, then read from the replay
 		later       []byte // sent after the sniffed bytes
 		withoutAck  []byte // what ReplayWithoutAck returns of sent+later
+		replay      []byte // what Replay returns, when not sent+later
+		written     []byte // what Sniff writes, when not emptySettings
 		contentType string
 	}{{
 		name:        "ack before headers",
@@ -135,9 +138,19 @@ func TestReplay(t *testing.T) {
 		contentType: "application/grpc+proto",
 	}, {
 		name:       "no content type",
-		sent:       newFrames().preface().settings().ping().headers("", 0).bytes(),
+		sent:       newFrames().preface().settings().headers("", 0).bytes(),
 		later:      newFrames().ack().bytes(),
-		withoutAck: newFrames().preface().settings().ping().headers("", 0).bytes(),
+		withoutAck: newFrames().preface().settings().headers("", 0).bytes(),
+	}, {
+		// A client that connects ahead of its first call sends keepalive
+		// PINGs: Sniff answers them, and leaves them out of the replay.
+		name:        "pings before headers",
+		sent:        newFrames().preface().settings().ping().ack().pong().ping().headers("application/grpc", 0).bytes(),
+		later:       newFrames().ping().bytes(),
+		withoutAck:  newFrames().preface().settings().pong().headers("application/grpc", 0).ping().bytes(),
+		replay:      newFrames().preface().settings().ack().pong().headers("application/grpc", 0).ping().bytes(),
+		written:     append(bytes.Clone(emptySettings), newFrames().pong().pong().bytes()...),
+		contentType: "application/grpc",
 	}}
 	for _, tc := range tests {
 		for _, chunk := range []int{1, 4, 9, 10, 4096} {
@@ -151,8 +164,12 @@ func TestReplay(t *testing.T) {
 				if sniffed.ContentType != tc.contentType || sniffed.StreamError {
 					t.Errorf("content type %q, stream error %v; want %q", sniffed.ContentType, sniffed.StreamError, tc.contentType)
 				}
-				if !bytes.Equal(conn.written.Bytes(), emptySettings) {
-					t.Errorf("Sniff wrote %x, want an empty SETTINGS frame", conn.written.Bytes())
+				written := emptySettings
+				if tc.written != nil {
+					written = tc.written
+				}
+				if !bytes.Equal(conn.written.Bytes(), written) {
+					t.Errorf("Sniff wrote %x, want %x", conn.written.Bytes(), written)
 				}
 				return sniffed
 			}
@@ -163,9 +180,13 @@ func TestReplay(t *testing.T) {
 					t.Errorf("ReplayWithoutAck = %x, %v;\nwant %x", got, err, tc.withoutAck)
 				}
 				sniffed = sniff(t)
+				replay := all
+				if tc.replay != nil {
+					replay = tc.replay
+				}
 				got, err = io.ReadAll(chunked{sniffed.Replay(), chunk})
-				if err != nil || !bytes.Equal(got, all) {
-					t.Errorf("Replay = %x, %v;\nwant %x", got, err, all)
+				if err != nil || !bytes.Equal(got, replay) {
+					t.Errorf("Replay = %x, %v;\nwant %x", got, err, replay)
 				}
 			})
 		}
