@@ -229,6 +229,19 @@ func TestSniffRefuses(t *testing.T) {
 	_ = enc.WriteField(hpack.HeaderField{Name: ":method", Value: "POST"})
 	_ = enc.WriteField(hpack.HeaderField{Name: "x-big", Value: strings.Repeat("a", 15000)})
 	_ = big.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
+	// A field indexed in the dynamic table (RFC 7541 §2.3.2), then sent
+	// again by index: 3 KiB once, ten times in the header list, which
+	// the decoder truncates, well under the byte limit.
+	repeated := newFrames().preface().settings()
+	block.Reset()
+	_ = enc.WriteField(hpack.HeaderField{Name: ":method", Value: "POST"})
+	for range 10 {
+		_ = enc.WriteField(hpack.HeaderField{Name: "x-repeated", Value: strings.Repeat("b", 3000)})
+	}
+	_ = repeated.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
+	if len(repeated.bytes()) > 4096 {
+		t.Fatalf("the repeated field takes %d bytes", len(repeated.bytes()))
+	}
 	continuationFirst := newFrames().preface().settings()
 	_ = continuationFirst.fr.WriteContinuation(1, true, []byte{0x82})
 
@@ -244,6 +257,7 @@ func TestSniffRefuses(t *testing.T) {
 		{name: "short", sent: []byte("PRI * HTTP/2.0"), expectErr: io.ErrUnexpectedEOF},
 		{name: "no headers before the limit", sent: many.bytes(), maxBytes: 4096, expectErr: h2sniff.ErrTooLong},
 		{name: "header list over the limit", sent: big.bytes(), maxBytes: 8192, expectErr: h2sniff.ErrTooLong},
+		{name: "header list decoded over the limit", sent: repeated.bytes(), maxBytes: 8192, expectErr: h2sniff.ErrTooLong},
 		{name: "continuation without headers", sent: continuationFirst.bytes(), expectMsg: "PROTOCOL_ERROR"},
 		{name: "frame over the initial size", sent: append(newFrames().preface().bytes(), 0, 0x40, 1, 4, 0, 0, 0, 0, 0), expectErr: http2.ErrFrameTooLarge},
 		{name: "end of connection before headers", sent: newFrames().preface().settings().window().bytes(), expectErr: io.EOF},
