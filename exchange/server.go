@@ -386,12 +386,16 @@ func (s *Server) HTTPServer(svids x509svid.Source) *http.Server {
 	if err := http2.ConfigureServer(srv, h2); err != nil {
 		panic("exchange: " + err.Error())
 	}
+	// stopped ends the HTTP/2 connections not yet handed on (see
+	// serveHTTP2Conn).
+	stopped, stop := context.WithCancel(context.Background())
 	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){
-		http2.NextProtoTLS: func(hs *http.Server, c *tls.Conn, h http.Handler) { s.serveHTTP2Conn(hs, h2, c, h) },
+		http2.NextProtoTLS: func(hs *http.Server, c *tls.Conn, h http.Handler) { s.serveHTTP2Conn(stopped, hs, h2, c, h) },
 	}
 	// Shutdown hooks must not block; GracefulStop returns once the gRPC
 	// calls in progress have ended (Close ends them sooner, by closing
 	// their connections).
+	srv.RegisterOnShutdown(stop)
 	srv.RegisterOnShutdown(func() { go s.grpc.GracefulStop() })
 	return srv
 }

@@ -157,7 +157,7 @@ func TestReplay(t *testing.T) {
 			all := append(bytes.Clone(tc.sent), tc.later...)
 			sniff := func(t *testing.T) *h2sniff.Sniffed {
 				conn := &scriptedConn{r: bytes.NewReader(all), chunk: chunk}
-				sniffed, err := h2sniff.Sniff(conn, h2sniff.Options{})
+				sniffed, err := h2sniff.Sniff(context.Background(), conn, h2sniff.Options{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -210,7 +210,7 @@ func TestSniffStreamError(t *testing.T) {
 	_ = enc.WriteField(hpack.HeaderField{Name: ":method", Value: "POST"})
 	_ = enc.WriteField(hpack.HeaderField{Name: "Content-Type", Value: "application/grpc"}) // upper case: RFC 9113 §8.2.1
 	_ = f.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
-	sniffed, err := h2sniff.Sniff(&scriptedConn{r: bytes.NewReader(f.bytes()), chunk: 4096}, h2sniff.Options{})
+	sniffed, err := h2sniff.Sniff(context.Background(), &scriptedConn{r: bytes.NewReader(f.bytes()), chunk: 4096}, h2sniff.Options{})
 	if err != nil || !sniffed.StreamError {
 		t.Fatalf("Sniff = %+v, %v; want a stream error", sniffed, err)
 	}
@@ -264,7 +264,7 @@ func TestSniffRefuses(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := h2sniff.Sniff(&scriptedConn{r: bytes.NewReader(tc.sent), chunk: 4096}, h2sniff.Options{MaxBytes: tc.maxBytes})
+			_, err := h2sniff.Sniff(context.Background(), &scriptedConn{r: bytes.NewReader(tc.sent), chunk: 4096}, h2sniff.Options{MaxBytes: tc.maxBytes})
 			switch {
 			case err == nil:
 				t.Fatal("Sniff succeeded")
@@ -279,16 +279,18 @@ func TestSniffRefuses(t *testing.T) {
 
 // TestSniffDeadlines checks that a client that sends no preface fails the
 // sniff at PrefaceDeadline, and one that sends no request at
-// RequestDeadline.
+// RequestDeadline, with a GOAWAY then (RFC 9113 §6.8): it may retry its
+// request elsewhere.
 func TestSniffDeadlines(t *testing.T) {
 	const short, long = 100 * time.Millisecond, 600 * time.Millisecond
 	tests := []struct {
 		name     string
 		sent     []byte
 		min, max time.Duration // when Sniff returns
+		frames   string        // what the client receives
 	}{
-		{name: "no preface", sent: []byte("PRI * HTTP/2.0\r\n"), min: short, max: long},
-		{name: "no request", sent: newFrames().preface().settings().ping().bytes(), min: long, max: 5 * time.Second},
+		{name: "no preface", sent: []byte("PRI * HTTP/2.0\r\n"), min: short, max: long, frames: ""},
+		{name: "no request", sent: newFrames().preface().settings().ping().bytes(), min: long, max: 5 * time.Second, frames: "SETTINGS PING+ACK GOAWAY"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -296,17 +298,93 @@ func TestSniffDeadlines(t *testing.T) {
 			defer client.Close()
 			defer server.Close()
 			go func() { _, _ = client.Write(tc.sent) }()
-			go func() { _, _ = io.Copy(io.Discard, client) }() // the SETTINGS, then nothing
+			received := receive(client)
 			start := time.Now()
-			_, err := h2sniff.Sniff(pipeConn{server}, h2sniff.Options{PrefaceDeadline: start.Add(short), RequestDeadline: start.Add(long)})
+			_, err := h2sniff.Sniff(context.Background(), pipeConn{server}, h2sniff.Options{PrefaceDeadline: start.Add(short), RequestDeadline: start.Add(long)})
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("Sniff: %v, want the deadline", err)
 			}
 			if d := time.Since(start); d < tc.min || d > tc.max {
 				t.Fatalf("Sniff returned after %v, want %v to %v", d, tc.min, tc.max)
 			}
+			server.Close()
+			if got := <-received; got != tc.frames {
+				t.Errorf("the client received %q, want %q", got, tc.frames)
+			}
 		})
 	}
+}
+
+// TestSniffStopped checks that Sniff returns as soon as its context is
+// done, whatever it was waiting for, and sends the client its SETTINGS
+// and a GOAWAY that says no request was processed.
+func TestSniffStopped(t *testing.T) {
+	tests := []struct {
+		name   string
+		sent   []byte
+		before bool // the context is done before Sniff starts
+	}{
+		{name: "no request", sent: newFrames().preface().settings().bytes()},
+		{name: "no preface"},
+		{name: "stopped before", sent: newFrames().preface().settings().bytes(), before: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			defer server.Close()
+			go func() { _, _ = client.Write(tc.sent) }()
+			received := receive(client)
+			ctx, stop := context.WithCancel(context.Background())
+			if tc.before {
+				stop()
+			} else {
+				time.AfterFunc(200*time.Millisecond, stop)
+			}
+			start := time.Now()
+			_, err := h2sniff.Sniff(ctx, pipeConn{server}, h2sniff.Options{PrefaceDeadline: start.Add(time.Minute), RequestDeadline: start.Add(time.Minute)})
+			if !errors.Is(err, h2sniff.ErrStopped) || !errors.Is(err, context.Canceled) {
+				t.Fatalf("Sniff: %v, want ErrStopped", err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("Sniff returned after %v", d)
+			}
+			server.Close()
+			if got, want := <-received, "SETTINGS GOAWAY"; got != want {
+				t.Errorf("the client received %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// receive reads the frames conn receives and sends their types, space
+// separated, when the connection ends; it closes conn after a GOAWAY
+// (last stream 0, NO_ERROR), as a client without streams does.
+func receive(conn net.Conn) <-chan string {
+	done := make(chan string, 1)
+	go func() {
+		fr := http2.NewFramer(nil, conn)
+		var got []string
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				done <- strings.Join(got, " ")
+				return
+			}
+			name := f.Header().Type.String()
+			if f.Header().Flags.Has(http2.FlagPingAck) && f.Header().Type == http2.FramePing {
+				name += "+ACK"
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok {
+				if ga.LastStreamID != 0 || ga.ErrCode != http2.ErrCodeNo {
+					name += "(" + strconv.Itoa(int(ga.LastStreamID)) + ", " + ga.ErrCode.String() + ")"
+				}
+				_ = conn.Close()
+			}
+			got = append(got, name)
+		}
+	}()
+	return done
 }
 
 type pipeConn struct{ net.Conn }
@@ -359,7 +437,7 @@ func TestClients(t *testing.T) {
 					_ = c.Close()
 					return
 				}
-				sniffed, err := h2sniff.Sniff(tc, h2sniff.Options{PrefaceDeadline: time.Now().Add(10 * time.Second)})
+				sniffed, err := h2sniff.Sniff(context.Background(), tc, h2sniff.Options{PrefaceDeadline: time.Now().Add(10 * time.Second)})
 				if err != nil {
 					t.Errorf("Sniff: %v", err)
 					_ = c.Close()
