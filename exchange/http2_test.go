@@ -373,3 +373,60 @@ func TestShutdownWhileSniffing(t *testing.T) {
 		t.Errorf("Shutdown took %v", d)
 	}
 }
+
+// TestGRPCKeepalivePolicy checks that the gRPC API answers a client's
+// keepalive PINGs as often as keepalive's MinTime, streams or not, and
+// still refuses a flood of them.
+func TestGRPCKeepalivePolicy(t *testing.T) {
+	const minTime = 100 * time.Millisecond
+	defer exchange.SetKeepaliveMinTime(minTime)()
+	f := newFixture(t, nil)
+	cfg := f.TLSConfig(nil)
+	cfg.NextProtos = []string{"h2"}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(f.issuerURL, "https://"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fr := http2.NewFramer(conn, conn)
+	_, _ = io.WriteString(conn, http2.ClientPreface)
+	_ = fr.WriteSettings()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, hf := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "sts"}, {":path", "/no.Such/Method"}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: hf[0], Value: hf[1]})
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: true})
+	// next reads frames up to one of type want, answering SETTINGS.
+	next := func(want http2.FrameType) http2.Frame {
+		t.Helper()
+		for {
+			got, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ga, ok := got.(*http2.GoAwayFrame); ok && want != http2.FrameGoAway {
+				t.Fatalf("GOAWAY %v %q", ga.ErrCode, ga.DebugData())
+			}
+			if s, ok := got.(*http2.SettingsFrame); ok && !s.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+			if got.Header().Type == want && (want != http2.FrameHeaders || got.Header().Flags.Has(http2.FlagHeadersEndStream)) {
+				return got
+			}
+		}
+	}
+	next(http2.FrameHeaders) // the call's trailers: no stream from here
+	for i := range 5 {
+		time.Sleep(minTime + 50*time.Millisecond)
+		_ = fr.WritePing(false, [8]byte{byte(i)})
+		next(http2.FramePing)
+	}
+	for i := range 5 {
+		_ = fr.WritePing(false, [8]byte{byte(i)})
+	}
+	if ga := next(http2.FrameGoAway).(*http2.GoAwayFrame); ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("after a flood of PINGs: GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+	}
+}
