@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/spiffe-sts/spiffe-sts/internal/h2sniff"
 )
@@ -46,7 +47,7 @@ func TestConnListenerClosedBeforeAccept(t *testing.T) {
 // version: the connection's own is in each peer's TLSInfo.State.
 func TestHandedOffCredentialsInfo(t *testing.T) {
 	info := handedOffCredentials{}.Info()
-	if info.SecurityProtocol != "tls" || info.SecurityVersion != "" {
+	if info != (credentials.ProtocolInfo{SecurityProtocol: "tls"}) {
 		t.Fatalf("Info = %+v, want protocol tls and no version", info)
 	}
 }
