@@ -23,6 +23,13 @@ import (
 // as golang.org/x/net/http2's default caps the requests of an HTTP/2 one.
 const maxConcurrentStreams = 250
 
+// sniffMaxBytes is the most serveHTTP2Conn reads of a connection before
+// its first request's headers end: the largest header list the servers
+// accept (maxHeaderListSize), and 4 KiB of the frames before it
+// (SETTINGS, WINDOW_UPDATE, PING): what an unauthenticated connection
+// may cost while it waits.
+const sniffMaxBytes = maxHeaderListSize + 4<<10
+
 // isGRPCContentType reports whether a request with this Content-Type is a
 // gRPC call: application/grpc, or application/grpc+<codec> or
 // application/grpc;<parameters> (gRPC over HTTP/2, "Requests").
@@ -37,7 +44,15 @@ func isGRPCContentType(ct string) bool {
 // the HTTP/2 server h2. ctx, net/http's connection context, carries the
 // connection's ConnContext cache for both. It returns when the connection
 // is done; net/http then closes it.
-func (s *Server) serveHTTP2Conn(hs *http.Server, h2 *http2.Server, conn *tls.Conn, h http.Handler) {
+//
+// stopped is done once hs shuts down. Until the connection is handed on,
+// neither h2's graceful shutdown nor the grpc.Server's knows it, and
+// net/http counts it active, so serveHTTP2Conn ends it itself: it stops
+// the sniff at once and sends a GOAWAY that says no request was
+// processed (RFC 9113 §6.8). A connection handed to h2 in the moment
+// between the check of stopped and h2's registration of it, while h2's
+// shutdown hook runs, misses h2's GOAWAY and ends at IdleTimeout.
+func (s *Server) serveHTTP2Conn(stopped context.Context, hs *http.Server, h2 *http2.Server, conn *tls.Conn, h http.Handler) {
 	ctx := context.Background()
 	if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 		ctx = bc.BaseContext()
@@ -46,12 +61,17 @@ func (s *Server) serveHTTP2Conn(hs *http.Server, h2 *http2.Server, conn *tls.Con
 	// connection without requests kept for IdleTimeout, each ReadTimeout
 	// when zero.
 	now := time.Now()
-	sniffed, err := h2sniff.Sniff(conn, h2sniff.Options{
+	sniffed, err := h2sniff.Sniff(stopped, conn, h2sniff.Options{
+		MaxBytes:        sniffMaxBytes,
 		PrefaceDeadline: deadline(now, hs.ReadHeaderTimeout, hs.ReadTimeout),
 		RequestDeadline: deadline(now, hs.IdleTimeout, hs.ReadTimeout),
 	})
 	if err != nil {
 		s.log.Debug("HTTP/2 connection closed before its first request", logKeyRemote, conn.RemoteAddr().String(), logKeyReason, err.Error())
+		return
+	}
+	if stopped.Err() != nil {
+		_ = h2sniff.GoAway(conn)
 		return
 	}
 	if !sniffed.StreamError && isGRPCContentType(sniffed.ContentType) {
@@ -73,7 +93,9 @@ func deadline(now time.Time, timeouts ...time.Duration) time.Time {
 }
 
 // serveGRPCConn serves conn with the grpc.Server, until the grpc.Server
-// closes it: the end of the connection, or the end of a graceful stop.
+// closes it: the end of the connection, or the end of a graceful stop. A
+// grpc.Server stopped before it takes conn leaves it to the caller, with
+// a GOAWAY sent.
 func (s *Server) serveGRPCConn(auth *connAuth, conn *h2sniff.Conn) {
 	gc := &grpcConn{Conn: conn, closed: make(chan struct{})}
 	gc.info = &grpcAuthInfo{
@@ -87,7 +109,11 @@ func (s *Server) serveGRPCConn(auth *connAuth, conn *h2sniff.Conn) {
 	_ = s.grpc.Serve(lis) // returns when lis closes, or at once when stopped
 	if lis.handedOff() {
 		<-gc.closed
+		return
 	}
+	// Stopped before it took the connection: its first call was not
+	// processed.
+	_ = h2sniff.GoAway(conn)
 }
 
 // grpcConn is a sniffed connection handed to the grpc.Server.
@@ -127,17 +153,21 @@ type connListener struct {
 // Accept implements net.Listener.
 func (l *connListener) Accept() (net.Conn, error) {
 	l.mu.Lock()
-	first := !l.accepted
-	l.accepted = true
-	l.mu.Unlock()
-	if first {
+	if !l.accepted {
+		// accepted only on the connection's return: closed first (a
+		// GracefulStop before the first Accept), the connection stays
+		// the caller's, which closes it.
 		select {
 		case <-l.closed:
+			l.mu.Unlock()
 			return nil, net.ErrClosed
 		default:
+			l.accepted = true
+			l.mu.Unlock()
 			return l.conn, nil
 		}
 	}
+	l.mu.Unlock()
 	select {
 	case <-l.closed:
 	case <-l.conn.closed:
@@ -181,7 +211,9 @@ func (handedOffCredentials) ClientHandshake(context.Context, string, net.Conn) (
 }
 
 func (handedOffCredentials) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2"}
+	// No SecurityVersion (deprecated, and a constant here): each
+	// connection's version is in its TLSInfo.State.
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
 }
 
 func (c handedOffCredentials) Clone() credentials.TransportCredentials { return c }

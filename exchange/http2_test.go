@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -158,11 +160,12 @@ func TestHTTP2PrefaceRefused(t *testing.T) {
 		name    string
 		sent    []byte
 		timeout time.Duration // when the server closes the connection, at the latest
+		frames  string        // what the server sends
 	}{
-		{"garbage", bytes.Repeat([]byte("garbage "), 8), 0},
-		{"HTTP/1.1 over h2", []byte("GET / HTTP/1.1\r\nHost: sts\r\n\r\n"), 0},
-		{"nothing", nil, headerTimeout},
-		{"no request", append([]byte(http2.ClientPreface), settings...), idleTimeout},
+		{"garbage", bytes.Repeat([]byte("garbage "), 8), 0, ""},
+		{"HTTP/1.1 over h2", []byte("GET / HTTP/1.1\r\nHost: sts\r\n\r\n"), 0, ""},
+		{"nothing", nil, headerTimeout, ""},
+		{"no request", append([]byte(http2.ClientPreface), settings...), idleTimeout, "SETTINGS GOAWAY"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := f.TLSConfig(f.svid(t, workloadID))
@@ -177,13 +180,16 @@ func TestHTTP2PrefaceRefused(t *testing.T) {
 			}
 			start := time.Now()
 			_ = conn.SetReadDeadline(start.Add(10 * time.Second))
-			_, err = io.Copy(io.Discard, conn) // the server's SETTINGS, perhaps, then the end
+			frames, err := readFrames(conn)
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				t.Fatalf("the server kept the connection open: %v", err)
 			}
 			if d := time.Since(start); d > tc.timeout+2*time.Second {
 				t.Errorf("closed after %v, want %v at most", d, tc.timeout)
+			}
+			if frames != tc.frames {
+				t.Errorf("the server sent %q, want %q", frames, tc.frames)
 			}
 		})
 	}
@@ -260,5 +266,167 @@ func TestGRPCCallDeadline(t *testing.T) {
 		}
 	case <-time.After(timeout + 5*time.Second):
 		t.Fatal("the call did not end")
+	}
+}
+
+// TestHTTP2SniffLimit checks that an h2 connection that sends more than
+// the request headers the server accepts, and a little more, without a
+// request is closed at once: what it costs the server before it is
+// authenticated is bounded by that, not by IdleTimeout.
+func TestHTTP2SniffLimit(t *testing.T) {
+	f := newFixture(t, nil)
+	cfg := f.TLSConfig(f.svid(t, workloadID))
+	cfg.NextProtos = []string{"h2"}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(f.issuerURL, "https://"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var sent bytes.Buffer
+	sent.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&sent, nil)
+	_ = fr.WriteSettings()
+	for sent.Len() < 24<<10 { // 16 KiB + 320 B of headers, 4 KiB of other frames
+		_ = fr.WriteWindowUpdate(0, 1)
+	}
+	go func() { _, _ = conn.Write(sent.Bytes()) }()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.Copy(io.Discard, conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the server kept the connection open: %v", err)
+	}
+}
+
+// readFrames reads HTTP/2 frames from conn until it fails, and returns
+// their types, space separated (a GOAWAY's other than last stream 0,
+// NO_ERROR with these), and the error.
+func readFrames(conn net.Conn) (string, error) {
+	fr := http2.NewFramer(nil, conn)
+	var got []string
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return strings.Join(got, " "), err
+		}
+		name := f.Header().Type.String()
+		if ga, ok := f.(*http2.GoAwayFrame); ok && (ga.LastStreamID != 0 || ga.ErrCode != http2.ErrCodeNo) {
+			name += fmt.Sprintf("(%d, %v)", ga.LastStreamID, ga.ErrCode)
+		}
+		got = append(got, name)
+	}
+}
+
+// TestShutdownWhileSniffing checks that http.Server.Shutdown does not wait
+// for an HTTP/2 connection without a request (which needs no client
+// certificate): it gets a GOAWAY at once, and a request it sends then is
+// not served.
+func TestShutdownWhileSniffing(t *testing.T) {
+	f := newFixture(t, nil)
+	cfg := f.TLSConfig(nil)
+	cfg.NextProtos = []string{"h2"}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(f.issuerURL, "https://"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fr := http2.NewFramer(conn, conn)
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := fr.ReadFrame(); err != nil || f.Header().Type != http2.FrameSettings {
+		t.Fatalf("the server's preface: %v, %v", f, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- f.HTTP.Shutdown(ctx) }()
+	got, err := fr.ReadFrame()
+	if ga, ok := got.(*http2.GoAwayFrame); !ok || ga.LastStreamID != 0 || ga.ErrCode != http2.ErrCodeNo {
+		t.Fatalf("after Shutdown: %v, %v; want GOAWAY(0, NO_ERROR)", got, err)
+	}
+	// A request after the GOAWAY: the connection ends, unanswered.
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, hf := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "sts"}, {":path", protocol.PathJWKS}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: hf[0], Value: hf[1]})
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: true})
+	frames, err := readFrames(conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the connection stayed open after GOAWAY: %v", err)
+	}
+	if frames != "" {
+		t.Errorf("the request was answered: %s", frames)
+	}
+	if err := <-shutdown; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Shutdown took %v", d)
+	}
+}
+
+// TestGRPCKeepalivePolicy checks that the gRPC API answers a client's
+// keepalive PINGs as often as keepalive's MinTime, streams or not, and
+// still refuses a flood of them.
+func TestGRPCKeepalivePolicy(t *testing.T) {
+	const minTime = 100 * time.Millisecond
+	defer exchange.SetKeepaliveMinTime(minTime)()
+	f := newFixture(t, nil)
+	cfg := f.TLSConfig(nil)
+	cfg.NextProtos = []string{"h2"}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(f.issuerURL, "https://"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fr := http2.NewFramer(conn, conn)
+	_, _ = io.WriteString(conn, http2.ClientPreface)
+	_ = fr.WriteSettings()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, hf := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "sts"}, {":path", "/no.Such/Method"}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: hf[0], Value: hf[1]})
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: true})
+	// next reads frames up to one of type want, answering SETTINGS.
+	next := func(want http2.FrameType) http2.Frame {
+		t.Helper()
+		for {
+			got, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ga, ok := got.(*http2.GoAwayFrame); ok && want != http2.FrameGoAway {
+				t.Fatalf("GOAWAY %v %q", ga.ErrCode, ga.DebugData())
+			}
+			if s, ok := got.(*http2.SettingsFrame); ok && !s.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+			if got.Header().Type == want && (want != http2.FrameHeaders || got.Header().Flags.Has(http2.FlagHeadersEndStream)) {
+				return got
+			}
+		}
+	}
+	next(http2.FrameHeaders) // the call's trailers: no stream from here
+	for i := range 5 {
+		time.Sleep(minTime + 50*time.Millisecond)
+		_ = fr.WritePing(false, [8]byte{byte(i)})
+		next(http2.FramePing)
+	}
+	for i := range 5 {
+		_ = fr.WritePing(false, [8]byte{byte(i)})
+	}
+	if ga := next(http2.FrameGoAway).(*http2.GoAwayFrame); ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("after a flood of PINGs: GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
 	}
 }

@@ -304,11 +304,21 @@ func New(cfg Config) (*Server, error) {
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.MaxHeaderListSize(maxHeaderListSize),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.InTapHandle(s.callDeadline),
 	)
 	exchangepb.RegisterTokenExchangeServer(s.grpc, grpcService{s: s})
 	return s, nil
 }
+
+// keepaliveMinTime is the gRPC API's keepalive.EnforcementPolicy.MinTime:
+// a client may PING that often, with calls in progress or not, as
+// golang.org/x/net/http2's server lets it, and as gRPC-Go's clients
+// (their keepalive Time is 10 s at least) and Envoy do; more often, and
+// the connection ends with GOAWAY ENHANCE_YOUR_CALM (too_many_pings).
+// gRPC-Go's default, a PING every 5 minutes and none without calls,
+// would end such clients' connections.
+var keepaliveMinTime = 10 * time.Second
 
 // SetPolicy replaces the policy; requests already past the policy check
 // finish under the old one.
@@ -360,8 +370,11 @@ const (
 //
 // An HTTP/2 connection whose first request is a gRPC call is served by
 // gRPC-Go's own HTTP/2 transport, any other by golang.org/x/net/http2's
-// server with s as its handler. Shutdown stops the gRPC API gracefully
-// too: from then on, s serves gRPC calls on no http.Server.
+// server with s as its handler. A gRPC client may send a keepalive PING
+// every 10 seconds, with calls in progress or without
+// (keepalive.EnforcementPolicy; more often, it gets GOAWAY
+// too_many_pings). Shutdown stops the gRPC API gracefully too: from then
+// on, s serves gRPC calls on no http.Server.
 func (s *Server) HTTPServer(svids x509svid.Source) *http.Server {
 	tlsConfig := TLSConfig(svids)
 	tlsConfig.MinVersion = s.cfg.TLSMinVersion
@@ -386,12 +399,16 @@ func (s *Server) HTTPServer(svids x509svid.Source) *http.Server {
 	if err := http2.ConfigureServer(srv, h2); err != nil {
 		panic("exchange: " + err.Error())
 	}
+	// stopped ends the HTTP/2 connections not yet handed on (see
+	// serveHTTP2Conn).
+	stopped, stop := context.WithCancel(context.Background())
 	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){
-		http2.NextProtoTLS: func(hs *http.Server, c *tls.Conn, h http.Handler) { s.serveHTTP2Conn(hs, h2, c, h) },
+		http2.NextProtoTLS: func(hs *http.Server, c *tls.Conn, h http.Handler) { s.serveHTTP2Conn(stopped, hs, h2, c, h) },
 	}
 	// Shutdown hooks must not block; GracefulStop returns once the gRPC
 	// calls in progress have ended (Close ends them sooner, by closing
 	// their connections).
+	srv.RegisterOnShutdown(stop)
 	srv.RegisterOnShutdown(func() { go s.grpc.GracefulStop() })
 	return srv
 }

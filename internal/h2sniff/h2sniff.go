@@ -12,7 +12,7 @@
 // treats an unexpected one as a connection error, so give it
 // Sniffed.ReplayWithoutAck, which removes the client's first ACK.
 //
-//	sniffed, err := h2sniff.Sniff(tlsConn, h2sniff.Options{
+//	sniffed, err := h2sniff.Sniff(shutdownCtx, tlsConn, h2sniff.Options{
 //		PrefaceDeadline: time.Now().Add(10 * time.Second),
 //		RequestDeadline: time.Now().Add(2 * time.Minute),
 //	})
@@ -29,11 +29,14 @@ package h2sniff
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -62,6 +65,10 @@ var ErrTooLong = errors.New("h2sniff: no request headers within the byte limit")
 // ErrBadPreface is returned by Sniff when the connection does not start
 // with the HTTP/2 client preface.
 var ErrBadPreface = errors.New("h2sniff: the connection does not start with the HTTP/2 client preface")
+
+// ErrStopped is returned by Sniff (wrapped) when its context is done
+// before it has read the first request's headers.
+var ErrStopped = errors.New("h2sniff: stopped")
 
 // TLSConn is the connection Sniff reads: a *tls.Conn whose handshake is
 // done.
@@ -101,35 +108,63 @@ type Sniffed struct {
 
 // Sniff reads conn's client preface, answers it with an empty SETTINGS
 // frame, and reads frames up to the end of the first HEADERS frame and its
-// CONTINUATION frames. Frames before it (SETTINGS, WINDOW_UPDATE,
-// PRIORITY, PING, a SETTINGS ACK) are kept for the replay, not answered.
-// It fails on anything that is not HTTP/2, on a connection error (RFC 9113
-// §5.4.1), past opts.MaxBytes and at opts' deadlines; the caller then
-// closes conn.
-func Sniff(conn TLSConn, opts Options) (*Sniffed, error) {
+// CONTINUATION frames. It answers the PINGs before it, which the replay
+// leaves out; the other frames before it (SETTINGS, WINDOW_UPDATE,
+// PRIORITY, a PING or SETTINGS ACK) are kept for the replay, not
+// answered. It fails on anything that is not HTTP/2, on a connection error
+// (RFC 9113 §5.4.1), past opts.MaxBytes and at opts' deadlines; the caller
+// then closes conn.
+//
+// When ctx is done first (a server that shuts down), Sniff returns at once
+// with an error that wraps ErrStopped and context.Cause(ctx). Then, and at
+// RequestDeadline, it has sent the client a GOAWAY (see GoAway), after its
+// SETTINGS, so that the client knows no request was processed (RFC 9113
+// §6.8) and may retry it on another connection.
+func Sniff(ctx context.Context, conn TLSConn, opts Options) (*Sniffed, error) {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = DefaultMaxBytes
 	}
-	if !opts.PrefaceDeadline.IsZero() || !opts.RequestDeadline.IsZero() {
-		defer conn.SetDeadline(time.Time{})
+	g := &guard{conn: conn}
+	if ctx.Err() != nil {
+		g.stopped = true
+	} else {
+		defer context.AfterFunc(ctx, g.stop)()
 	}
-	if err := conn.SetDeadline(opts.PrefaceDeadline); err != nil {
-		return nil, fmt.Errorf("h2sniff: %w", err)
+	sniffed, settingsSent, err := sniff(g, conn, opts)
+	stopped := g.finish(!opts.PrefaceDeadline.IsZero() || !opts.RequestDeadline.IsZero())
+	switch {
+	case stopped:
+		if !settingsSent {
+			_ = writeSettings(conn)
+		}
+		_ = GoAway(conn)
+		return nil, fmt.Errorf("%w: %w", ErrStopped, context.Cause(ctx))
+	case err != nil && settingsSent && errors.Is(err, os.ErrDeadlineExceeded):
+		_ = GoAway(conn)
 	}
-	rec := &recorder{r: conn, max: opts.MaxBytes, buf: make([]byte, 0, 1024)}
+	return sniffed, err
+}
+
+// sniff is Sniff's reading; settingsSent reports whether it has written
+// its SETTINGS.
+func sniff(g *guard, conn TLSConn, opts Options) (_ *Sniffed, settingsSent bool, _ error) {
+	if err := g.setDeadline(opts.PrefaceDeadline); err != nil {
+		return nil, false, fmt.Errorf("h2sniff: %w", err)
+	}
+	rec := &recorder{r: conn, max: opts.MaxBytes}
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(rec, preface[:]); err != nil {
-		return nil, fmt.Errorf("h2sniff: reading the client preface: %w", err)
+		return nil, false, fmt.Errorf("h2sniff: reading the client preface: %w", err)
 	}
 	if string(preface[:]) != http2.ClientPreface {
-		return nil, ErrBadPreface
+		return nil, false, ErrBadPreface
 	}
 	fr := http2.NewFramer(conn, rec)
 	if err := fr.WriteSettings(); err != nil {
-		return nil, fmt.Errorf("h2sniff: writing SETTINGS: %w", err)
+		return nil, false, fmt.Errorf("h2sniff: writing SETTINGS: %w", err)
 	}
-	if err := conn.SetDeadline(opts.RequestDeadline); err != nil {
-		return nil, fmt.Errorf("h2sniff: %w", err)
+	if err := g.setDeadline(opts.RequestDeadline); err != nil {
+		return nil, true, fmt.Errorf("h2sniff: %w", err)
 	}
 	fr.SetMaxReadFrameSize(initialMaxFrameSize)
 	fr.ReadMetaHeaders = hpack.NewDecoder(initialHeaderTableSize, nil)
@@ -139,21 +174,108 @@ func Sniff(conn TLSConn, opts Options) (*Sniffed, error) {
 		var se http2.StreamError
 		switch {
 		case errors.As(err, &se):
-			return &Sniffed{StreamError: true, conn: conn, prefix: rec.buf}, nil
+			return &Sniffed{StreamError: true, conn: conn, prefix: rec.buf}, true, nil
 		case errors.Is(err, errTooLong):
-			return nil, ErrTooLong
+			return nil, true, ErrTooLong
 		case err != nil:
-			return nil, fmt.Errorf("h2sniff: reading frames: %w", err)
+			return nil, true, fmt.Errorf("h2sniff: reading frames: %w", err)
+		}
+		if ping, ok := f.(*http2.PingFrame); ok && !ping.IsAck() {
+			// Answered here (RFC 9113 §6.7) and left out of the replay:
+			// the server given the connection would answer it again, and
+			// gRPC-Go's counts PINGs that come together against its
+			// keepalive enforcement policy.
+			if err := fr.WritePing(true, ping.Data); err != nil {
+				return nil, true, fmt.Errorf("h2sniff: writing a PING ACK: %w", err)
+			}
+			rec.buf = rec.buf[:len(rec.buf)-frameHeaderLen-len(ping.Data)]
+			continue
 		}
 		mh, ok := f.(*http2.MetaHeadersFrame)
 		if !ok {
 			continue
 		}
 		if mh.Truncated {
-			return nil, ErrTooLong
+			return nil, true, ErrTooLong
 		}
-		return &Sniffed{ContentType: firstValue(mh, "content-type"), conn: conn, prefix: rec.buf}, nil
+		return &Sniffed{ContentType: firstValue(mh, "content-type"), conn: conn, prefix: rec.buf}, true, nil
 	}
+}
+
+// writeSettings writes Sniff's SETTINGS frame, with no parameter (the
+// protocol defaults, RFC 9113 §6.5.2).
+func writeSettings(conn TLSConn) error {
+	_ = conn.SetWriteDeadline(time.Now().Add(goAwayTimeout))
+	defer conn.SetWriteDeadline(time.Time{})
+	return http2.NewFramer(conn, nil).WriteSettings()
+}
+
+// goAwayTimeout bounds GoAway's write, and its wait for the client to
+// close the connection, as golang.org/x/net/http2's server bounds its
+// own after a graceful GOAWAY.
+const goAwayTimeout = time.Second
+
+// GoAway sends a GOAWAY frame with last stream 0 and NO_ERROR on conn, an
+// HTTP/2 connection whose server preface is sent: no stream was or will
+// be processed, the client may retry them elsewhere (RFC 9113 §6.8).
+// Then it reads and drops what the client sends until the client closes
+// the connection, for a second at most, so that the caller's close does
+// not reset a connection with unread data before the client has read
+// the GOAWAY.
+func GoAway(conn net.Conn) error {
+	_ = conn.SetWriteDeadline(time.Now().Add(goAwayTimeout))
+	err := http2.NewFramer(conn, nil).WriteGoAway(0, http2.ErrCodeNo, nil)
+	if err == nil {
+		_ = conn.SetReadDeadline(time.Now().Add(goAwayTimeout))
+		_, _ = io.Copy(io.Discard, conn)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	if err != nil {
+		return fmt.Errorf("h2sniff: writing GOAWAY: %w", err)
+	}
+	return nil
+}
+
+// guard sets the deadlines of Sniff's connection and lets stop, from
+// another goroutine, end Sniff's reads at once, whatever Sniff sets after.
+type guard struct {
+	conn     TLSConn
+	mu       sync.Mutex
+	stopped  bool // stop came before finish
+	finished bool
+}
+
+// errStopped is a guard's error once stopped.
+var errStopped = errors.New("stopped")
+
+func (g *guard) setDeadline(t time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return errStopped
+	}
+	return g.conn.SetDeadline(t)
+}
+
+func (g *guard) stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.finished {
+		g.stopped = true
+		_ = g.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// finish ends the guard, clears the connection's deadlines when clear or
+// stopped, and reports whether stop came first.
+func (g *guard) finish(clear bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.finished = true
+	if clear || g.stopped {
+		_ = g.conn.SetDeadline(time.Time{})
+	}
+	return g.stopped
 }
 
 // firstValue is the first value of the (lower-case) field name in mh.
@@ -196,15 +318,18 @@ func (c *Conn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // errTooLong is the recorder's error; Sniff returns ErrTooLong.
 var errTooLong = errors.New("h2sniff: byte limit reached")
 
-// recorder reads from r and keeps every byte read, up to max.
+// recorder reads at most max bytes from r and keeps them in buf, where
+// Sniff removes the frames it answers. buf grows geometrically from
+// 1 KiB, never past max.
 type recorder struct {
-	r   io.Reader
-	buf []byte
-	max int
+	r    io.Reader
+	buf  []byte
+	read int // bytes read
+	max  int
 }
 
 func (r *recorder) Read(p []byte) (int, error) {
-	room := r.max - len(r.buf)
+	room := r.max - r.read
 	if room <= 0 {
 		return 0, errTooLong
 	}
@@ -212,7 +337,13 @@ func (r *recorder) Read(p []byte) (int, error) {
 		p = p[:room]
 	}
 	n, err := r.r.Read(p)
+	if len(r.buf)+n > cap(r.buf) {
+		grown := make([]byte, len(r.buf), min(r.max, max(2*cap(r.buf), len(r.buf)+n, 1024)))
+		copy(grown, r.buf)
+		r.buf = grown
+	}
 	r.buf = append(r.buf, p[:n]...)
+	r.read += n
 	return n, err
 }
 

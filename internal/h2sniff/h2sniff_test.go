@@ -50,6 +50,7 @@ func (f *frames) settings() *frames {
 func (f *frames) ack() *frames    { _ = f.fr.WriteSettingsAck(); return f }
 func (f *frames) window() *frames { _ = f.fr.WriteWindowUpdate(0, 1<<20); return f }
 func (f *frames) ping() *frames   { _ = f.fr.WritePing(false, [8]byte{1, 2, 3}); return f }
+func (f *frames) pong() *frames   { _ = f.fr.WritePing(true, [8]byte{1, 2, 3}); return f }
 func (f *frames) data() *frames {
 	_ = f.fr.WriteData(1, true, []byte("grant_type=client_credentials"))
 	return f
@@ -114,6 +115,8 @@ func TestReplay(t *testing.T) {
 		sent        []byte // sniffed, then read from the replay
 		later       []byte // sent after the sniffed bytes
 		withoutAck  []byte // what ReplayWithoutAck returns of sent+later
+		replay      []byte // what Replay returns, when not sent+later
+		written     []byte // what Sniff writes, when not emptySettings
 		contentType string
 	}{{
 		name:        "ack before headers",
@@ -135,24 +138,38 @@ func TestReplay(t *testing.T) {
 		contentType: "application/grpc+proto",
 	}, {
 		name:       "no content type",
-		sent:       newFrames().preface().settings().ping().headers("", 0).bytes(),
+		sent:       newFrames().preface().settings().headers("", 0).bytes(),
 		later:      newFrames().ack().bytes(),
-		withoutAck: newFrames().preface().settings().ping().headers("", 0).bytes(),
+		withoutAck: newFrames().preface().settings().headers("", 0).bytes(),
+	}, {
+		// A client that connects ahead of its first call sends keepalive
+		// PINGs: Sniff answers them, and leaves them out of the replay.
+		name:        "pings before headers",
+		sent:        newFrames().preface().settings().ping().ack().pong().ping().headers("application/grpc", 0).bytes(),
+		later:       newFrames().ping().bytes(),
+		withoutAck:  newFrames().preface().settings().pong().headers("application/grpc", 0).ping().bytes(),
+		replay:      newFrames().preface().settings().ack().pong().headers("application/grpc", 0).ping().bytes(),
+		written:     append(bytes.Clone(emptySettings), newFrames().pong().pong().bytes()...),
+		contentType: "application/grpc",
 	}}
 	for _, tc := range tests {
 		for _, chunk := range []int{1, 4, 9, 10, 4096} {
 			all := append(bytes.Clone(tc.sent), tc.later...)
 			sniff := func(t *testing.T) *h2sniff.Sniffed {
 				conn := &scriptedConn{r: bytes.NewReader(all), chunk: chunk}
-				sniffed, err := h2sniff.Sniff(conn, h2sniff.Options{})
+				sniffed, err := h2sniff.Sniff(context.Background(), conn, h2sniff.Options{})
 				if err != nil {
 					t.Fatal(err)
 				}
 				if sniffed.ContentType != tc.contentType || sniffed.StreamError {
 					t.Errorf("content type %q, stream error %v; want %q", sniffed.ContentType, sniffed.StreamError, tc.contentType)
 				}
-				if !bytes.Equal(conn.written.Bytes(), emptySettings) {
-					t.Errorf("Sniff wrote %x, want an empty SETTINGS frame", conn.written.Bytes())
+				written := emptySettings
+				if tc.written != nil {
+					written = tc.written
+				}
+				if !bytes.Equal(conn.written.Bytes(), written) {
+					t.Errorf("Sniff wrote %x, want %x", conn.written.Bytes(), written)
 				}
 				return sniffed
 			}
@@ -163,9 +180,13 @@ func TestReplay(t *testing.T) {
 					t.Errorf("ReplayWithoutAck = %x, %v;\nwant %x", got, err, tc.withoutAck)
 				}
 				sniffed = sniff(t)
+				replay := all
+				if tc.replay != nil {
+					replay = tc.replay
+				}
 				got, err = io.ReadAll(chunked{sniffed.Replay(), chunk})
-				if err != nil || !bytes.Equal(got, all) {
-					t.Errorf("Replay = %x, %v;\nwant %x", got, err, all)
+				if err != nil || !bytes.Equal(got, replay) {
+					t.Errorf("Replay = %x, %v;\nwant %x", got, err, replay)
 				}
 			})
 		}
@@ -189,7 +210,7 @@ func TestSniffStreamError(t *testing.T) {
 	_ = enc.WriteField(hpack.HeaderField{Name: ":method", Value: "POST"})
 	_ = enc.WriteField(hpack.HeaderField{Name: "Content-Type", Value: "application/grpc"}) // upper case: RFC 9113 §8.2.1
 	_ = f.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
-	sniffed, err := h2sniff.Sniff(&scriptedConn{r: bytes.NewReader(f.bytes()), chunk: 4096}, h2sniff.Options{})
+	sniffed, err := h2sniff.Sniff(context.Background(), &scriptedConn{r: bytes.NewReader(f.bytes()), chunk: 4096}, h2sniff.Options{})
 	if err != nil || !sniffed.StreamError {
 		t.Fatalf("Sniff = %+v, %v; want a stream error", sniffed, err)
 	}
@@ -208,6 +229,19 @@ func TestSniffRefuses(t *testing.T) {
 	_ = enc.WriteField(hpack.HeaderField{Name: ":method", Value: "POST"})
 	_ = enc.WriteField(hpack.HeaderField{Name: "x-big", Value: strings.Repeat("a", 15000)})
 	_ = big.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
+	// A field indexed in the dynamic table (RFC 7541 §2.3.2), then sent
+	// again by index: 3 KiB once, ten times in the header list, which
+	// the decoder truncates, well under the byte limit.
+	repeated := newFrames().preface().settings()
+	block.Reset()
+	_ = enc.WriteField(hpack.HeaderField{Name: ":method", Value: "POST"})
+	for range 10 {
+		_ = enc.WriteField(hpack.HeaderField{Name: "x-repeated", Value: strings.Repeat("b", 3000)})
+	}
+	_ = repeated.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
+	if len(repeated.bytes()) > 4096 {
+		t.Fatalf("the repeated field takes %d bytes", len(repeated.bytes()))
+	}
 	continuationFirst := newFrames().preface().settings()
 	_ = continuationFirst.fr.WriteContinuation(1, true, []byte{0x82})
 
@@ -223,13 +257,14 @@ func TestSniffRefuses(t *testing.T) {
 		{name: "short", sent: []byte("PRI * HTTP/2.0"), expectErr: io.ErrUnexpectedEOF},
 		{name: "no headers before the limit", sent: many.bytes(), maxBytes: 4096, expectErr: h2sniff.ErrTooLong},
 		{name: "header list over the limit", sent: big.bytes(), maxBytes: 8192, expectErr: h2sniff.ErrTooLong},
+		{name: "header list decoded over the limit", sent: repeated.bytes(), maxBytes: 8192, expectErr: h2sniff.ErrTooLong},
 		{name: "continuation without headers", sent: continuationFirst.bytes(), expectMsg: "PROTOCOL_ERROR"},
 		{name: "frame over the initial size", sent: append(newFrames().preface().bytes(), 0, 0x40, 1, 4, 0, 0, 0, 0, 0), expectErr: http2.ErrFrameTooLarge},
 		{name: "end of connection before headers", sent: newFrames().preface().settings().window().bytes(), expectErr: io.EOF},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := h2sniff.Sniff(&scriptedConn{r: bytes.NewReader(tc.sent), chunk: 4096}, h2sniff.Options{MaxBytes: tc.maxBytes})
+			_, err := h2sniff.Sniff(context.Background(), &scriptedConn{r: bytes.NewReader(tc.sent), chunk: 4096}, h2sniff.Options{MaxBytes: tc.maxBytes})
 			switch {
 			case err == nil:
 				t.Fatal("Sniff succeeded")
@@ -244,16 +279,18 @@ func TestSniffRefuses(t *testing.T) {
 
 // TestSniffDeadlines checks that a client that sends no preface fails the
 // sniff at PrefaceDeadline, and one that sends no request at
-// RequestDeadline.
+// RequestDeadline, with a GOAWAY then (RFC 9113 §6.8): it may retry its
+// request elsewhere.
 func TestSniffDeadlines(t *testing.T) {
 	const short, long = 100 * time.Millisecond, 600 * time.Millisecond
 	tests := []struct {
 		name     string
 		sent     []byte
 		min, max time.Duration // when Sniff returns
+		frames   string        // what the client receives
 	}{
-		{name: "no preface", sent: []byte("PRI * HTTP/2.0\r\n"), min: short, max: long},
-		{name: "no request", sent: newFrames().preface().settings().ping().bytes(), min: long, max: 5 * time.Second},
+		{name: "no preface", sent: []byte("PRI * HTTP/2.0\r\n"), min: short, max: long, frames: ""},
+		{name: "no request", sent: newFrames().preface().settings().ping().bytes(), min: long, max: 5 * time.Second, frames: "SETTINGS PING+ACK GOAWAY"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -261,17 +298,93 @@ func TestSniffDeadlines(t *testing.T) {
 			defer client.Close()
 			defer server.Close()
 			go func() { _, _ = client.Write(tc.sent) }()
-			go func() { _, _ = io.Copy(io.Discard, client) }() // the SETTINGS, then nothing
+			received := receive(client)
 			start := time.Now()
-			_, err := h2sniff.Sniff(pipeConn{server}, h2sniff.Options{PrefaceDeadline: start.Add(short), RequestDeadline: start.Add(long)})
+			_, err := h2sniff.Sniff(context.Background(), pipeConn{server}, h2sniff.Options{PrefaceDeadline: start.Add(short), RequestDeadline: start.Add(long)})
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("Sniff: %v, want the deadline", err)
 			}
 			if d := time.Since(start); d < tc.min || d > tc.max {
 				t.Fatalf("Sniff returned after %v, want %v to %v", d, tc.min, tc.max)
 			}
+			server.Close()
+			if got := <-received; got != tc.frames {
+				t.Errorf("the client received %q, want %q", got, tc.frames)
+			}
 		})
 	}
+}
+
+// TestSniffStopped checks that Sniff returns as soon as its context is
+// done, whatever it was waiting for, and sends the client its SETTINGS
+// and a GOAWAY that says no request was processed.
+func TestSniffStopped(t *testing.T) {
+	tests := []struct {
+		name   string
+		sent   []byte
+		before bool // the context is done before Sniff starts
+	}{
+		{name: "no request", sent: newFrames().preface().settings().bytes()},
+		{name: "no preface"},
+		{name: "stopped before", sent: newFrames().preface().settings().bytes(), before: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			defer server.Close()
+			go func() { _, _ = client.Write(tc.sent) }()
+			received := receive(client)
+			ctx, stop := context.WithCancel(context.Background())
+			if tc.before {
+				stop()
+			} else {
+				time.AfterFunc(200*time.Millisecond, stop)
+			}
+			start := time.Now()
+			_, err := h2sniff.Sniff(ctx, pipeConn{server}, h2sniff.Options{PrefaceDeadline: start.Add(time.Minute), RequestDeadline: start.Add(time.Minute)})
+			if !errors.Is(err, h2sniff.ErrStopped) || !errors.Is(err, context.Canceled) {
+				t.Fatalf("Sniff: %v, want ErrStopped", err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("Sniff returned after %v", d)
+			}
+			server.Close()
+			if got, want := <-received, "SETTINGS GOAWAY"; got != want {
+				t.Errorf("the client received %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// receive reads the frames conn receives and sends their types, space
+// separated, when the connection ends; it closes conn after a GOAWAY
+// (last stream 0, NO_ERROR), as a client without streams does.
+func receive(conn net.Conn) <-chan string {
+	done := make(chan string, 1)
+	go func() {
+		fr := http2.NewFramer(nil, conn)
+		var got []string
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				done <- strings.Join(got, " ")
+				return
+			}
+			name := f.Header().Type.String()
+			if f.Header().Flags.Has(http2.FlagPingAck) && f.Header().Type == http2.FramePing {
+				name += "+ACK"
+			}
+			if ga, ok := f.(*http2.GoAwayFrame); ok {
+				if ga.LastStreamID != 0 || ga.ErrCode != http2.ErrCodeNo {
+					name += "(" + strconv.Itoa(int(ga.LastStreamID)) + ", " + ga.ErrCode.String() + ")"
+				}
+				_ = conn.Close()
+			}
+			got = append(got, name)
+		}
+	}()
+	return done
 }
 
 type pipeConn struct{ net.Conn }
@@ -324,7 +437,7 @@ func TestClients(t *testing.T) {
 					_ = c.Close()
 					return
 				}
-				sniffed, err := h2sniff.Sniff(tc, h2sniff.Options{PrefaceDeadline: time.Now().Add(10 * time.Second)})
+				sniffed, err := h2sniff.Sniff(context.Background(), tc, h2sniff.Options{PrefaceDeadline: time.Now().Add(10 * time.Second)})
 				if err != nil {
 					t.Errorf("Sniff: %v", err)
 					_ = c.Close()
